@@ -1,0 +1,62 @@
+"""Hyper-parameters every experiment starts from; each config file overrides what it changes.
+
+Nothing in the library has a hidden default: every knob the training run reads lives here.
+"""
+
+import ml_collections
+
+
+def stage_config(*, learning_rate: float, batch_size: int, num_epochs: float) -> ml_collections.ConfigDict:
+  """Optimisation of one stage (relation classifier or entity tagger); they train independently."""
+  return ml_collections.ConfigDict(dict(
+      learning_rate=learning_rate,
+      batch_size=batch_size,  # global: split over all devices of all hosts
+      num_epochs=num_epochs,
+      warmup_fraction=0.1,
+      weight_decay=0.01,
+      max_grad_norm=1.0,
+      accum_steps=1,  # micro-batches per step (gradient accumulation)
+      eval_every_steps=0,  # 0: once per epoch
+      patience=3,  # evaluations without dev improvement before stopping; 0 disables early stopping
+      checkpoint_every_steps=200,
+  ))
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.stage = "both"  # relation | tagger | both
+  config.log_every_steps = 25
+  config.export = True  # write the HuggingFace export to workdir/export at the end
+
+  config.data = ml_collections.ConfigDict(dict(
+      demo=False,  # generate the embedded demo corpus instead of reading files
+      demo_seed=0,
+      demo_sentences_per_language=700,
+      train_files="",  # comma-separated TSV files or directories
+      test_files="",
+      languages="",  # a language group or list (EURO, SVO, ALL-EN, ko+en, ...); "" = every language found
+      dev_fraction=0.02,  # carved from train per language, stratified by relation (the paper's 2%)
+      max_seq_len=128,
+      on_error="fail",  # fail | skip (rejects written to workdir/data/rejects.tsv)
+      tokenizer="",  # HF tokenizer dir or hub name; "" = the init checkpoint's; "wordpiece" = train one
+      wordpiece_vocab_size=8000,
+      lowercase=False,
+      mixture="proportional",  # proportional | uniform | temperature
+      temperature=1.0,
+      bucket_boundaries=(32, 64, 128),
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      init_from="",  # HF checkpoint dir or hub name; "" = from scratch with model.scratch
+      dtype="float32",  # compute dtype (bfloat16 on GPU/TPU); parameters stay float32
+      scratch=dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, hidden_dropout=0.1,
+                   attention_dropout=0.1, max_position_embeddings=512),
+  ))
+
+  config.relation = stage_config(learning_rate=3e-5, batch_size=32, num_epochs=3)
+  config.tagger = stage_config(learning_rate=3e-5, batch_size=32, num_epochs=3)
+
+  config.infer = ml_collections.ConfigDict(dict(batch_size=64, max_span_len=32, top_k=1, top_m=1))
+  config.mesh = ml_collections.ConfigDict(dict(num_devices=-1))  # -1: every device of every process
+  return config

@@ -1,0 +1,36 @@
+r"""Trains HERBERTa's two stages: `python -m herberta_jax.train --config configs/demo.py --workdir DIR`.
+
+Flags parse the config file (overridable with `--config.a.b=value`); everything else is
+`herberta_jax.training.loop.train_and_evaluate`. A run restarted in the same workdir resumes by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from herberta_jax.training import distributed  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and the export.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger().setLevel(logging.INFO)
+  distributed.initialize()
+  from herberta_jax.training import loop  # after distributed start-up: it touches devices
+  metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if metrics:
+    logging.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,69 @@
+"""Turns a run's `config.data` into prepared TFRecords under `workdir/data`, once.
+
+Composition only: the demo corpus, the tokenizer choice and `prepare` live in the data layer. A workdir that
+already holds prepared data is reused (that is what makes a restarted run cheap), after checking it was made with
+the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import jax
+from jax.experimental import multihost_utils
+
+from herberta_jax import prepare
+from herberta_jax.data import demo_corpus, smiler, tokenize
+
+
+def _split_paths(value: str) -> list[str]:
+  return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def run_inputs(data_cfg, workdir: pathlib.Path) -> list[pathlib.Path]:
+  """The TSV files of the run: the demo corpus written into the workdir, or the configured files."""
+  if data_cfg.demo:
+    corpus_dir = workdir / "demo_corpus"
+    if not corpus_dir.exists():
+      demo_corpus.write_demo_corpus(corpus_dir, seed=data_cfg.demo_seed,
+                                    sentences_per_language=data_cfg.demo_sentences_per_language)
+    return smiler.expand_inputs([corpus_dir])
+  paths = _split_paths(data_cfg.train_files) + _split_paths(data_cfg.test_files)
+  if not _split_paths(data_cfg.train_files):
+    raise ValueError("no training data: set --config.data.train_files=a.tsv,b.tsv (or a directory), or "
+                     "--config.data.demo=True for the embedded demo corpus")
+  return smiler.expand_inputs(paths)
+
+
+def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path) -> str:
+  """A tokenizer directory: the configured one, the init checkpoint's, or WordPiece trained on the train files."""
+  choice = config.data.tokenizer or config.model.init_from
+  if not choice:
+    raise ValueError("no tokenizer: set --config.data.tokenizer (a HF tokenizer dir or name, or 'wordpiece') or "
+                     "--config.model.init_from")
+  if choice != "wordpiece":
+    return choice
+  out = workdir / "wordpiece"
+  if not (out / "tokenizer.json").exists():
+    train_files = [p for p in inputs if smiler.parse_file_name(p)[1] != "test"]
+    texts = (ex.text for path in train_files for ex in smiler.read_tsv(path, on_error="skip",
+                                                                       rejects=smiler.Rejects()))
+    logging.info("training a WordPiece vocabulary of %d on %d files", config.data.wordpiece_vocab_size,
+                 len(train_files))
+    tokenize.train_wordpiece(texts, out, vocab_size=config.data.wordpiece_vocab_size,
+                             lowercase=config.data.lowercase)
+  return str(out)
+
+
+def prepare_run_data(config, workdir: pathlib.Path) -> pathlib.Path:
+  """Prepared records for the run in `workdir/data` (process 0 writes; the workdir is a shared filesystem)."""
+  data_dir = workdir / "data"
+  if jax.process_index() == 0 and not (data_dir / "manifest.json").exists():
+    inputs = run_inputs(config.data, workdir)
+    tokenizer = _tokenizer_source(config, inputs, workdir)
+    prepare.prepare([str(p) for p in inputs], tokenizer, data_dir, max_seq_len=config.data.max_seq_len,
+                    on_error=config.data.on_error, dev_fraction=config.data.dev_fraction, seed=config.seed)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("prepared data")
+  return data_dir

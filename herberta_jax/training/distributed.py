@@ -1,0 +1,50 @@
+"""Multi-process start-up with JAX's own distributed runtime, before anything touches a device.
+
+`initialize()` reads the cluster from the environment:
+- explicit: `HERBERTA_COORDINATOR` (host:port), `HERBERTA_NUM_PROCESSES`, `HERBERTA_PROCESS_ID`;
+- SLURM and TPU VMs: JAX detects them itself (`jax.distributed.initialize()` with no arguments);
+- none of these: a plain single-process run.
+CPU-only runs use the gloo collectives, so several processes work without accelerators.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+
+
+def _cluster_detected() -> bool:
+  return any(name in os.environ for name in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
+
+
+def initialize() -> None:
+  """Starts jax.distributed when the environment describes a multi-process job; otherwise does nothing."""
+  coordinator = os.environ.get("HERBERTA_COORDINATOR")
+  if coordinator is None and not _cluster_detected():
+    return
+  if os.environ.get("JAX_PLATFORMS", "") == "cpu" or not _has_accelerator_plugin():
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if coordinator is not None:
+    try:
+      num_processes = int(os.environ["HERBERTA_NUM_PROCESSES"])
+      process_id = int(os.environ["HERBERTA_PROCESS_ID"])
+    except (KeyError, ValueError) as e:
+      raise ValueError("HERBERTA_COORDINATOR is set, so HERBERTA_NUM_PROCESSES and HERBERTA_PROCESS_ID must be "
+                       f"set to integers too ({e})") from e
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id)
+  else:
+    jax.distributed.initialize()
+  logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _has_accelerator_plugin() -> bool:
+  try:
+    import jax_cuda12_plugin  # noqa: F401
+    return True
+  except ImportError:
+    pass
+  return "TPU_WORKER_HOSTNAMES" in os.environ or "TPU_ACCELERATOR_TYPE" in os.environ

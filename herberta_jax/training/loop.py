@@ -1,0 +1,289 @@
+"""The training loop of one stage, and `train_and_evaluate`, which runs both and evaluates the pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from flax.metrics import tensorboard
+
+from herberta_jax import prepare
+from herberta_jax.data import languages as languages_lib
+from herberta_jax.data.example import NEGATIVE_LABEL
+from herberta_jax.data.pipeline import Pipeline
+from herberta_jax.model import hf
+from herberta_jax.model.bert import BertConfig
+from herberta_jax.model.heads import EntityTagger, RelationClassifier
+from herberta_jax.training import checkpoint, data_setup, optim, parallel, steps
+from herberta_jax.training.state import TrainState
+
+STAGES = ("relation", "tagger")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+
+def scratch_bert_config(config, manifest: dict) -> BertConfig:
+  """The encoder of a run from scratch: `model.scratch` over the prepared tokenizer's vocabulary."""
+  scratch = config.model.scratch
+  return BertConfig(vocab_size=manifest["tokenizer"]["vocab_size"], hidden_size=scratch.hidden_size,
+                    num_layers=scratch.num_layers, num_heads=scratch.num_heads,
+                    intermediate_size=scratch.intermediate_size, hidden_dropout=scratch.hidden_dropout,
+                    attention_dropout=scratch.attention_dropout,
+                    max_position_embeddings=scratch.max_position_embeddings,
+                    pad_token_id=manifest["tokenizer"]["pad_id"], dtype=config.model.dtype)
+
+
+class StageModel:
+  """A stage's Flax module, encoder config and initial parameters (pretrained encoder or scratch)."""
+
+  def __init__(self, stage: str, config, manifest: dict, mesh):
+    self.stage = stage
+    vocab_size = manifest["tokenizer"]["vocab_size"]
+    self.pretrained = None
+    if config.model.init_from:
+      bert_config, encoder = hf.load_encoder(config.model.init_from, add_pooler=(stage == "relation"))
+      bert_config = bert_config.replace(vocab_size=max(vocab_size, bert_config.vocab_size),
+                                        dtype=config.model.dtype)
+      self.pretrained = encoder
+    else:
+      bert_config = scratch_bert_config(config, manifest)
+    self.bert_config = bert_config
+    if stage == "relation":
+      self.module = RelationClassifier(bert_config, num_labels=len(manifest["labels"]))
+    else:
+      self.module = EntityTagger(bert_config)
+    self.mesh = mesh
+
+  def dummy_inputs(self):
+    ids = jnp.zeros((1, 8), jnp.int32)
+    mask = jnp.ones((1, 8), jnp.int32)
+    if self.stage == "relation":
+      return (ids, mask)
+    return (ids, mask, jnp.zeros_like(ids), mask)
+
+  def initial_params(self, rng):
+    """Parameters created already replicated on the mesh; the encoder replaced by pretrained weights if any."""
+    init = jax.jit(lambda r: self.module.init(r, *self.dummy_inputs())["params"],
+                   out_shardings=parallel.replicated(self.mesh))
+    params = init(rng)
+    if self.pretrained is not None:
+      encoder = self.pretrained
+      if encoder["embeddings"]["word_embeddings"]["embedding"].shape[0] < self.bert_config.vocab_size:
+        encoder = hf.resize_token_embeddings(encoder, self.bert_config.vocab_size, jax.random.fold_in(rng, 1))
+      params = dict(params)
+      params["bert"] = jax.device_put(encoder, parallel.replicated(self.mesh))
+    return params
+
+
+def tagger_input_builder(manifest: dict, bert_config: BertConfig) -> steps.TaggerInputs:
+  table = [manifest["relation_token_ids"][label] for label in manifest["labels"]]
+  tok = manifest["tokenizer"]
+  return steps.TaggerInputs(table, cls_id=tok["cls_id"], sep_id=tok["sep_id"], pad_id=tok["pad_id"],
+                            two_segments=bert_config.type_vocab_size >= 2)
+
+
+def _pipeline(config, data_dir, split: str, *, batch_size: int, train: bool) -> Pipeline:
+  langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
+  if batch_size % jax.process_count():
+    raise ValueError(f"batch size {batch_size} does not split over {jax.process_count()} processes")
+  return Pipeline(data_dir, split, batch_size=batch_size // jax.process_count(), languages=langs,
+                  mixture=config.data.mixture, temperature=config.data.temperature, shuffle=train,
+                  seed=config.seed, bucket_boundaries=tuple(config.data.bucket_boundaries), repeat=train,
+                  process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def has_split(manifest: dict, split: str) -> bool:
+  return any(info["count"] for info in manifest["splits"].get(split, {}).values())
+
+
+class DevScorer:
+  """The early-stopping score of a stage on the dev split: relation micro-F1 without the negative label, or the
+  tagger's exact entity-pair match given the gold relation. Counts are summed on the host over all batches."""
+
+  def __init__(self, stage_model: StageModel, manifest: dict, config, data_dir):
+    self.stage = stage_model.stage
+    self.mesh = stage_model.mesh
+    self.pipeline = _pipeline(config, data_dir, "dev", batch_size=config.infer.batch_size, train=False)
+    self.negative = manifest["labels"].index(NEGATIVE_LABEL) if NEGATIVE_LABEL in manifest["labels"] else -1
+    module = stage_model.module
+    if self.stage == "relation":
+      self.predict = jax.jit(lambda p, b: steps.relation_predictions(module, p, b))
+    else:
+      build = tagger_input_builder(manifest, stage_model.bert_config)
+      self.predict = jax.jit(lambda p, b: steps.tagger_predictions(module, build, p, b,
+                                                                   max_span_len=config.infer.max_span_len))
+
+  def __call__(self, params) -> float:
+    hits = predicted = gold = 0
+    for batch in self.pipeline.batches():
+      batch = parallel.common_length(batch)
+      out = np.asarray(jax.device_get(_local_rows(self.predict(params, parallel.to_global(batch, self.mesh)))))
+      valid = batch["valid"]
+      if self.stage == "relation":
+        labels = batch["label"]
+        pred_pos = valid & (out != self.negative)
+        gold_pos = valid & (labels != self.negative)
+        hits += int(np.sum(pred_pos & gold_pos & (out == labels)))
+        predicted += int(pred_pos.sum())
+        gold += int(gold_pos.sum())
+      else:
+        hits += int(np.sum(valid & np.all(out == batch["spans"], axis=-1)))
+        gold += int(valid.sum())
+    counts = _sum_over_processes(np.asarray([hits, predicted, gold]))
+    hits, predicted, gold = (int(c) for c in counts)
+    if self.stage == "relation":
+      return 2 * hits / (predicted + gold) if predicted + gold else 0.0
+    return hits / gold if gold else 0.0
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in order."""
+  if jax.process_count() == 1:
+    return np.asarray(array)
+  shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+  return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+def _sum_over_processes(values: np.ndarray) -> np.ndarray:
+  if jax.process_count() == 1:
+    return values
+  from jax.experimental import multihost_utils
+  return np.sum(multihost_utils.process_allgather(values), axis=0)
+
+
+def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, mesh):
+  """Trains one stage to the end (or early stop), resuming from `workdir/<stage>` when a checkpoint is there.
+
+  Returns (StageModel, best params). The dev score decides the best checkpoint; without a dev split the last
+  step is the best.
+  """
+  cfg = config[stage]
+  stage_dir = workdir / stage
+  is_chief = jax.process_index() == 0
+  stage_model = StageModel(stage, config, manifest, mesh)
+  module = stage_model.module
+
+  train_pipeline = _pipeline(config, data_dir, "train", batch_size=cfg.batch_size, train=True)
+  steps_per_epoch = max(1, train_pipeline.num_examples() // cfg.batch_size)
+  total_steps = max(1, int(math.ceil(cfg.num_epochs * steps_per_epoch)))
+  eval_every = cfg.eval_every_steps or steps_per_epoch
+  tx, schedule = optim.make_optimizer(cfg, total_steps)
+
+  rng = jax.random.fold_in(jax.random.key(config.seed), STAGES.index(stage))
+  init_rng, dropout_rng = jax.random.split(rng)
+  replicated = parallel.replicated(mesh)
+  state = jax.jit(lambda p: TrainState.create(p, tx, dropout_rng), out_shardings=replicated)(
+      stage_model.initial_params(init_rng))
+
+  ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
+  progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "done": False}
+  restored = ckpts.restore_latest(checkpoint.abstract_like(state, replicated))
+  if restored is not None:
+    state, progress = restored
+    logging.info("%s: resumed from step %d in %s", stage, int(state.step), stage_dir)
+
+  if stage == "relation":
+    loss_terms = lambda p, b, r, d: steps.relation_loss_terms(module, p, b, r, d)
+  else:
+    build = tagger_input_builder(manifest, stage_model.bert_config)
+    loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
+  train_step = jax.jit(steps.make_train_step(loss_terms, schedule, cfg.accum_steps), donate_argnums=0,
+                       out_shardings=(replicated, replicated))
+  dev = DevScorer(stage_model, manifest, config, data_dir) if has_split(manifest, "dev") else None
+  writer = tensorboard.SummaryWriter(str(stage_dir / "tensorboard")) if is_chief else None
+
+  def evaluate_and_keep_best(step: int) -> bool:
+    """Scores dev, saves a new best; returns True when early stopping says stop."""
+    score = dev(state.params)
+    if writer:
+      writer.scalar("dev/score", score, step)
+    if score > progress["best_score"]:
+      progress.update(best_score=score, best_step=step, evals_without_improvement=0)
+      if step not in ckpts.best.all_steps():
+        ckpts.save_best(step, state, progress)
+    else:
+      progress["evals_without_improvement"] += 1
+    logging.info("%s step %d: dev score %.4f (best %.4f at step %d)", stage, step, score, progress["best_score"],
+                 progress["best_step"])
+    return bool(cfg.patience) and progress["evals_without_improvement"] >= cfg.patience
+
+  step = int(state.step)
+  batches = train_pipeline.batches(start_batch=step)
+  bar = tqdm.tqdm(total=total_steps, initial=step, desc=stage, disable=not is_chief, dynamic_ncols=True)
+  window_start, window_rows = time.perf_counter(), 0
+  while step < total_steps and not progress["done"]:
+    batch = parallel.common_length(next(batches))
+    state, metrics = train_step(state, parallel.to_global(batch, mesh))
+    step += 1
+    window_rows += batch["input_ids"].shape[0] * jax.process_count()
+    bar.update(1)
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      last = ckpts.latest.latest_step()
+      raise NonFiniteLossError(
+          f"{stage}: loss is {loss} at step {step}; stopped. The last good checkpoint is step {last} in "
+          f"{stage_dir / 'checkpoints' / 'latest'}. Lower --config.{stage}.learning_rate or check the data.")
+    if step % config.log_every_steps == 0 or step == total_steps:
+      elapsed = time.perf_counter() - window_start
+      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      scalars["sentences_per_second"] = window_rows / max(elapsed, 1e-9)
+      bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}")
+      if writer:
+        for name, value in scalars.items():
+          writer.scalar(f"train/{name}", value, step)
+        writer.flush()
+      window_start, window_rows = time.perf_counter(), 0
+    stop = False
+    if dev is not None and (step % eval_every == 0 or step == total_steps):
+      stop = evaluate_and_keep_best(step)
+    if stop or step == total_steps:
+      progress["done"] = True
+    if progress["done"] or step % cfg.checkpoint_every_steps == 0:
+      ckpts.save_latest(step, state, progress)
+  bar.close()
+  if writer:
+    writer.close()
+
+  best = ckpts.restore_best(checkpoint.abstract_like(state, replicated)) if dev is not None else None
+  if best is not None:
+    state = best[0]
+  if is_chief:
+    summary = {"stage": stage, "final_step": step, "total_steps": total_steps, **progress}
+    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+  ckpts.close()
+  return stage_model, state.params
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  """Prepares data, trains the configured stages, then evaluates the two-stage pipeline and exports it.
+
+  Returns the test metrics (an empty dict when only one stage was trained or there is no test split).
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if config.stage not in STAGES + ("both",):
+    raise ValueError(f"--config.stage={config.stage!r}: use relation, tagger or both")
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  mesh = parallel.make_mesh(config.mesh.num_devices)
+  logging.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
+  data_dir = data_setup.prepare_run_data(config, workdir)
+  manifest = prepare.load_manifest(data_dir)
+
+  trained = {}
+  for stage in STAGES:
+    if config.stage in (stage, "both"):
+      trained[stage] = train_stage(stage, config, workdir, data_dir, manifest, mesh)
+  if len(trained) < 2:
+    return {}
+  from herberta_jax import evaluation  # inference and reporting need both stages
+  return evaluation.finish_run(config, workdir, data_dir, manifest, mesh, trained)

@@ -1,0 +1,101 @@
+"""One pure, jittable train step per stage, and their evaluation steps.
+
+Both train steps compute the loss as a weighted sum over rows divided by the batch's total weight, accumulated
+over `accum_steps` micro-batches with `lax.scan`: accumulating gradients gives the same update as one large
+batch, and the same result whatever the device count (the batch is sharded, the mean is global).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from herberta_jax.model import inputs as model_inputs
+from herberta_jax.training.state import TrainState
+
+
+def relation_loss_terms(model, params, batch, rng, deterministic: bool):
+  """Sum of cross-entropies over the batch and the number of rows counted."""
+  logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                       deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+  weights = batch["valid"].astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  return jnp.sum(ce * weights), jnp.sum(weights)
+
+
+class TaggerInputs:
+  """Builds the tagger's input for a batch from the relation token of each row's (gold or predicted) label."""
+
+  def __init__(self, relation_token_ids, *, cls_id: int, sep_id: int, pad_id: int, two_segments: bool):
+    self.relation_token_ids = jnp.asarray(relation_token_ids, jnp.int32)  # [num_labels]
+    self.kwargs = dict(cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, two_segments=two_segments)
+
+  def __call__(self, input_ids, attention_mask, labels):
+    return model_inputs.tagger_inputs(input_ids, attention_mask, self.relation_token_ids[labels], **self.kwargs)
+
+
+def tagger_loss_terms(model, build: TaggerInputs, params, batch, rng, deterministic: bool):
+  """Mean of the four position cross-entropies, summed over rows; rows with a truncated entity get weight 0."""
+  ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
+  logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=deterministic,
+                       rngs=None if deterministic else {"dropout": rng})  # [B, L, 4]
+  targets = model_inputs.shift_spans(batch["spans"])  # [B, 4]
+  weights = (batch["valid"] & jnp.all(targets >= 0, axis=-1)).astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(jnp.swapaxes(logits, 1, 2), jnp.maximum(targets, 0))
+  return jnp.sum(ce.mean(axis=-1) * weights), jnp.sum(weights)
+
+
+def make_train_step(loss_terms: Callable, schedule: optax.Schedule, accum_steps: int = 1):
+  """A train step `(state, batch) -> (state, metrics)` for a `loss_terms(params, batch, rng, deterministic)`."""
+
+  def micro_batches(batch):
+    def split(x):
+      if x.shape[0] % accum_steps:
+        raise ValueError(f"batch of {x.shape[0]} rows does not split into accum_steps={accum_steps} micro-batches")
+      return x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:])
+    return jax.tree.map(split, batch)
+
+  def step(state: TrainState, batch):
+    step_rng = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.value_and_grad(lambda p, b, r: loss_terms(p, b, r, False), has_aux=True)
+
+    def accumulate(carry, indexed):
+      index, micro = indexed
+      loss_sum, weight_sum, grads = carry
+      (loss, weight), g = grad_fn(state.params, micro, jax.random.fold_in(step_rng, index))
+      return (loss_sum + loss, weight_sum + weight, jax.tree.map(jnp.add, grads, g)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (loss_sum, weight_sum, grads), _ = jax.lax.scan(
+        accumulate, (jnp.zeros(()), jnp.zeros(()), zeros), (jnp.arange(accum_steps), micro_batches(batch)))
+    denominator = jnp.maximum(weight_sum, 1.0)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    new_state = state.apply_gradients(grads)
+    metrics = {
+        "loss": loss_sum / denominator,
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": schedule(state.step),
+    }
+    return new_state, metrics
+
+  return step
+
+
+def relation_predictions(model, params, batch):
+  """Predicted label ids [B] of the relation classifier."""
+  logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], deterministic=True)
+  return jnp.argmax(logits, axis=-1)
+
+
+def tagger_predictions(model, build: TaggerInputs, params, batch, *, max_span_len: int):
+  """Best (e1, e2) token spans [B, 4] in relation-input positions, given each row's gold relation."""
+  from herberta_jax import spans  # span decoding is shared with inference
+  ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
+  logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=True)
+  best = spans.best_entity_pairs(logits, sentence_mask, max_span_len=max_span_len, top_m=1)
+  predicted = jnp.stack([best["e1_start"][:, 0], best["e1_end"][:, 0], best["e2_start"][:, 0],
+                         best["e2_end"][:, 0]], axis=-1)
+  return predicted - model_inputs.TAGGER_SHIFT

