@@ -178,7 +178,7 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
   eval_every = cfg.eval_every_steps or steps_per_epoch
   tx, schedule = optim.make_optimizer(cfg, total_steps)
 
-  rng = jax.random.fold_in(jax.random.key(config.seed), STAGES.index(stage))
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), STAGES.index(stage))  # raw uint32 keys checkpoint as plain arrays
   init_rng, dropout_rng = jax.random.split(rng)
   replicated = parallel.replicated(mesh)
   state = jax.jit(lambda p: TrainState.create(p, tx, dropout_rng), out_shardings=replicated)(

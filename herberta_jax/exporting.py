@@ -1,0 +1,58 @@
+"""Writes a trained pipeline as HuggingFace checkpoints plus `herberta.json`, the glue between the two.
+
+    DIR/relation/       BertForSequenceClassification (+ tokenizer)
+    DIR/tagger/         BertForTokenClassification with labels e1_start, e1_end, e2_start, e2_end (+ tokenizer
+                        with its relation tokens)
+    DIR/herberta.json   labels, relation-token mapping, max length, negative label, format version
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+
+from herberta_jax.data import tokenize
+from herberta_jax.data.example import NEGATIVE_LABEL
+from herberta_jax.infer import EXPORT_FORMAT_VERSION
+from herberta_jax.model import hf
+
+
+def host_params(params):
+  """Parameters as numpy on this host (replicated arrays: the local copy; works in multi-process runs too)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
+                      params)
+
+
+def export_meta(manifest: dict, bucket_boundaries, two_segments: bool) -> dict:
+  """The contents of herberta.json: what a reader of the two checkpoints needs to chain them."""
+  tok = manifest["tokenizer"]
+  return {
+      "format_version": EXPORT_FORMAT_VERSION,
+      "labels": list(manifest["labels"]),
+      "negative_label": manifest.get("negative_label", NEGATIVE_LABEL),
+      "relation_tokens": dict(manifest["relation_tokens"]),
+      "relation_token_ids": dict(manifest["relation_token_ids"]),
+      "max_seq_len": manifest["max_seq_len"],
+      "bucket_boundaries": [int(b) for b in bucket_boundaries],
+      "cls_id": tok["cls_id"], "sep_id": tok["sep_id"], "pad_id": tok["pad_id"],
+      "two_segments": bool(two_segments),
+      "tagger_input": "[CLS] [relation] [SEP] sentence [SEP]",
+  }
+
+
+def write_export(out_dir, data_dir, manifest: dict, relation, tagger, bucket_boundaries) -> pathlib.Path:
+  """`relation` and `tagger` are (BertConfig, params) pairs; the tokenizer is the prepared one in `data_dir`."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tokenizer = tokenize.load_tokenizer(pathlib.Path(data_dir) / "tokenizer")
+  rel_config, rel_params = relation
+  tag_config, tag_params = tagger
+  id2label = dict(enumerate(manifest["labels"]))
+  hf.export_relation(out_dir / "relation", rel_config, host_params(rel_params), id2label, tokenizer)
+  hf.export_tagger(out_dir / "tagger", tag_config, host_params(tag_params), tokenizer)
+  meta = export_meta(manifest, bucket_boundaries, tag_config.type_vocab_size >= 2)
+  (out_dir / "herberta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+  return out_dir
