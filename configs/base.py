@@ -45,6 +45,10 @@ def get_base_config() -> ml_collections.ConfigDict:
       mixture="proportional",  # proportional | uniform | temperature
       temperature=1.0,
       bucket_boundaries=(32, 64, 128),
+      # shards: each host reads its own share of the TFRecord shards (scales to any corpus). all: every host
+      # reads the whole stream and keeps its slice of each global batch, so the batches do not depend on the
+      # number of hosts (exact reproducibility across topologies; costs each host the full read).
+      host_reading="shards",
   ))
 
   config.model = ml_collections.ConfigDict(dict(

@@ -20,11 +20,9 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 def export_workdir(workdir, out_dir) -> pathlib.Path:
   """Restores both stages' best parameters from `workdir` and writes the export."""
-  import jax
   import ml_collections
   from herberta_jax import exporting, prepare
-  from herberta_jax.training import checkpoint, loop, optim, parallel
-  from herberta_jax.training.state import TrainState
+  from herberta_jax.training import loop, parallel
   workdir = pathlib.Path(workdir)
   if not (workdir / "config.json").exists():
     raise FileNotFoundError(f"{workdir}/config.json not found: --workdir must be a training workdir")
@@ -34,17 +32,8 @@ def export_workdir(workdir, out_dir) -> pathlib.Path:
   mesh = parallel.make_mesh(1)
   restored = {}
   for stage in loop.STAGES:
-    model = loop.StageModel(stage, config, manifest, mesh)
-    tx, _ = optim.make_optimizer(config[stage], total_steps=1)  # the schedule's values do not shape the state
-    abstract = jax.eval_shape(lambda: TrainState.create(
-        model.module.init(jax.random.PRNGKey(0), *model.dummy_inputs())["params"], tx, jax.random.PRNGKey(0)))
-    ckpts = checkpoint.StageCheckpoints(workdir / stage / "checkpoints")
-    abstract = checkpoint.abstract_like(abstract, parallel.replicated(mesh))
-    found = ckpts.restore_best(abstract) or ckpts.restore_latest(abstract)
-    ckpts.close()
-    if found is None:
-      raise FileNotFoundError(f"{workdir}/{stage}/checkpoints has no checkpoint: train that stage first")
-    restored[stage] = (model.bert_config, found[0].params)
+    model, params = loop.restore_stage_params(workdir, stage, config, manifest, mesh)
+    restored[stage] = (model.bert_config, params)
   return exporting.write_export(out_dir, data_dir, manifest, restored["relation"], restored["tagger"],
                                 tuple(config.data.bucket_boundaries))
 

@@ -91,14 +91,36 @@ def tagger_input_builder(manifest: dict, bert_config: BertConfig) -> steps.Tagge
                             two_segments=bert_config.type_vocab_size >= 2)
 
 
-def _pipeline(config, data_dir, split: str, *, batch_size: int, train: bool) -> Pipeline:
+def _pipeline(config, data_dir, split: str, *, batch_size: int, train: bool):
+  """The input pipeline of this process: its share of every global batch of `batch_size` rows."""
   langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
-  if batch_size % jax.process_count():
-    raise ValueError(f"batch size {batch_size} does not split over {jax.process_count()} processes")
-  return Pipeline(data_dir, split, batch_size=batch_size // jax.process_count(), languages=langs,
-                  mixture=config.data.mixture, temperature=config.data.temperature, shuffle=train,
-                  seed=config.seed, bucket_boundaries=tuple(config.data.bucket_boundaries), repeat=train,
-                  process_index=jax.process_index(), process_count=jax.process_count())
+  count, index = jax.process_count(), jax.process_index()
+  if batch_size % count:
+    raise ValueError(f"batch size {batch_size} does not split over {count} processes")
+  every_host_reads_all = config.data.host_reading == "all"
+  if config.data.host_reading not in ("all", "shards"):
+    raise ValueError(f"--config.data.host_reading={config.data.host_reading!r}: use shards or all")
+  pipeline = Pipeline(data_dir, split, batch_size=batch_size if every_host_reads_all else batch_size // count,
+                      languages=langs, mixture=config.data.mixture, temperature=config.data.temperature,
+                      shuffle=train, seed=config.seed, bucket_boundaries=tuple(config.data.bucket_boundaries),
+                      repeat=train, process_index=0 if every_host_reads_all else index,
+                      process_count=1 if every_host_reads_all else count)
+  return RowSlice(pipeline, index, count) if every_host_reads_all and count > 1 else pipeline
+
+
+class RowSlice:
+  """A pipeline of global batches seen by one process: its contiguous slice of rows of each batch."""
+
+  def __init__(self, pipeline: Pipeline, index: int, count: int):
+    self.pipeline, self.index, self.count = pipeline, index, count
+
+  def num_examples(self) -> int:
+    return self.pipeline.num_examples()
+
+  def batches(self, start_batch: int = 0):
+    for batch in self.pipeline.batches(start_batch=start_batch):
+      rows = len(batch["input_ids"]) // self.count
+      yield {k: v[self.index * rows:(self.index + 1) * rows] for k, v in batch.items()}
 
 
 def has_split(manifest: dict, split: str) -> bool:
@@ -200,6 +222,8 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
                        out_shardings=(replicated, replicated))
   dev = DevScorer(stage_model, manifest, config, data_dir) if has_split(manifest, "dev") else None
   writer = tensorboard.SummaryWriter(str(stage_dir / "tensorboard")) if is_chief else None
+  # Every step's loss in plain text too: cheap, greppable, and what tests compare across topologies.
+  losses = open(stage_dir / "losses.jsonl", "a", encoding="utf-8", buffering=1) if is_chief else None
 
   def evaluate_and_keep_best(step: int) -> bool:
     """Scores dev, saves a new best; returns True when early stopping says stop."""
@@ -227,6 +251,8 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
     window_rows += batch["input_ids"].shape[0] * jax.process_count()
     bar.update(1)
     loss = float(metrics["loss"])
+    if losses:
+      losses.write(json.dumps({"step": step, "loss": loss}) + "\n")
     if not math.isfinite(loss):
       last = ckpts.latest.latest_step()
       raise NonFiniteLossError(
@@ -248,10 +274,15 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
     if stop or step == total_steps:
       progress["done"] = True
     if progress["done"] or step % cfg.checkpoint_every_steps == 0:
+      # A loss can be finite while its update overflows the parameters: never checkpoint those.
+      if not math.isfinite(float(optim.global_norm(state.params))):
+        raise NonFiniteLossError(f"{stage}: parameters became NaN/Inf at step {step}; stopped. The last good "
+                                 f"checkpoint is step {ckpts.latest.latest_step()} in {stage_dir / 'checkpoints'}.")
       ckpts.save_latest(step, state, progress)
   bar.close()
   if writer:
     writer.close()
+    losses.close()
 
   best = ckpts.restore_best(checkpoint.abstract_like(state, replicated)) if dev is not None else None
   if best is not None:
@@ -261,6 +292,25 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
   ckpts.close()
   return stage_model, state.params
+
+
+def restore_stage_params(workdir, stage: str, config, manifest: dict, mesh, *, best: bool = True):
+  """(StageModel, params) of a stage from its checkpoints in `workdir`: the best one (falling back to the
+  latest) or the latest. Raises FileNotFoundError when the stage has none."""
+  stage_model = StageModel(stage, config, manifest, mesh)
+  tx, _ = optim.make_optimizer(config[stage], total_steps=1)  # the schedule's values do not shape the state
+  abstract = jax.eval_shape(lambda: TrainState.create(
+      stage_model.module.init(jax.random.PRNGKey(0), *stage_model.dummy_inputs())["params"], tx,
+      jax.random.PRNGKey(0)))
+  abstract = checkpoint.abstract_like(abstract, parallel.replicated(mesh))
+  ckpts = checkpoint.StageCheckpoints(pathlib.Path(workdir) / stage / "checkpoints")
+  try:
+    found = (ckpts.restore_best(abstract) if best else None) or ckpts.restore_latest(abstract)
+  finally:
+    ckpts.close()
+  if found is None:
+    raise FileNotFoundError(f"{workdir}/{stage}/checkpoints holds no checkpoint: train that stage first")
+  return stage_model, found[0].params
 
 
 def train_and_evaluate(config, workdir) -> dict:

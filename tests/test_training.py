@@ -1,0 +1,161 @@
+"""The training loop: data-parallel equality, resume after SIGKILL, NaN stop, early stopping, config overrides."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import demo
+from herberta_jax import prepare
+from herberta_jax.training import data_setup, loop, parallel
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**stage_overrides):
+  """The demo config shrunk to seconds: 60 sentences per language, a one-layer encoder."""
+  config = demo.get_config()
+  config.data.demo_sentences_per_language = 60
+  config.data.wordpiece_vocab_size = 800
+  config.data.bucket_boundaries = (32, 64)
+  config.data.max_seq_len = 64
+  config.model.scratch.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+  for stage in (config.relation, config.tagger):
+    stage.update(batch_size=8, num_epochs=1, checkpoint_every_steps=5, **stage_overrides)
+  config.infer.batch_size = 8
+  config.log_every_steps = 5
+  return config
+
+
+TINY_FLAGS = [
+    "--config.data.demo_sentences_per_language=60", "--config.data.wordpiece_vocab_size=800",
+    "--config.data.max_seq_len=64", "--config.data.bucket_boundaries=(32,64)",
+    "--config.model.scratch.hidden_size=32", "--config.model.scratch.num_layers=1",
+    "--config.model.scratch.num_heads=2", "--config.model.scratch.intermediate_size=64",
+    "--config.relation.batch_size=8", "--config.infer.batch_size=8",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  """One prepared tiny demo corpus shared by the tests (workdirs link to it)."""
+  workdir = tmp_path_factory.mktemp("prepared")
+  data_dir = data_setup.prepare_run_data(tiny_config(), workdir)
+  return data_dir
+
+
+def workdir_with_data(tmp_path, data_dir) -> pathlib.Path:
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "data").symlink_to(data_dir)
+  return workdir
+
+
+def losses(workdir, stage="relation"):
+  by_step = {}
+  for line in (workdir / stage / "losses.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    by_step[record["step"]] = record["loss"]  # a resumed run rewrites the steps after its checkpoint
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def test_one_and_four_devices_give_the_same_losses(tmp_path, prepared):
+  assert jax.device_count() == 4, "tests/conftest.py simulates 4 CPU devices"
+  manifest = prepare.load_manifest(prepared)
+  runs = {}
+  for devices in (1, 4):
+    config = tiny_config()
+    config.mesh.num_devices = devices
+    config.relation.num_epochs = 2
+    workdir = workdir_with_data(tmp_path / f"d{devices}", prepared)
+    loop.train_stage("relation", config, workdir, prepared, manifest, parallel.make_mesh(devices))
+    runs[devices] = losses(workdir)
+  assert len(runs[1]) >= 8
+  np.testing.assert_allclose(runs[4], runs[1], rtol=1e-5)
+  assert runs[1][-1] < runs[1][0], "the loss should fall over two epochs"
+
+
+def test_gradient_accumulation_matches_one_large_batch(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  runs = {}
+  for accum in (1, 4):
+    config = tiny_config(accum_steps=accum)
+    config.model.scratch.update(hidden_dropout=0.0, attention_dropout=0.0)  # dropout keys differ per micro-batch
+    workdir = workdir_with_data(tmp_path / f"a{accum}", prepared)
+    loop.train_stage("relation", config, workdir, prepared, manifest, parallel.make_mesh(4))
+    runs[accum] = losses(workdir)
+  assert len(runs[1]) == len(runs[4]) >= 4
+  np.testing.assert_allclose(runs[4], runs[1], rtol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_config(learning_rate=1e38, max_grad_norm=0.0, checkpoint_every_steps=1, warmup_fraction=0.0)
+  workdir = workdir_with_data(tmp_path, prepared)
+  mesh = parallel.make_mesh(4)
+  with pytest.raises(loop.NonFiniteLossError, match="last good checkpoint"):
+    loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  _, params = loop.restore_stage_params(workdir, "relation", config, manifest, mesh, best=False)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_early_stopping_stops_when_dev_stops_improving(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_config(learning_rate=0.0, num_epochs=10, patience=2, eval_every_steps=2)
+  workdir = workdir_with_data(tmp_path, prepared)
+  loop.train_stage("relation", config, workdir, prepared, manifest, parallel.make_mesh(4))
+  summary = json.loads((workdir / "relation" / "summary.json").read_text())
+  # A learning rate of 0 never improves on the first evaluation: stop after two more.
+  assert summary["best_step"] == 2
+  assert summary["final_step"] == 6 < summary["total_steps"]
+  assert summary["done"]
+
+
+def train_command(workdir, *extra):
+  return [sys.executable, "-m", "herberta_jax.train", "--config", "configs/demo.py", "--workdir", str(workdir),
+          "--config.stage=relation", "--config.data.dev_fraction=0.0", "--config.relation.num_epochs=3",
+          "--config.relation.checkpoint_every_steps=10", *TINY_FLAGS, *extra]
+
+
+def latest_params(workdir):
+  config = tiny_config()
+  manifest = prepare.load_manifest(workdir / "data")
+  _, params = loop.restore_stage_params(workdir, "relation", config, manifest, parallel.make_mesh(4), best=False)
+  return params
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, prepared):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  straight = workdir_with_data(tmp_path / "straight", prepared)
+  subprocess.run(train_command(straight), cwd=REPO, env=env, check=True, capture_output=True)
+
+  killed = workdir_with_data(tmp_path / "killed", prepared)
+  proc = subprocess.Popen(train_command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  latest = killed / "relation" / "checkpoints" / "latest"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (latest.exists() and any(p.name.isdigit() for p in latest.iterdir())):
+    time.sleep(0.2)
+  time.sleep(0.5)  # into the next stretch of steps, past the checkpoint
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
+  subprocess.run(train_command(killed), cwd=REPO, env=env, check=True, capture_output=True)
+
+  assert losses(killed) == pytest.approx(losses(straight), rel=1e-6)
+  for a, b in zip(jax.tree.leaves(latest_params(killed)), jax.tree.leaves(latest_params(straight))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_config_overrides_reach_the_run_and_bad_ones_are_refused(tmp_path):
+  result = subprocess.run(train_command(tmp_path / "w", "--config.relation.no_such_knob=1"), cwd=REPO,
+                          capture_output=True, text=True)
+  assert result.returncode != 0
+  assert "no_such_knob" in result.stderr
