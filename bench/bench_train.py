@@ -140,7 +140,7 @@ def main():
       jax_s = jax_step_seconds(stage, config, args.steps)
       torch_s = torch_step_seconds(stage, shape, args.steps)
       length = LENGTH + (2 if stage == "tagger" else 0)
-      flops = train_flops_per_sequence(config, length, NUM_LABELS if stage == "relation" else 4) * BATCH
+      flops = train_flops_per_sequence(config, length, stage, NUM_LABELS) * BATCH
       mfu = flops / jax_s / peak
       ratio = torch_s / jax_s if torch_s else float("nan")
       print(f"{name:8} {stage:9} {jax_s:10.4f} {BATCH / jax_s:10.1f} {torch_s or float('nan'):12.4f} "

@@ -1,0 +1,225 @@
+"""A BERT / RoBERTa encoder in Flax that reproduces HuggingFace's `BertModel` and `XLMRobertaModel` numerically.
+
+Module and parameter names mirror HuggingFace's (`encoder/layer_3/attention/self/query/kernel` is
+`encoder.layer.3.attention.self.query.weight` transposed), so checkpoint conversion is a rename, not a table.
+
+Written with Flax Linen: its pure `init`/`apply` functions are exactly what our jitted, sharded train steps,
+`lax.scan` gradient accumulation and Orbax checkpoints of plain pytrees want; NNX would add a split/merge at every
+one of those boundaries for no gain here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
+SUPPORTED_TYPES = ("bert",) + ROBERTA_TYPES
+
+_ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # HF's "gelu" is the exact erf form
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """The encoder's shape. Field names are ours; `from_hf_dict`/`to_hf_dict` translate HF's `config.json`."""
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int = 0
+  model_type: str = "bert"
+  dtype: str = "float32"  # compute dtype; parameters stay float32
+
+  def __post_init__(self):
+    if self.model_type not in SUPPORTED_TYPES:
+      raise ValueError(f"model_type {self.model_type!r} is not supported: use one of {', '.join(SUPPORTED_TYPES)}")
+    if self.hidden_act not in _ACTIVATIONS:
+      raise ValueError(f"hidden_act {self.hidden_act!r} is not supported: use one of {', '.join(_ACTIVATIONS)}")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+
+  @property
+  def is_roberta(self) -> bool:
+    return self.model_type in ROBERTA_TYPES
+
+  def replace(self, **changes) -> "BertConfig":
+    return dataclasses.replace(self, **changes)
+
+  @classmethod
+  def from_hf_dict(cls, hf: dict, *, source: str = "config.json") -> "BertConfig":
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_TYPES:
+      raise ValueError(f"{source}: model_type {model_type!r} is not a BERT or RoBERTa encoder; herberta_jax "
+                       f"loads {', '.join(SUPPORTED_TYPES)}")
+    try:
+      return cls(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+                 num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+                 hidden_act=hf.get("hidden_act", "gelu"), hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+                 attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+                 max_position_embeddings=hf.get("max_position_embeddings", 512),
+                 type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+                 pad_token_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
+                 model_type=model_type)
+    except KeyError as e:
+      raise ValueError(f"{source}: missing field {e.args[0]!r} of a {model_type} config") from e
+
+  def to_hf_dict(self) -> dict:
+    return {
+        "model_type": self.model_type, "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+        "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
+        "intermediate_size": self.intermediate_size, "hidden_act": self.hidden_act,
+        "hidden_dropout_prob": self.hidden_dropout, "attention_probs_dropout_prob": self.attention_dropout,
+        "max_position_embeddings": self.max_position_embeddings, "type_vocab_size": self.type_vocab_size,
+        "layer_norm_eps": self.layer_norm_eps, "pad_token_id": self.pad_token_id, "initializer_range": 0.02,
+    }
+
+
+def position_ids(input_ids, config: BertConfig):
+  """BERT counts positions from 0. RoBERTa counts non-padding tokens from pad_id + 1 and gives padding pad_id."""
+  if not config.is_roberta:
+    return jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+  not_pad = (input_ids != config.pad_token_id).astype(jnp.int32)
+  return jnp.cumsum(not_pad, axis=1) * not_pad + config.pad_token_id
+
+
+_init = nn.initializers.normal(stddev=0.02)
+
+
+def _dense(features: int, config: BertConfig, name: str):
+  return nn.Dense(features, dtype=jnp.dtype(config.dtype), kernel_init=_init, name=name)
+
+
+def _layer_norm(config: BertConfig, name: str = "LayerNorm"):
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.dtype(config.dtype), name=name)
+
+
+class Embeddings(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, deterministic: bool):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    words = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_init, dtype=dtype,
+                     name="word_embeddings")(input_ids)
+    positions = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_init, dtype=dtype,
+                         name="position_embeddings")(position_ids(input_ids, cfg))
+    types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=_init, dtype=dtype,
+                     name="token_type_embeddings")(token_type_ids)
+    x = _layer_norm(cfg)(words + positions + types)
+    return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    cfg = self.config
+    batch, length, _ = x.shape
+    head_dim = cfg.hidden_size // cfg.num_heads
+
+    def heads(name):
+      return _dense(cfg.hidden_size, cfg, name)(x).reshape(batch, length, cfg.num_heads, head_dim)
+
+    q, k, v = heads("query"), heads("key"), heads("value")
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+    # Softmax in float32 whatever the compute dtype: bfloat16 logits lose too much near the max.
+    probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(v.dtype)
+    probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, length, cfg.hidden_size)
+
+
+class Attention(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    cfg = self.config
+    attended = SelfAttention(cfg, name="self")(x, bias, deterministic)
+    return _Output(cfg, name="output")(attended, x, deterministic)
+
+
+class _Output(nn.Module):
+  """dense -> dropout -> LayerNorm(+ residual): the tail of both attention and feed-forward blocks."""
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x, residual, deterministic: bool):
+    cfg = self.config
+    out = nn.Dropout(cfg.hidden_dropout)(_dense(cfg.hidden_size, cfg, "dense")(x), deterministic=deterministic)
+    return _layer_norm(cfg)(out + residual)
+
+
+class _Intermediate(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x):
+    return _ACTIVATIONS[self.config.hidden_act](_dense(self.config.intermediate_size, self.config, "dense")(x))
+
+
+class Layer(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    h = Attention(self.config, name="attention")(x, bias, deterministic)
+    return _Output(self.config, name="output")(_Intermediate(self.config, name="intermediate")(h), h, deterministic)
+
+
+class _Layers(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    for i in range(self.config.num_layers):
+      x = Layer(self.config, name=f"layer_{i}")(x, bias, deterministic)
+    return x
+
+
+class _Pooler(nn.Module):
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, first_token):
+    return jnp.tanh(_dense(self.config.hidden_size, self.config, "dense")(first_token))
+
+
+class BertEncoder(nn.Module):
+  """Returns (sequence output [B, L, H], pooled output [B, H] or None). Outputs are float32."""
+  config: BertConfig
+  add_pooler: bool = True
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True):
+    cfg = self.config
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, deterministic)
+    # Additive mask over keys, as HF builds it: 0 where attended, the dtype's lowest value where masked.
+    bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+    x = _Layers(cfg, name="encoder")(x, bias, deterministic)
+    sequence = x.astype(jnp.float32)
+    if not self.add_pooler:
+      return sequence, None
+    pooled = _Pooler(cfg, name="pooler")(x[:, 0])
+    return sequence, pooled.astype(jnp.float32)

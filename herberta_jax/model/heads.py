@@ -1,0 +1,45 @@
+"""HERBERTa's two models (paper section 4): a relation classifier on the pooled [CLS] and an entity tagger.
+
+Each is an encoder under `bert` plus a dense layer under `classifier`, the layout of HuggingFace's
+`BertForSequenceClassification` and `BertForTokenClassification`, so an export is a rename.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from herberta_jax.model.bert import BertConfig, BertEncoder
+
+TAGGER_OUTPUTS = ("e1_start", "e1_end", "e2_start", "e2_end")
+MASKED_LOGIT = -1e9  # finite, so a fully masked row gives a uniform softmax rather than NaN
+
+
+class RelationClassifier(nn.Module):
+  """[CLS] pooled output -> dropout -> dense over the run's relation labels. Returns float32 logits [B, labels]."""
+  config: BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True):
+    _, pooled = BertEncoder(self.config, add_pooler=True, name="bert")(
+        input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+    pooled = nn.Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
+    return nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(0.02), name="classifier")(pooled)
+
+
+class EntityTagger(nn.Module):
+  """Per-token dense with 4 outputs (e1 start, e1 end, e2 start, e2 end). Returns float32 logits [B, L, 4].
+
+  Positions outside `sentence_mask` (the [CLS] [relation] [SEP] prefix, the final [SEP], padding) get
+  MASKED_LOGIT, so a softmax over positions never picks them.
+  """
+  config: BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask, token_type_ids, sentence_mask, *, deterministic: bool = True):
+    sequence, _ = BertEncoder(self.config, add_pooler=False, name="bert")(
+        input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+    sequence = nn.Dropout(self.config.hidden_dropout)(sequence, deterministic=deterministic)
+    logits = nn.Dense(len(TAGGER_OUTPUTS), kernel_init=nn.initializers.normal(0.02), name="classifier")(sequence)
+    return jnp.where(sentence_mask[..., None] > 0, logits, MASKED_LOGIT)

@@ -1,0 +1,74 @@
+"""The Flax encoder against HuggingFace's PyTorch models: random BERT, real all-MiniLM-L6-v2, random XLM-R."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from herberta_jax.model import hf
+from herberta_jax.model.bert import BertEncoder
+
+TOL = 1e-4
+
+
+def _inputs(vocab: int, pad_id: int, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(pad_id + 1 + 3, vocab, size=(3, 12)).astype(np.int64)
+  mask = np.ones_like(ids)
+  ids[1, 8:], mask[1, 8:] = pad_id, 0  # a padded row
+  ids[2, 5:], mask[2, 5:] = pad_id, 0
+  types = np.zeros_like(ids)
+  types[0, 6:] = 1
+  return ids, mask, types
+
+
+def _compare(directory, torch_model, pad_id: int, use_types: bool):
+  config, params = hf.load_encoder(directory, add_pooler=True)
+  ids, mask, types = _inputs(config.vocab_size, pad_id)
+  types = types if use_types else np.zeros_like(types)
+  with torch.no_grad():
+    out = torch_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                      token_type_ids=torch.tensor(types))
+  sequence, pooled = BertEncoder(config, add_pooler=True).apply({"params": params}, ids, mask, types)
+  valid = mask.astype(bool)  # padded positions' hidden states are not defined by either side
+  seq_err = np.abs(np.asarray(sequence) - out.last_hidden_state.numpy())[valid].max()
+  pool_err = np.abs(np.asarray(pooled) - out.pooler_output.numpy()).max()
+  assert seq_err < TOL, seq_err
+  assert pool_err < TOL, pool_err
+
+
+def test_random_bert_matches_pytorch(tmp_path):
+  torch.manual_seed(0)
+  cfg = transformers.BertConfig(vocab_size=300, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                intermediate_size=128, max_position_embeddings=64)
+  model = transformers.BertModel(cfg).eval()
+  model.save_pretrained(tmp_path)
+  _compare(tmp_path, model, pad_id=0, use_types=True)
+
+
+def test_real_minilm_matches_pytorch(minilm_dir):
+  model = transformers.BertModel.from_pretrained(str(minilm_dir)).eval()
+  _compare(minilm_dir, model, pad_id=0, use_types=True)
+
+
+def test_random_xlm_roberta_matches_pytorch(tmp_path):
+  torch.manual_seed(1)
+  cfg = transformers.XLMRobertaConfig(vocab_size=250, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=128, max_position_embeddings=40, type_vocab_size=1,
+                                      pad_token_id=1)
+  model = transformers.XLMRobertaModel(cfg).eval()
+  model.save_pretrained(tmp_path)
+  config, _ = hf.load_encoder(tmp_path)
+  assert config.is_roberta and config.pad_token_id == 1
+  _compare(tmp_path, model, pad_id=1, use_types=False)
+
+
+def test_pytorch_bin_checkpoint_loads_like_safetensors(tmp_path):
+  torch.manual_seed(2)
+  cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=32)
+  model = transformers.BertModel(cfg).eval()
+  model.save_pretrained(tmp_path)
+  (tmp_path / "model.safetensors").unlink()
+  torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+  _compare(tmp_path, model, pad_id=0, use_types=True)
