@@ -28,7 +28,7 @@ def tiny_config(**stage_overrides):
   config.data.max_seq_len = 64
   config.model.scratch.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
   for stage in (config.relation, config.tagger):
-    stage.update(batch_size=8, num_epochs=1, checkpoint_every_steps=5, **stage_overrides)
+    stage.update({"batch_size": 8, "num_epochs": 1, "checkpoint_every_steps": 5, **stage_overrides})
   config.infer.batch_size = 8
   config.log_every_steps = 5
   return config
@@ -53,7 +53,7 @@ def prepared(tmp_path_factory):
 
 def workdir_with_data(tmp_path, data_dir) -> pathlib.Path:
   workdir = tmp_path / "run"
-  workdir.mkdir()
+  workdir.mkdir(parents=True)
   (workdir / "data").symlink_to(data_dir)
   return workdir
 

@@ -76,7 +76,7 @@ def make_train_step(loss_terms: Callable, schedule: optax.Schedule, accum_steps:
     new_state = state.apply_gradients(grads)
     metrics = {
         "loss": loss_sum / denominator,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": schedule(state.step),
     }
     return new_state, metrics
