@@ -21,10 +21,24 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _LibraryInfoFilter(logging.Filter):
+  """Drops INFO records of Orbax and TF (one per checkpoint manager and save), keeping their warnings."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    noisy = any(part in record.pathname for part in ("orbax", "tensorflow"))
+    return record.levelno >= logging.WARNING or not noisy
+
+
+def quiet_library_logs() -> None:
+  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+    handler.addFilter(_LibraryInfoFilter())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
+  quiet_library_logs()
   distributed.initialize()
   from herberta_jax.training import loop  # after distributed start-up: it touches devices
   metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -123,6 +123,18 @@ def test_wordpiece_training_and_new_relation_tokens_when_unused_run_out(tmp_path
   assert all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == 70
 
 
+def test_wordpiece_splits_korean_words_so_entities_ending_before_a_particle_stay_exact(tmp_path):
+  texts = ["새별제약은 최현우를 새 회장으로 선임했다.", "장현우는 딸 강다은을 키웠다."] * 20
+  tokenizer = tokenize.train_wordpiece(iter(texts), tmp_path / "wp", vocab_size=300)
+  assert tokenizer.tokenize("새별제약은") == ["새", "##별", "##제", "##약", "##은"]
+  text = "새별제약은 최현우를 새 회장으로 선임했다."
+  example = Example(id="ko-1", lang="ko", text=text, label="org-leader", e1=(0, 4), e2=(6, 9))
+  [features] = tokenize.encode([example], tokenizer, 32, {"org-leader": 0})
+  offsets = features.offsets
+  e1_start, e1_end = features.spans[0], features.spans[1]
+  assert (offsets[e1_start][0], offsets[e1_end][1]) == (0, 4)  # "새별제약", without "은"
+
+
 def test_fingerprint_follows_vocabulary_and_added_tokens_and_survives_saving(minilm_dir, tmp_path):
   tokenizer = tokenize.load_tokenizer(minilm_dir)
   original = tokenize.tokenizer_fingerprint(tokenizer)

@@ -5,42 +5,17 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from configs import demo
 from herberta_jax import prepare
 from herberta_jax.training import data_setup, loop, parallel
+from tiny_run import losses, tiny_config, train_command, workdir_with_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def tiny_config(**stage_overrides):
-  """The demo config shrunk to seconds: 60 sentences per language, a one-layer encoder."""
-  config = demo.get_config()
-  config.data.demo_sentences_per_language = 60
-  config.data.wordpiece_vocab_size = 800
-  config.data.bucket_boundaries = (32, 64)
-  config.data.max_seq_len = 64
-  config.model.scratch.update(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-  for stage in (config.relation, config.tagger):
-    stage.update({"batch_size": 8, "num_epochs": 1, "checkpoint_every_steps": 5, **stage_overrides})
-  config.infer.batch_size = 8
-  config.log_every_steps = 5
-  return config
-
-
-TINY_FLAGS = [
-    "--config.data.demo_sentences_per_language=60", "--config.data.wordpiece_vocab_size=800",
-    "--config.data.max_seq_len=64", "--config.data.bucket_boundaries=(32,64)",
-    "--config.model.scratch.hidden_size=32", "--config.model.scratch.num_layers=1",
-    "--config.model.scratch.num_heads=2", "--config.model.scratch.intermediate_size=64",
-    "--config.relation.batch_size=8", "--config.infer.batch_size=8",
-]
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +24,6 @@ def prepared(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("prepared")
   data_dir = data_setup.prepare_run_data(tiny_config(), workdir)
   return data_dir
-
-
-def workdir_with_data(tmp_path, data_dir) -> pathlib.Path:
-  workdir = tmp_path / "run"
-  workdir.mkdir(parents=True)
-  (workdir / "data").symlink_to(data_dir)
-  return workdir
-
-
-def losses(workdir, stage="relation"):
-  by_step = {}
-  for line in (workdir / stage / "losses.jsonl").read_text().splitlines():
-    record = json.loads(line)
-    by_step[record["step"]] = record["loss"]  # a resumed run rewrites the steps after its checkpoint
-  return [by_step[s] for s in sorted(by_step)]
 
 
 def test_one_and_four_devices_give_the_same_losses(tmp_path, prepared):
@@ -115,13 +75,7 @@ def test_early_stopping_stops_when_dev_stops_improving(tmp_path, prepared):
   # A learning rate of 0 never improves on the first evaluation: stop after two more.
   assert summary["best_step"] == 2
   assert summary["final_step"] == 6 < summary["total_steps"]
-  assert summary["done"]
-
-
-def train_command(workdir, *extra):
-  return [sys.executable, "-m", "herberta_jax.train", "--config", "configs/demo.py", "--workdir", str(workdir),
-          "--config.stage=relation", "--config.data.dev_fraction=0.0", "--config.relation.num_epochs=3",
-          "--config.relation.checkpoint_every_steps=10", *TINY_FLAGS, *extra]
+  assert summary["stopped_early"]
 
 
 def latest_params(workdir):

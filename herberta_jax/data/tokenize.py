@@ -25,6 +25,7 @@ NUM_RESERVED_UNUSED = 64
 # Room the tagger input needs beyond `[CLS] sentence [SEP]`: the relation token and a second [SEP].
 TAGGER_EXTRA_TOKENS = 2
 _UNUSED = re.compile(r"^\[unused(\d+)\]$")
+_HANGUL_SYLLABLE = "[\uac00-\ud7a3]"
 
 
 def load_tokenizer(name_or_path: str | pathlib.Path):
@@ -135,7 +136,7 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
   Returns:
     The saved tokenizer, loaded back with `load_tokenizer`.
   """
-  from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+  from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
   from transformers import BertTokenizerFast
 
   reserved = list(SPECIAL_TOKENS) + [f"[unused{i}]" for i in range(NUM_RESERVED_UNUSED)]
@@ -144,7 +145,12 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
   backend = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
   backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
                                                   lowercase=lowercase)
-  backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  # Korean attaches particles to words ("새별제약은" = entity + "은"), so an entity often ends inside a
+  # whitespace word. Training on isolated Hangul syllables keeps multi-syllable pieces out of the vocabulary;
+  # with "##" twins of every syllable added below, encoding splits Hangul words into syllables and every
+  # entity boundary falls on a token boundary.
+  backend.pre_tokenizer = pre_tokenizers.Sequence([
+      pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Split(Regex(_HANGUL_SYLLABLE), behavior="isolated")])
   backend.decoder = decoders.WordPiece(prefix="##")
   trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=reserved, show_progress=False,
                                       continuing_subword_prefix="##")
@@ -152,7 +158,9 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
   # The trainer numbers equal-count pieces in hash-map order, which changes from run to run; WordPiece encoding
   # depends only on the set of pieces, so numbering them in sorted order after the reserved ones makes the ids
   # reproducible. (On a large corpus, ties at the vocabulary-size cut can still change the set itself.)
-  learned = sorted(set(backend.get_vocab(with_added_tokens=True)) - set(reserved))
+  learned = set(backend.get_vocab(with_added_tokens=True)) - set(reserved)
+  learned |= {"##" + piece for piece in learned if re.fullmatch(_HANGUL_SYLLABLE, piece)}
+  learned = sorted(learned)
   vocab = {token: i for i, token in enumerate(reserved + learned)}
   # BertTokenizerFast rebuilds the same normalizer, pre-tokenizer, decoder and post-processor from the vocabulary.
   tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=lowercase)

@@ -2,6 +2,8 @@
 
 `initialize()` reads the cluster from the environment:
 - explicit: `HERBERTA_COORDINATOR` (host:port), `HERBERTA_NUM_PROCESSES`, `HERBERTA_PROCESS_ID`;
+- `HERBERTA_HEARTBEAT_TIMEOUT` (seconds, default JAX's 100): how long the survivors wait for a process that
+  died before they fail rather than hang;
 - SLURM and TPU VMs: JAX detects them itself (`jax.distributed.initialize()` with no arguments);
 - none of these: a plain single-process run.
 CPU-only runs use the gloo collectives, so several processes work without accelerators.
@@ -34,11 +36,21 @@ def initialize() -> None:
       raise ValueError("HERBERTA_COORDINATOR is set, so HERBERTA_NUM_PROCESSES and HERBERTA_PROCESS_ID must be "
                        f"set to integers too ({e})") from e
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+                               process_id=process_id, **_timeouts())
   else:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**_timeouts())
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _timeouts() -> dict:
+  value = os.environ.get("HERBERTA_HEARTBEAT_TIMEOUT")
+  if value is None:
+    return {}
+  try:
+    return {"heartbeat_timeout_seconds": int(value)}
+  except ValueError as e:
+    raise ValueError(f"HERBERTA_HEARTBEAT_TIMEOUT={value!r}: must be an integer number of seconds") from e
 
 
 def _has_accelerator_plugin() -> bool:

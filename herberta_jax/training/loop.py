@@ -97,9 +97,12 @@ def _pipeline(config, data_dir, split: str, *, batch_size: int, train: bool):
   count, index = jax.process_count(), jax.process_index()
   if batch_size % count:
     raise ValueError(f"batch size {batch_size} does not split over {count} processes")
-  every_host_reads_all = config.data.host_reading == "all"
   if config.data.host_reading not in ("all", "shards"):
     raise ValueError(f"--config.data.host_reading={config.data.host_reading!r}: use shards or all")
+  # Evaluation splits are small and one pass: every host reads them whole and keeps its slice of each batch, so
+  # all hosts run the same number of batches (with disjoint shards one host may run out first and leave the
+  # others waiting in a collective).
+  every_host_reads_all = config.data.host_reading == "all" or not train
   pipeline = Pipeline(data_dir, split, batch_size=batch_size if every_host_reads_all else batch_size // count,
                       languages=langs, mixture=config.data.mixture, temperature=config.data.temperature,
                       shuffle=train, seed=config.seed, bucket_boundaries=tuple(config.data.bucket_boundaries),
@@ -207,7 +210,8 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
       stage_model.initial_params(init_rng))
 
   ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints")
-  progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "done": False}
+  # `stopped_early` is kept apart from reaching total_steps: a finished run restarted with more epochs continues.
+  progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "stopped_early": False}
   restored = ckpts.restore_latest(checkpoint.abstract_like(state, replicated))
   if restored is not None:
     state, progress = restored
@@ -244,7 +248,7 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
   batches = train_pipeline.batches(start_batch=step)
   bar = tqdm.tqdm(total=total_steps, initial=step, desc=stage, disable=not is_chief, dynamic_ncols=True)
   window_start, window_rows = time.perf_counter(), 0
-  while step < total_steps and not progress["done"]:
+  while step < total_steps and not progress["stopped_early"]:
     batch = parallel.common_length(next(batches))
     state, metrics = train_step(state, parallel.to_global(batch, mesh))
     step += 1
@@ -268,12 +272,9 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
           writer.scalar(f"train/{name}", value, step)
         writer.flush()
       window_start, window_rows = time.perf_counter(), 0
-    stop = False
     if dev is not None and (step % eval_every == 0 or step == total_steps):
-      stop = evaluate_and_keep_best(step)
-    if stop or step == total_steps:
-      progress["done"] = True
-    if progress["done"] or step % cfg.checkpoint_every_steps == 0:
+      progress["stopped_early"] = evaluate_and_keep_best(step)
+    if progress["stopped_early"] or step == total_steps or step % cfg.checkpoint_every_steps == 0:
       # A loss can be finite while its update overflows the parameters: never checkpoint those.
       if not math.isfinite(float(optim.global_norm(state.params))):
         raise NonFiniteLossError(f"{stage}: parameters became NaN/Inf at step {step}; stopped. The last good "
