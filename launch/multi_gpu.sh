@@ -94,20 +94,24 @@ fi
 declare -A process_of_pid=()
 alive=()
 
+# True while any started process is still running (bash reaps ended children by itself, so they are gone).
+any_alive() {
+  local pid
+  for pid in "${alive[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      return 0
+    fi
+  done
+  return 1
+}
+
 # SIGTERM first; JAX's preemption service catches SIGTERM in distributed processes, so SIGKILL what is left
 # after the grace period.
 stop_all() {
-  local pid deadline=$((SECONDS + grace)) left
+  local deadline=$((SECONDS + grace))
   ((${#alive[@]})) || return 0
   kill -TERM "${alive[@]}" 2>/dev/null || true
-  while ((SECONDS < deadline)); do
-    left=0
-    for pid in "${alive[@]}"; do
-      if kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]; then
-        left=1
-      fi
-    done
-    ((left)) || break
+  while ((SECONDS < deadline)) && any_alive; do
     sleep 0.2
   done
   kill -KILL "${alive[@]}" 2>/dev/null || true

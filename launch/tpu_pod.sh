@@ -42,7 +42,9 @@ shift 4
 check_workdir "$workdir"
 
 # The remote command is one string for the workers' shell: every word in it is quoted for that shell.
-remote="cd $(quote_word "${REPO_DIR:-herberta_jax}") && $(format_command -- "${HERBERTA_PYTHON:-python3}" \
+# HERBERTA_DISTRIBUTED=1: a pod slice's workers learn of each other from the TPU metadata server, not from the
+# environment, so the trainer is told to call jax.distributed.initialize() and let JAX find them.
+remote="cd $(quote_word "${REPO_DIR:-herberta_jax}") && HERBERTA_DISTRIBUTED=1 $(format_command -- "${HERBERTA_PYTHON:-python3}" \
   -m herberta_jax.train --config "$config" --workdir "$workdir" "$@")"
 
 run_command -- gcloud compute tpus tpu-vm ssh "$tpu_name" --zone "$zone" --worker=all --command "$remote"

