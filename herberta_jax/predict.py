@@ -5,7 +5,7 @@ r"""Raw sentences in, triples out:
 `--model` is an export directory or a finished training workdir. Input lines are plain sentences, SMiLER TSV
 rows (tags are stripped before prediction) or JSONL objects with a `text` field, detected from the first line or
 set with --format. Output: one JSON object per input line, in order; a line that cannot be predicted gets an
-`error` object in its place, so output line N always answers input line N.
+`error` object in its place, so output line N always answers input line N (a TSV's header line aside).
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ def sentences(raw_lines: list[bytes], fmt: str, max_chars: int) -> Iterator[tupl
 
 def main(argv):
   del argv
-  from herberta_jax.infer import Encoded, Predictor
   import tqdm
+
+  from herberta_jax.infer import Predictor
   predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, top_k=_TOP_K.value, top_m=_TOP_M.value,
                                     max_span_len=_MAX_SPAN.value)
   stream = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")
@@ -102,7 +103,6 @@ def main(argv):
   done = sum(1 for e in encoded if not e.error)
   print(f"predicted {done} sentences ({len(encoded) - done} errors) in {elapsed:.1f}s: "
         f"{done / max(elapsed, 1e-9):.0f} sentences/s", file=sys.stderr)
-  del Encoded
 
 
 if __name__ == "__main__":

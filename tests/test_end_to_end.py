@@ -1,0 +1,114 @@
+"""A tiny run of both stages, end to end: metrics, report and export, then the predict and evaluate CLIs on it
+and the README's PyTorch snippet on its export."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from herberta_jax.infer import Predictor
+from herberta_jax.training import loop
+from tiny_run import REPO, tiny_config
+
+SENTENCES = [
+    "Anna Weber wurde in Hamburg geboren.",
+    "The novel Silent Harbor was written by Clara Hughes.",
+    "새별제약은 최현우를 새 회장으로 선임했다.",
+    "Marie Curie was born in Warsaw.",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("e2e")
+  config = tiny_config()
+  config.tagger.num_epochs = 2
+  metrics = loop.train_and_evaluate(config, workdir)
+  return workdir, metrics
+
+
+def cli(module: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+  result = subprocess.run([sys.executable, "-m", f"herberta_jax.{module}", *args], cwd=REPO, input=stdin,
+                          capture_output=True)
+  assert result.returncode == 0, result.stderr.decode()[-3000:]
+  return result
+
+
+def test_run_writes_metrics_report_and_export(run):
+  workdir, metrics = run
+  written = json.loads((workdir / "metrics.json").read_text())
+  for name in ("relation", "entity1", "entity2", "entity_pair", "combined"):
+    assert set(written[name]) >= {"precision", "recall", "f1"}
+    assert written[name]["f1"] == pytest.approx(metrics[name]["f1"])
+  for name in ("metrics.json", "predictions.jsonl", "report.md", "f1_per_language.png", "f1_heatmap.png",
+               "entity1_vs_entity2.png"):
+    assert (workdir / "report" / name).stat().st_size > 0
+  for name in ("herberta.json", "relation/config.json", "relation/model.safetensors", "tagger/config.json",
+               "tagger/model.safetensors", "tagger/tokenizer.json"):
+    assert (workdir / "export" / name).exists()
+
+
+def test_predict_keeps_output_aligned_with_input_and_reports_bad_lines(run, tmp_path):
+  workdir, _ = run
+  lines = [SENTENCES[0].encode(), b"", b"x" * 300, b"caf\xe9 \xff broken", SENTENCES[1].encode()]
+  (tmp_path / "in.txt").write_bytes(b"\n".join(lines) + b"\n")
+  cli("predict", "--model", str(workdir), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"),
+      "--top_k", "2", "--top_m", "2", "--max_chars", "200")
+  out = [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
+  assert len(out) == len(lines)
+  assert "empty" in out[1]["error"] and "max_chars" in out[2]["error"] and "UTF-8" in out[3]["error"]
+  for record, sentence in ((out[0], SENTENCES[0]), (out[4], SENTENCES[1])):
+    assert record["text"] == sentence
+    assert len(record["nbest"]) == 4  # top 2 relations x top 2 entity pairs
+    scores = [n["score"] for n in record["nbest"]]
+    assert scores == sorted(scores, reverse=True)
+    for entity in ("e1", "e2"):
+      best = record["nbest"][0][entity]
+      assert sentence[best["start"]:best["end"]] == best["text"]
+    assert re.sub(r"</?e[12]>", "", record["tagged"]) == sentence
+
+
+def test_predict_reads_tsv_and_jsonl_from_stdin(run):
+  workdir, _ = run
+  tsv = ("id\tentity_1\tentity_2\tlabel\ttext\tlang\n"
+         "1\tMarie Curie\tWarsaw\tbirth-place\t<e1>Marie Curie</e1> was born in <e2>Warsaw</e2>.\ten\n").encode()
+  from_tsv = cli("predict", "--model", str(workdir), stdin=tsv).stdout.decode().splitlines()
+  jsonl = (json.dumps({"text": SENTENCES[3]}) + "\n" + json.dumps({"txt": "no text field"}) + "\n").encode()
+  from_jsonl = cli("predict", "--model", str(workdir), stdin=jsonl).stdout.decode().splitlines()
+  assert len(from_tsv) == 1 and json.loads(from_tsv[0])["text"] == SENTENCES[3]  # tags stripped
+  assert json.loads(from_jsonl[0])["relation"] == json.loads(from_tsv[0])["relation"]
+  assert "text" in json.loads(from_jsonl[1])["error"]
+
+
+def test_evaluate_on_the_test_files_reproduces_the_runs_metrics(run, tmp_path):
+  workdir, metrics = run
+  test_files = sorted(str(p) for p in (workdir / "demo_corpus").glob("*_test.tsv"))
+  cli("evaluate", "--model", str(workdir / "export"), "--out", str(tmp_path / "report"),
+      *[f"--data={f}" for f in test_files])
+  evaluated = json.loads((tmp_path / "report" / "metrics.json").read_text())
+  for name in ("relation", "entity1", "entity2", "combined"):
+    assert evaluated[name]["f1"] == pytest.approx(metrics[name]["f1"], abs=1e-9)
+  assert (tmp_path / "report" / "predictions.jsonl").exists()
+
+
+def readme_snippet() -> str:
+  text = (REPO / "README.md").read_text()
+  section = text[text.index("## Using an export from PyTorch"):]
+  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_pytorch_snippet_matches_the_jax_pipeline(run, capsys):
+  workdir, _ = run
+  code = readme_snippet().replace('"/tmp/herberta_demo/export"', repr(str(workdir / "export")))
+  namespace = {}
+  exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+  assert capsys.readouterr().out.strip().startswith("{'relation':")
+  predictor = Predictor.from_export(workdir / "export", batch_size=4)
+  for encoded, jax_result in predictor.run(predictor.encode(SENTENCES)):
+    torch_result = namespace["extract"](encoded.text)
+    assert torch_result == {"relation": jax_result["relation"], "e1": jax_result["e1"]["text"],
+                            "e2": jax_result["e2"]["text"]}, encoded.text
+  assert np.isfinite(predictor.meta["max_seq_len"])
