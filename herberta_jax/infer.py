@@ -130,7 +130,7 @@ class Predictor:
     tag_config, tag_params = hf.load_tagger_model(directory / "tagger")
     relation = (RelationClassifier(rel_config, num_labels=len(meta["labels"])), rel_params)
     tagger = (EntityTagger(tag_config), tag_params)
-    return cls(relation, tagger, meta, tokenizer.load_tokenizer(directory / "tagger"), **kwargs)
+    return cls(relation, tagger, meta, tokenize.load_tokenizer(directory / "tagger"), **kwargs)
 
   def encode(self, texts: Sequence[str]) -> list[Encoded]:
     """Tokenizes sentences as `prepare` does: [CLS] sentence [SEP], truncated to leave room for the tagger."""
