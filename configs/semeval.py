@@ -32,10 +32,14 @@ def get_config():
   config.data.test_files = str(SEMEVAL / "test.tsv")
   config.data.dev_fraction = 0.1
   config.data.max_seq_len = 96
-  config.data.bucket_boundaries = (32, 48, 64, 96)
+  # Sentences average 23 tokens: fine buckets cut the padding (compute) by a fifth for two more compilations.
+  config.data.bucket_boundaries = (16, 24, 32, 48, 64, 96)
   config.model.init_from = minilm_dir()
   for stage in (config.relation, config.tagger):
-    stage.update(learning_rate=1e-4, batch_size=32, num_epochs=3, warmup_fraction=0.1, patience=0,
-                 checkpoint_every_steps=100)
+    stage.update(batch_size=32, warmup_fraction=0.1, patience=0, checkpoint_every_steps=100)
+  # Tuned on dev (see README): with 1e-4 and 3 epochs both stages were still climbing (relation F1 0.52, 0.61,
+  # 0.66; tagger exact pairs 0.55, 0.63, 0.65 after epochs 1-3).
+  config.relation.update(learning_rate=2e-4, num_epochs=4)
+  config.tagger.update(learning_rate=2e-4, num_epochs=3)
   config.infer.max_span_len = 16
   return config

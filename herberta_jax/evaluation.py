@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import time
 from typing import Iterable, Sequence
 
 import jax
@@ -45,8 +46,11 @@ def evaluate_examples(predictor: Predictor, examples: Iterable[Example], out_dir
                       train_sizes: dict | None = None) -> dict:
   """Predicts, scores and writes the report for SMiLER examples; returns the metrics."""
   golds = [gold_record(ex.id, ex.lang, ex.text, ex.label, ex.e1, ex.e2, False) for ex in examples]
+  start = time.perf_counter()
   records = predict_records(predictor, golds)
+  seconds = time.perf_counter() - start  # tokenizing, compiling each bucket shape once, and the two stages
   result = metrics.compute_metrics(records, negative_label=predictor.meta["negative_label"])
+  result.update(inference_seconds=seconds, sentences_per_second=len(golds) / max(seconds, 1e-9))
   if jax.process_index() == 0:
     report.write_report(out_dir, records, result, train_sizes=train_sizes)
   return result

@@ -34,12 +34,14 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path, prepared):
     config = tiny_config()
     config.mesh.num_devices = devices
     config.relation.num_epochs = 2
+    config.relation.learning_rate = 5e-3  # the tiny encoder barely moves in two epochs at the demo's 1e-3
     workdir = workdir_with_data(tmp_path / f"d{devices}", prepared)
     loop.train_stage("relation", config, workdir, prepared, manifest, parallel.make_mesh(devices))
     runs[devices] = losses(workdir)
   assert len(runs[1]) >= 8
   np.testing.assert_allclose(runs[4], runs[1], rtol=1e-5)
-  assert runs[1][-1] < runs[1][0], "the loss should fall over two epochs"
+  quarter = len(runs[1]) // 4  # single losses are noisy at this size; compare averages
+  assert np.mean(runs[1][-quarter:]) < np.mean(runs[1][:quarter]), "the loss should fall over two epochs"
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, prepared):
@@ -91,16 +93,23 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, pr
   subprocess.run(train_command(straight), cwd=REPO, env=env, check=True, capture_output=True)
 
   killed = workdir_with_data(tmp_path / "killed", prepared)
-  proc = subprocess.Popen(train_command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
   latest = killed / "relation" / "checkpoints" / "latest"
-  deadline = time.time() + 240
-  while time.time() < deadline and not (latest.exists() and any(p.name.isdigit() for p in latest.iterdir())):
-    time.sleep(0.2)
-  time.sleep(0.5)  # into the next stretch of steps, past the checkpoint
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
+
+  def saved_steps():
+    return {int(p.name) for p in latest.iterdir() if p.name.isdigit()} if latest.exists() else set()
+
+  # First a kill between checkpoints; then two runs that save at every step, killed while they are saving.
+  for every, delay in ((10, 0.5), (1, 0.3), (1, 0.8)):
+    before = max(saved_steps(), default=0)
+    proc = subprocess.Popen(train_command(killed, f"--config.relation.checkpoint_every_steps={every}"), cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and max(saved_steps(), default=0) <= before:
+      time.sleep(0.05)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed: make it longer"
   subprocess.run(train_command(killed), cwd=REPO, env=env, check=True, capture_output=True)
 
   assert losses(killed) == pytest.approx(losses(straight), rel=1e-6)

@@ -248,6 +248,7 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
   batches = train_pipeline.batches(start_batch=step)
   bar = tqdm.tqdm(total=total_steps, initial=step, desc=stage, disable=not is_chief, dynamic_ncols=True)
   window_start, window_rows = time.perf_counter(), 0
+  loop_start, first_step = window_start, step
   while step < total_steps and not progress["stopped_early"]:
     batch = parallel.common_length(next(batches))
     state, metrics = train_step(state, parallel.to_global(batch, mesh))
@@ -289,7 +290,9 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
   if best is not None:
     state = best[0]
   if is_chief:
-    summary = {"stage": stage, "final_step": step, "total_steps": total_steps, **progress}
+    # Wall time of this invocation's steps, dev evaluations and checkpoints (a resumed run counts only its own).
+    summary = {"stage": stage, "final_step": step, "total_steps": total_steps, **progress,
+               "steps_run": step - first_step, "train_seconds": time.perf_counter() - loop_start}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
   ckpts.close()
   return stage_model, state.params

@@ -1,0 +1,147 @@
+"""Two-stage inference speed on real sentences: the jitted JAX pipeline next to HuggingFace PyTorch.
+
+  python bench/bench_infer.py --model RUN_OR_EXPORT [--data ../shared/data/semeval2010_task8/test.tsv]
+
+`--model` is a finished training run (for the MiniLM shape: `configs/semeval.py`) or its export. Both sides go
+from raw sentences to (relation, entity 1, entity 2) with character offsets, tokenization included:
+- JAX: `infer.Predictor`, one jitted function for both stages, sentences grouped into bucketed static shapes;
+- PyTorch: the exported relation and tagger models from transformers, one after the other, batches in input
+  order padded to their longest sentence (dynamic padding), greedy span decoding.
+Each side runs once to warm up (JAX compiles one function per bucket) and is then timed over all sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from herberta_jax.data import smiler  # noqa: E402
+from herberta_jax.infer import Predictor  # noqa: E402
+
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared/data/semeval2010_task8/test.tsv"
+
+
+def export_dir(model: pathlib.Path) -> pathlib.Path:
+  return model / "export" if (model / "export" / "herberta.json").exists() else model
+
+
+def jax_pass(predictor: Predictor, sentences: list[str]) -> list[dict]:
+  return [prediction for _, prediction in predictor.run(predictor.encode(sentences))]
+
+
+def real_token_share(predictor: Predictor, sentences: list[str]) -> float:
+  """Real tokens / all positions in the relation-stage batches, counting the padding rows of part-full batches."""
+  lengths = [len(e.input_ids) for e in predictor.encode(sentences)]
+  per_bucket: dict[int, int] = {}
+  for n in lengths:
+    bucket = predictor._bucket(n)
+    per_bucket[bucket] = per_bucket.get(bucket, 0) + 1
+  positions = sum(bucket * -(-count // predictor.batch_size) * predictor.batch_size
+                  for bucket, count in per_bucket.items())
+  return sum(lengths) / positions
+
+
+class TorchPipeline:
+  """The two exported models run by transformers' PyTorch classes, as a user without JAX would."""
+
+  def __init__(self, export: pathlib.Path, max_span_len: int):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    self.torch = torch
+    self.meta = json.loads((export / "herberta.json").read_text())
+    self.tokenizer = AutoTokenizer.from_pretrained(export / "tagger")
+    self.relation = AutoModelForSequenceClassification.from_pretrained(export / "relation").eval()
+    self.tagger = AutoModelForTokenClassification.from_pretrained(export / "tagger").eval()
+    self.max_span_len = max_span_len
+    self.max_len = self.meta["max_seq_len"]
+
+  def best_spans(self, start, end):
+    """Greedy decoding per row: argmax of start + end logits with start <= end < start + max_span_len."""
+    torch = self.torch
+    n = start.shape[1]
+    allowed = torch.ones(n, n, dtype=torch.bool).triu() & ~torch.ones(n, n, dtype=torch.bool).triu(self.max_span_len)
+    scores = (start[:, :, None] + end[:, None, :]).masked_fill(~allowed, -float("inf"))
+    flat = scores.flatten(1).argmax(1)
+    return flat // n, flat % n
+
+  def __call__(self, sentences: list[str]) -> list[dict]:
+    torch = self.torch
+    with torch.inference_mode():
+      batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_len - 2,
+                             return_tensors="pt")
+      labels = self.relation(**batch).logits.argmax(-1).tolist()
+      names = [self.relation.config.id2label[i] for i in labels]
+      pairs = self.tokenizer([self.meta["relation_tokens"][name] for name in names], sentences, padding=True,
+                             truncation="only_second", max_length=self.max_len, return_tensors="pt",
+                             return_offsets_mapping=True)
+      offsets = pairs.pop("offset_mapping")
+      in_sentence = torch.tensor([[s == 1 for s in pairs.sequence_ids(i)] for i in range(len(sentences))])
+      logits = self.tagger(**pairs).logits.masked_fill(~in_sentence[:, :, None], -1e9)
+      (s1, e1), (s2, e2) = self.best_spans(logits[..., 0], logits[..., 1]), self.best_spans(logits[..., 2],
+                                                                                            logits[..., 3])
+    out = []
+    for i, text in enumerate(sentences):
+      span = lambda s, e: (int(offsets[i, s, 0]), int(offsets[i, e, 1]))
+      out.append({"relation": names[i], "e1": span(s1[i], e1[i]), "e2": span(s2[i], e2[i])})
+    return out
+
+
+def torch_pass(pipeline: TorchPipeline, sentences: list[str], batch_size: int) -> list[dict]:
+  out = []
+  for i in range(0, len(sentences), batch_size):
+    out.extend(pipeline(sentences[i:i + batch_size]))
+  return out
+
+
+def timed(fn):
+  start = time.perf_counter()
+  result = fn()
+  return result, time.perf_counter() - start
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", required=True, type=pathlib.Path, help="training workdir or export directory")
+  parser.add_argument("--data", default=str(DEFAULT_DATA), help="SMiLER-format TSV whose sentences are used")
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--max_span_len", type=int, default=16)
+  parser.add_argument("--no_torch", action="store_true", help="time the JAX side only")
+  args = parser.parse_args()
+
+  sentences = [example.text for example in smiler.read_tsv(args.data)]
+  export = export_dir(args.model)
+  predictor = Predictor.from_export(export, batch_size=args.batch_size, max_span_len=args.max_span_len)
+  jax_pass(predictor, sentences)  # compiles each bucket once
+  jax_out, jax_seconds = timed(lambda: jax_pass(predictor, sentences))
+  result = {
+      "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"),
+      "model": str(export), "data": args.data, "sentences": len(sentences), "batch_size": args.batch_size,
+      "real_token_share": round(real_token_share(predictor, sentences), 4),
+      "jax": {"seconds": round(jax_seconds, 2), "sentences_per_second": round(len(sentences) / jax_seconds, 1)},
+  }
+  if not args.no_torch:
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    pipeline = TorchPipeline(export, args.max_span_len)
+    torch_pass(pipeline, sentences[:args.batch_size], args.batch_size)  # warm-up
+    torch_out, torch_seconds = timed(lambda: torch_pass(pipeline, sentences, args.batch_size))
+    same = sum(j["relation"] == t["relation"] and (j["e1"]["start"], j["e1"]["end"]) == t["e1"]
+               and (j["e2"]["start"], j["e2"]["end"]) == t["e2"] for j, t in zip(jax_out, torch_out))
+    result["torch"] = {"seconds": round(torch_seconds, 2),
+                       "sentences_per_second": round(len(sentences) / torch_seconds, 1),
+                       "version": torch.__version__}
+    result["speedup"] = round(torch_seconds / jax_seconds, 2)
+    result["same_triples"] = f"{same}/{len(sentences)}"
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  main()
