@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import platform
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -1,6 +1,7 @@
 r"""Scores a trained pipeline on SMiLER-format test files and writes a report:
 
   python -m herberta_jax.evaluate --model DIR --data a_test.tsv [b_test.tsv ...] --out REPORT
+  python -m herberta_jax.evaluate --model WORKDIR --split dev --out REPORT   # tune decoding on the dev split
 
 REPORT gets metrics.json, predictions.jsonl (every prediction, errors included), report.md and the paper's plots.
 """
@@ -14,12 +15,28 @@ from absl import app, flags
 
 _MODEL = flags.DEFINE_string("model", None, "Export directory or training workdir.")
 _DATA = flags.DEFINE_multi_string("data", None, "SMiLER TSV files or directories to evaluate on.")
+_SPLIT = flags.DEFINE_enum("split", None, ["dev", "test"], "Instead of --data: this split of the training "
+                           "workdir given as --model, as its run prepared it.")
 _OUT = flags.DEFINE_string("out", None, "Report directory.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Bad rows: stop, or skip them into "
                               "REPORT/rejects.tsv.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
 _MAX_SPAN = flags.DEFINE_integer("max_span_len", 32, "Longest entity, in tokens.")
-flags.mark_flags_as_required(["model", "data", "out"])
+flags.mark_flags_as_required(["model", "out"])
+flags.register_multi_flags_validator(["data", "split"], lambda f: bool(f["data"]) != bool(f["split"]),
+                                     "give either --data or --split")
+
+
+def prepared_split(workdir, split: str):
+  """The examples of a training workdir's prepared split (its dev split is carved from train by the run)."""
+  from herberta_jax import evaluation, prepare
+  data_dir = workdir / "data"
+  if not (data_dir / "manifest.json").exists():
+    raise app.UsageError(f"--split {split}: {workdir} is not a training workdir (no data/manifest.json)")
+  examples = evaluation.split_examples(data_dir, prepare.load_manifest(data_dir), None, split)
+  if not examples:
+    raise app.UsageError(f"--split {split}: {data_dir} holds no {split} examples")
+  return examples
 
 
 def main(argv):
@@ -29,12 +46,15 @@ def main(argv):
   from herberta_jax.data import smiler
   from herberta_jax.infer import Predictor
   predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, max_span_len=_MAX_SPAN.value)
-  rejects = smiler.Rejects()
-  examples = [ex for path in smiler.expand_inputs(_DATA.value)
-              for ex in smiler.read_tsv(path, on_error=_ON_ERROR.value, rejects=rejects,
-                                        known_labels=predictor.meta["labels"])]
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
+  rejects = smiler.Rejects()
+  if _SPLIT.value:
+    examples = prepared_split(pathlib.Path(_MODEL.value), _SPLIT.value)
+  else:
+    examples = [ex for path in smiler.expand_inputs(_DATA.value)
+                for ex in smiler.read_tsv(path, on_error=_ON_ERROR.value, rejects=rejects,
+                                          known_labels=predictor.meta["labels"])]
   if len(rejects):
     rejects.write(out / "rejects.tsv")
     print(f"{len(rejects)} rows rejected: {out / 'rejects.tsv'}", file=sys.stderr)

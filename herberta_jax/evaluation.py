@@ -56,10 +56,10 @@ def evaluate_examples(predictor: Predictor, examples: Iterable[Example], out_dir
   return result
 
 
-def _test_examples(data_dir: pathlib.Path, manifest: dict, languages) -> list[Example]:
-  """The prepared test split, read back from its records (text, gold spans, label)."""
+def split_examples(data_dir: pathlib.Path, manifest: dict, languages, split: str = "test") -> list[Example]:
+  """A prepared split ("dev" or "test"), read back from its records (text, gold spans, label)."""
   from herberta_jax.data.pipeline import Pipeline
-  pipeline = Pipeline(data_dir, "test", batch_size=64, languages=languages, shuffle=False, repeat=False)
+  pipeline = Pipeline(data_dir, split, batch_size=64, languages=languages, shuffle=False, repeat=False)
   examples = []
   for batch in pipeline.batches():
     for i in range(len(batch["valid"])):
@@ -90,7 +90,7 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   from herberta_jax.data import languages as languages_lib
   from herberta_jax.data import tokenize
   langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
-  examples = _test_examples(data_dir, manifest, langs)
+  examples = split_examples(data_dir, manifest, langs)
   if not examples:
     logging.warning("no test split: skipping the test evaluation")
     return {}

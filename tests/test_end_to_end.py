@@ -94,6 +94,19 @@ def test_evaluate_on_the_test_files_reproduces_the_runs_metrics(run, tmp_path):
   assert (tmp_path / "report" / "predictions.jsonl").exists()
 
 
+def test_evaluate_reads_the_prepared_dev_and_test_splits_of_a_workdir(run, tmp_path):
+  workdir, metrics = run
+  manifest = json.loads((workdir / "data" / "manifest.json").read_text())
+  for split in ("dev", "test"):
+    cli("evaluate", "--model", str(workdir), "--split", split, "--out", str(tmp_path / split))
+    evaluated = json.loads((tmp_path / split / "metrics.json").read_text())
+    assert evaluated["count"] == sum(info["count"] for info in manifest["splits"][split].values())
+  assert evaluated["combined"]["f1"] == pytest.approx(metrics["combined"]["f1"], abs=1e-9)
+  both = subprocess.run([sys.executable, "-m", "herberta_jax.evaluate", "--model", str(workdir), "--split", "dev",
+                         "--data", "x.tsv", "--out", str(tmp_path / "both")], cwd=REPO, capture_output=True)
+  assert both.returncode != 0 and b"either --data or --split" in both.stderr
+
+
 def readme_snippet() -> str:
   text = (REPO / "README.md").read_text()
   section = text[text.index("## Using an export from PyTorch"):]
