@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 
 from herberta_jax.data import smiler  # noqa: E402
 from herberta_jax.infer import Predictor  # noqa: E402
+from herberta_jax.model import flops  # noqa: E402
+from herberta_jax.model import inputs as model_inputs  # noqa: E402
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared/data/semeval2010_task8/test.tsv"
 
@@ -39,16 +41,26 @@ def jax_pass(predictor: Predictor, sentences: list[str]) -> list[dict]:
   return [prediction for _, prediction in predictor.run(predictor.encode(sentences))]
 
 
-def real_token_share(predictor: Predictor, sentences: list[str]) -> float:
-  """Real tokens / all positions in the relation-stage batches, counting the padding rows of part-full batches."""
+def batch_shapes(predictor: Predictor, sentences: list[str]) -> tuple[int, dict[int, int]]:
+  """Real tokens, and rows per bucket length as batched (part-full batches padded with rows to batch_size)."""
   lengths = [len(e.input_ids) for e in predictor.encode(sentences)]
   per_bucket: dict[int, int] = {}
   for n in lengths:
     bucket = predictor._bucket(n)
     per_bucket[bucket] = per_bucket.get(bucket, 0) + 1
-  positions = sum(bucket * -(-count // predictor.batch_size) * predictor.batch_size
-                  for bucket, count in per_bucket.items())
-  return sum(lengths) / positions
+  rows = {bucket: -(-count // predictor.batch_size) * predictor.batch_size for bucket, count in per_bucket.items()}
+  return sum(lengths), rows
+
+
+def pipeline_flops(predictor: Predictor, rows: dict[int, int]) -> int:
+  """Forward FLOPs of both stages over the batches as run (the tagger input is TAGGER_SHIFT tokens longer)."""
+  relation_config = predictor.relation_module.config
+  tagger_config = predictor.tagger_module.config
+  labels = len(predictor.labels)
+  return sum(n * (flops.forward_flops_per_sequence(relation_config, length, "relation", labels)
+                  + predictor.top_k * flops.forward_flops_per_sequence(
+                      tagger_config, length + model_inputs.TAGGER_SHIFT, "tagger", labels))
+             for length, n in rows.items())
 
 
 class TorchPipeline:
@@ -116,6 +128,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--max_span_len", type=int, default=16)
   parser.add_argument("--no_torch", action="store_true", help="time the JAX side only")
+  parser.add_argument("--json", default="", help="also write the figures to this JSON file")
   args = parser.parse_args()
 
   sentences = [example.text for example in smiler.read_tsv(args.data)]
@@ -123,11 +136,13 @@ def main():
   predictor = Predictor.from_export(export, batch_size=args.batch_size, max_span_len=args.max_span_len)
   jax_pass(predictor, sentences)  # compiles each bucket once
   jax_out, jax_seconds = timed(lambda: jax_pass(predictor, sentences))
+  real_tokens, rows = batch_shapes(predictor, sentences)
   result = {
       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"),
       "model": str(export), "data": args.data, "sentences": len(sentences), "batch_size": args.batch_size,
-      "real_token_share": round(real_token_share(predictor, sentences), 4),
-      "jax": {"seconds": round(jax_seconds, 2), "sentences_per_second": round(len(sentences) / jax_seconds, 1)},
+      "real_token_share": round(real_tokens / sum(length * n for length, n in rows.items()), 4),
+      "jax": {"seconds": round(jax_seconds, 2), "sentences_per_second": round(len(sentences) / jax_seconds, 1),
+              "model_gflop_per_second": round(pipeline_flops(predictor, rows) / jax_seconds / 1e9, 1)},
   }
   if not args.no_torch:
     import torch
@@ -143,6 +158,8 @@ def main():
     result["speedup"] = round(torch_seconds / jax_seconds, 2)
     result["same_triples"] = f"{same}/{len(sentences)}"
   print(json.dumps(result, indent=2))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

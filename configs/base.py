@@ -61,6 +61,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.relation = stage_config(learning_rate=3e-5, batch_size=32, num_epochs=3)
   config.tagger = stage_config(learning_rate=3e-5, batch_size=32, num_epochs=3)
 
-  config.infer = ml_collections.ConfigDict(dict(batch_size=64, max_span_len=32, top_k=1, top_m=1))
+  # disjoint_entities: decode the two entities as a non-overlapping pair (the paper decodes them independently).
+  config.infer = ml_collections.ConfigDict(dict(batch_size=64, max_span_len=32, top_k=1, top_m=1,
+                                                disjoint_entities=False))
   config.mesh = ml_collections.ConfigDict(dict(num_devices=-1))  # -1: every device of every process
   return config

@@ -21,7 +21,8 @@ _OUT = flags.DEFINE_string("out", None, "Report directory.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Bad rows: stop, or skip them into "
                               "REPORT/rejects.tsv.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
-_MAX_SPAN = flags.DEFINE_integer("max_span_len", 32, "Longest entity, in tokens.")
+_MAX_SPAN = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
+_DISJOINT = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs (default: the run's).")
 flags.mark_flags_as_required(["model", "out"])
 flags.register_multi_flags_validator(["data", "split"], lambda f: bool(f["data"]) != bool(f["split"]),
                                      "give either --data or --split")
@@ -45,7 +46,8 @@ def main(argv):
   from herberta_jax import evaluation
   from herberta_jax.data import smiler
   from herberta_jax.infer import Predictor
-  predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, max_span_len=_MAX_SPAN.value)
+  predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, max_span_len=_MAX_SPAN.value,
+                                    disjoint_entities=_DISJOINT.value)
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   rejects = smiler.Rejects()

@@ -81,11 +81,12 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   del mesh  # inference runs on the local device of each process: models are small next to their training
   (rel_model, rel_params), (tag_model, tag_params) = trained["relation"], trained["tagger"]
   bucket_boundaries = tuple(config.data.bucket_boundaries)
-  meta = exporting.export_meta(manifest, bucket_boundaries, tag_model.bert_config.type_vocab_size >= 2)
+  decoding = exporting.decoding_of(config)
+  meta = exporting.export_meta(manifest, bucket_boundaries, tag_model.bert_config.type_vocab_size >= 2, decoding)
   rel_params, tag_params = exporting.host_params(rel_params), exporting.host_params(tag_params)
   if config.export and jax.process_index() == 0:
     out = exporting.write_export(workdir / "export", data_dir, manifest, (rel_model.bert_config, rel_params),
-                                 (tag_model.bert_config, tag_params), bucket_boundaries)
+                                 (tag_model.bert_config, tag_params), bucket_boundaries, decoding)
     logging.info("exported to %s", out)
   from herberta_jax.data import languages as languages_lib
   from herberta_jax.data import tokenize
@@ -96,7 +97,7 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
     return {}
   predictor = Predictor((rel_model.module, rel_params), (tag_model.module, tag_params), meta,
                         tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=config.infer.batch_size,
-                        top_k=config.infer.top_k, top_m=config.infer.top_m, max_span_len=config.infer.max_span_len)
+                        top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
   result = evaluate_examples(predictor, examples, workdir / "report", train_sizes=train_sizes_of(manifest))
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")

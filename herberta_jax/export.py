@@ -35,7 +35,7 @@ def export_workdir(workdir, out_dir) -> pathlib.Path:
     model, params = loop.restore_stage_params(workdir, stage, config, manifest, mesh)
     restored[stage] = (model.bert_config, params)
   return exporting.write_export(out_dir, data_dir, manifest, restored["relation"], restored["tagger"],
-                                tuple(config.data.bucket_boundaries))
+                                tuple(config.data.bucket_boundaries), exporting.decoding_of(config))
 
 
 def main(argv):

@@ -26,7 +26,13 @@ def host_params(params):
                       params)
 
 
-def export_meta(manifest: dict, bucket_boundaries, two_segments: bool) -> dict:
+def decoding_of(config) -> dict:
+  """The run's span decoding settings, which an export carries as the defaults of predict and evaluate."""
+  return {"max_span_len": int(config.infer.max_span_len),
+          "disjoint_entities": bool(config.infer.get("disjoint_entities", False))}
+
+
+def export_meta(manifest: dict, bucket_boundaries, two_segments: bool, decoding: dict) -> dict:
   """The contents of herberta.json: what a reader of the two checkpoints needs to chain them."""
   tok = manifest["tokenizer"]
   return {
@@ -40,10 +46,12 @@ def export_meta(manifest: dict, bucket_boundaries, two_segments: bool) -> dict:
       "cls_id": tok["cls_id"], "sep_id": tok["sep_id"], "pad_id": tok["pad_id"],
       "two_segments": bool(two_segments),
       "tagger_input": "[CLS] [relation] [SEP] sentence [SEP]",
+      "decoding": dict(decoding),
   }
 
 
-def write_export(out_dir, data_dir, manifest: dict, relation, tagger, bucket_boundaries) -> pathlib.Path:
+def write_export(out_dir, data_dir, manifest: dict, relation, tagger, bucket_boundaries,
+                 decoding: dict) -> pathlib.Path:
   """`relation` and `tagger` are (BertConfig, params) pairs; the tokenizer is the prepared one in `data_dir`."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +61,6 @@ def write_export(out_dir, data_dir, manifest: dict, relation, tagger, bucket_bou
   id2label = dict(enumerate(manifest["labels"]))
   hf.export_relation(out_dir / "relation", rel_config, host_params(rel_params), id2label, tokenizer)
   hf.export_tagger(out_dir / "tagger", tag_config, host_params(tag_params), tokenizer)
-  meta = export_meta(manifest, bucket_boundaries, tag_config.type_vocab_size >= 2)
+  meta = export_meta(manifest, bucket_boundaries, tag_config.type_vocab_size >= 2, decoding)
   (out_dir / "herberta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
   return out_dir

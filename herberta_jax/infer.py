@@ -20,10 +20,11 @@ from herberta_jax.model import inputs as model_inputs
 from herberta_jax.training import steps
 
 EXPORT_FORMAT_VERSION = 1
+DEFAULT_DECODING = {"max_span_len": 32, "disjoint_entities": False}  # for exports written without "decoding"
 
 
 def make_two_stage_fn(relation_module, tagger_module, build: steps.TaggerInputs, *, top_k: int, top_m: int,
-                      max_span_len: int):
+                      max_span_len: int, disjoint: bool = False):
   """`fn(relation_params, tagger_params, input_ids, attention_mask) -> dict of arrays`, jitted.
 
   Outputs ([B, K] or [B, K, M]): `relation` label ids and `relation_logprob`; `e1_start`, `e1_end`, `e2_start`,
@@ -42,7 +43,8 @@ def make_two_stage_fn(relation_module, tagger_module, build: steps.TaggerInputs,
     ids, mask, types, sentence_mask = build(repeated_ids, repeated_mask, relation.reshape(-1))
     tag_logits = tagger_module.apply({"params": tagger_params}, ids, mask, types, sentence_mask,
                                      deterministic=True)
-    pairs = spans_lib.best_entity_pairs(tag_logits, sentence_mask, max_span_len=max_span_len, top_m=top_m)
+    pairs = spans_lib.best_entity_pairs(tag_logits, sentence_mask, max_span_len=max_span_len, top_m=top_m,
+                                        disjoint=disjoint)
     out = {"relation": relation, "relation_logprob": relation_logprob}
     for key in ("e1_start", "e1_end", "e2_start", "e2_end"):
       out[key] = pairs[key].reshape(batch, top_k, top_m) - model_inputs.TAGGER_SHIFT
@@ -95,7 +97,8 @@ class Predictor:
   """Both trained stages behind one call: sentences in, triples out, in static-shape batches."""
 
   def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int = 1,
-               top_m: int = 1, max_span_len: int = 32):
+               top_m: int = 1, max_span_len: int | None = None, disjoint_entities: bool | None = None):
+    """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export)."""
     (self.relation_module, self.relation_params), (self.tagger_module, self.tagger_params) = relation, tagger
     self.meta = meta
     self.labels = meta["labels"]
@@ -107,8 +110,11 @@ class Predictor:
     build = steps.TaggerInputs(table, cls_id=meta["cls_id"], sep_id=meta["sep_id"], pad_id=meta["pad_id"],
                                two_segments=meta["two_segments"])
     self.top_k = min(top_k, len(self.labels))
+    decoding = {**DEFAULT_DECODING, **meta.get("decoding", {})}
+    self.max_span_len = decoding["max_span_len"] if max_span_len is None else max_span_len
+    self.disjoint_entities = decoding["disjoint_entities"] if disjoint_entities is None else disjoint_entities
     self.fn = make_two_stage_fn(self.relation_module, self.tagger_module, build, top_k=self.top_k, top_m=top_m,
-                                max_span_len=max_span_len)
+                                max_span_len=self.max_span_len, disjoint=self.disjoint_entities)
 
   @classmethod
   def from_export(cls, directory, **kwargs) -> "Predictor":

@@ -27,7 +27,8 @@ _TOP_K = flags.DEFINE_integer("top_k", 1, "Relations kept per sentence.")
 _TOP_M = flags.DEFINE_integer("top_m", 1, "Entity pairs kept per relation.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", 5000, "Longer lines get an error object instead of a prediction.")
-_MAX_SPAN = flags.DEFINE_integer("max_span_len", 32, "Longest entity, in tokens.")
+_MAX_SPAN = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
+_DISJOINT = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs (default: the run's).")
 flags.mark_flag_as_required("model")
 
 TAG = re.compile(r"</?e[12]>")
@@ -82,7 +83,7 @@ def main(argv):
 
   from herberta_jax.infer import Predictor
   predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, top_k=_TOP_K.value, top_m=_TOP_M.value,
-                                    max_span_len=_MAX_SPAN.value)
+                                    max_span_len=_MAX_SPAN.value, disjoint_entities=_DISJOINT.value)
   stream = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")
   raw_lines = stream.read().splitlines()
   fmt = _FORMAT.value if _FORMAT.value != "auto" else detect_format(

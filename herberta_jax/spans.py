@@ -86,19 +86,26 @@ def best_spans(start_logits: jax.Array, end_logits: jax.Array, mask: jax.Array, 
   return starts_out, ends, top_scores
 
 
-def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, top_m: int = 1) -> dict:
+def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, top_m: int = 1,
+                      disjoint: bool = False, candidates: int = 8) -> dict:
   """The `top_m` best (entity 1 span, entity 2 span) pairs per row.
 
-  Each entity keeps its `top_m` best spans (`best_spans`); the pairs are ranked by the sum of the two span
-  scores, and the best `top_m` of the top_m x top_m sums are returned. This is exact: the best m pairs can
-  only combine spans that are each among their entity's best m. The two entities are decoded independently, as
-  in the paper, so their spans may overlap.
+  Independent decoding (`disjoint=False`, the paper's): each entity keeps its `top_m` best spans (`best_spans`);
+  the pairs are ranked by the sum of the two span scores, and the best `top_m` of the top_m x top_m sums are
+  returned. This is exact: the best m pairs can only combine spans that are each among their entity's best m.
+  The two spans may overlap.
+
+  Disjoint decoding (`disjoint=True`): SMiLER's two entities never overlap, so pairs whose spans share a token
+  are ruled out. Each entity keeps max(top_m, candidates) best spans and the best `top_m` non-overlapping pairs
+  among them are returned; a row where every such pair overlaps falls back to independent decoding.
 
   Args:
     logits: [B, L, 4] tagger logits; channels e1 start, e1 end, e2 start, e2 end.
     mask: [B, L], nonzero/True where a span may start or end (the tagger's `sentence_mask`).
     max_span_len: longest span in tokens.
     top_m: pairs to return per row, best first.
+    disjoint: rule out overlapping pairs.
+    candidates: spans kept per entity for disjoint decoding.
 
   Returns:
     A dict of [B, top_m] arrays: `e1_start`, `e1_end`, `e2_start`, `e2_end` (int32 positions, ends inclusive)
@@ -107,14 +114,20 @@ def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, 
   if logits.ndim != 3 or logits.shape[-1] != 4:
     raise ValueError(f"best_entity_pairs: logits must be [B, L, 4] (e1 start, e1 end, e2 start, e2 end); "
                      f"got shape {logits.shape}")
+  batch, length = logits.shape[:2]
+  keep = min(max(top_m, candidates), length * min(max_span_len, length)) if disjoint else top_m
   e1_start, e1_end, e1_score = best_spans(logits[..., 0], logits[..., 1], mask, max_span_len=max_span_len,
-                                          top_m=top_m)
+                                          top_m=keep)
   e2_start, e2_end, e2_score = best_spans(logits[..., 2], logits[..., 3], mask, max_span_len=max_span_len,
-                                          top_m=top_m)
-  batch = logits.shape[0]
-  pair_scores = (e1_score[:, :, None] + e2_score[:, None, :]).reshape(batch, top_m * top_m)
-  score, flat = jax.lax.top_k(pair_scores, top_m)
-  first, second = flat // top_m, flat % top_m
+                                          top_m=keep)
+  pair_scores = e1_score[:, :, None] + e2_score[:, None, :]  # [B, keep, keep]
+  if disjoint:
+    overlap = (e1_start[:, :, None] <= e2_end[:, None, :]) & (e2_start[:, None, :] <= e1_end[:, :, None])
+    apart = jnp.where(overlap, -jnp.inf, pair_scores)
+    any_apart = jnp.isfinite(apart).any(axis=(1, 2), keepdims=True)
+    pair_scores = jnp.where(any_apart, apart, pair_scores)
+  score, flat = jax.lax.top_k(pair_scores.reshape(batch, keep * keep), top_m)
+  first, second = flat // keep, flat % keep
   found = jnp.isfinite(score)
 
   def pick(values, index):

@@ -26,6 +26,7 @@ def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("e2e")
   config = tiny_config()
   config.tagger.num_epochs = 2
+  config.infer.update(max_span_len=12, disjoint_entities=True)  # the export carries these to predict/evaluate
   metrics = loop.train_and_evaluate(config, workdir)
   return workdir, metrics
 
@@ -49,6 +50,12 @@ def test_run_writes_metrics_report_and_export(run):
   for name in ("herberta.json", "relation/config.json", "relation/model.safetensors", "tagger/config.json",
                "tagger/model.safetensors", "tagger/tokenizer.json"):
     assert (workdir / "export" / name).exists()
+  meta = json.loads((workdir / "export" / "herberta.json").read_text())
+  assert meta["decoding"] == {"max_span_len": 12, "disjoint_entities": True}
+  predictor = Predictor.from_export(workdir / "export")
+  assert (predictor.max_span_len, predictor.disjoint_entities) == (12, True)
+  overridden = Predictor.from_export(workdir / "export", max_span_len=5, disjoint_entities=False)
+  assert (overridden.max_span_len, overridden.disjoint_entities) == (5, False)
 
 
 def test_predict_keeps_output_aligned_with_input_and_reports_bad_lines(run, tmp_path):
@@ -119,7 +126,8 @@ def test_readme_pytorch_snippet_matches_the_jax_pipeline(run, capsys):
   namespace = {}
   exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
   assert capsys.readouterr().out.strip().startswith("{'relation':")
-  predictor = Predictor.from_export(workdir / "export", batch_size=4)
+  # The snippet decodes each entity on its own with spans up to 32 tokens, as the paper does.
+  predictor = Predictor.from_export(workdir / "export", batch_size=4, max_span_len=32, disjoint_entities=False)
   for encoded, jax_result in predictor.run(predictor.encode(SENTENCES)):
     torch_result = namespace["extract"](encoded.text)
     assert torch_result == {"relation": jax_result["relation"], "e1": jax_result["e1"]["text"],

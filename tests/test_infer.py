@@ -84,3 +84,23 @@ def test_nbest_lists_relations_in_score_order():
   for row, n in enumerate([6, 4]):
     for key in ("e1_start", "e1_end", "e2_start", "e2_end"):
       assert out[key][row].min() >= 1 and out[key][row].max() <= n
+
+
+def test_disjoint_decoding_separates_overlapping_pairs_and_keeps_the_others():
+  relation, rel_params, tagger, tag_params = tiny_models()
+  build = steps.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
+  ids, mask = batch_of_sentences(np.random.default_rng(2), [3, 5, 8, 2, 6, 4, 9, 3], width=16)
+  outputs = {}
+  for disjoint in (False, True):
+    fn = infer.make_two_stage_fn(relation, tagger, build, top_k=1, top_m=1, max_span_len=4, disjoint=disjoint)
+    out = jax.device_get(fn(rel_params, tag_params, ids, mask))
+    outputs[disjoint] = [tuple(int(out[k][row, 0, 0]) for k in ("e1_start", "e1_end", "e2_start", "e2_end"))
+                         for row in range(len(ids))]
+
+  def overlaps(s):
+    return s[0] <= s[3] and s[2] <= s[1]
+  assert any(overlaps(s) for s in outputs[False]), "an untrained tagger should produce an overlapping pair"
+  assert not any(overlaps(s) for s in outputs[True])
+  for independent, disjoint in zip(outputs[False], outputs[True]):
+    if not overlaps(independent):
+      assert disjoint == independent

@@ -108,6 +108,40 @@ def test_best_entity_pairs_is_the_exact_top_m_of_all_pairs():
     assert got == [p[1:] for p in pairs]
 
 
+def test_disjoint_pairs_are_the_exact_top_m_of_non_overlapping_pairs_when_every_span_is_a_candidate():
+  rng = np.random.default_rng(2)
+  batch, length, max_len, top_m = 3, 6, 3, 4
+  logits = rng.normal(size=(batch, length, 4)).astype(np.float32) * 2
+  logits[:, :, 2:] = logits[:, :, :2] + rng.normal(size=(batch, length, 2)) * 0.3  # both entities like one spot
+  mask = np.ones((batch, length), np.int32)
+  mask[:, 0] = 0
+  every_span = length * max_len
+  out = spans.best_entity_pairs(logits, mask, max_span_len=max_len, top_m=top_m, disjoint=True,
+                                candidates=every_span)
+  independent = spans.best_entity_pairs(logits, mask, max_span_len=max_len, top_m=1)
+  overlapping_rows = 0
+  for row in range(batch):
+    e1 = _brute_force(logits[row, :, 0], logits[row, :, 1], mask[row], max_len)
+    e2 = _brute_force(logits[row, :, 2], logits[row, :, 3], mask[row], max_len)
+    pairs = sorted(((a[0] + b[0], a[1], a[2], b[1], b[2]) for a, b in itertools.product(e1, e2)
+                    if a[2] < b[1] or b[2] < a[1]), key=lambda t: -t[0])[:top_m]
+    np.testing.assert_allclose(out["score"][row], [p[0] for p in pairs], rtol=1e-5)
+    got = list(zip(out["e1_start"][row], out["e1_end"][row], out["e2_start"][row], out["e2_end"][row]))
+    assert got == [p[1:] for p in pairs]
+    e1_span = (int(independent["e1_start"][row, 0]), int(independent["e1_end"][row, 0]))
+    e2_span = (int(independent["e2_start"][row, 0]), int(independent["e2_end"][row, 0]))
+    overlapping_rows += e1_span[0] <= e2_span[1] and e2_span[0] <= e1_span[1]
+  assert overlapping_rows > 0, "the data should make independent decoding overlap somewhere"
+
+
+def test_disjoint_pairs_fall_back_to_independent_decoding_when_every_pair_overlaps():
+  logits = np.zeros((1, 5, 4), np.float32)
+  mask = np.array([[0, 0, 1, 0, 0]])  # one token: both entities can only be (2, 2)
+  out = spans.best_entity_pairs(logits, mask, max_span_len=3, disjoint=True)
+  assert [int(out[k][0, 0]) for k in ("e1_start", "e1_end", "e2_start", "e2_end")] == [2, 2, 2, 2]
+  assert np.isfinite(out["score"][0, 0])
+
+
 def test_best_entity_pairs_accepts_bfloat16_and_checks_channels():
   logits = np.zeros((1, 5, 4), np.float32)
   logits[0, 1, 0] = logits[0, 2, 1] = logits[0, 3, 2] = logits[0, 3, 3] = 8.0

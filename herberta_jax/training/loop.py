@@ -144,8 +144,9 @@ class DevScorer:
       self.predict = jax.jit(lambda p, b: steps.relation_predictions(module, p, b))
     else:
       build = tagger_input_builder(manifest, stage_model.bert_config)
-      self.predict = jax.jit(lambda p, b: steps.tagger_predictions(module, build, p, b,
-                                                                   max_span_len=config.infer.max_span_len))
+      self.predict = jax.jit(lambda p, b: steps.tagger_predictions(
+          module, build, p, b, max_span_len=config.infer.max_span_len,
+          disjoint=config.infer.disjoint_entities))
 
   def __call__(self, params) -> float:
     hits = predicted = gold = 0

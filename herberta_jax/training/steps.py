@@ -90,12 +90,12 @@ def relation_predictions(model, params, batch):
   return jnp.argmax(logits, axis=-1)
 
 
-def tagger_predictions(model, build: TaggerInputs, params, batch, *, max_span_len: int):
+def tagger_predictions(model, build: TaggerInputs, params, batch, *, max_span_len: int, disjoint: bool = False):
   """Best (e1, e2) token spans [B, 4] in relation-input positions, given each row's gold relation."""
   from herberta_jax import spans  # span decoding is shared with inference
   ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
   logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=True)
-  best = spans.best_entity_pairs(logits, sentence_mask, max_span_len=max_span_len, top_m=1)
+  best = spans.best_entity_pairs(logits, sentence_mask, max_span_len=max_span_len, top_m=1, disjoint=disjoint)
   predicted = jnp.stack([best["e1_start"][:, 0], best["e1_end"][:, 0], best["e2_start"][:, 0],
                          best["e2_end"][:, 0]], axis=-1)
   return predicted - model_inputs.TAGGER_SHIFT
