@@ -60,7 +60,10 @@ def main(argv):
   if len(rejects):
     rejects.write(out / "rejects.tsv")
     print(f"{len(rejects)} rows rejected: {out / 'rejects.tsv'}", file=sys.stderr)
-  result = evaluation.evaluate_examples(predictor, examples, out)
+  # A training workdir knows its training-set sizes, which the F1-against-training-size plot needs.
+  manifest = pathlib.Path(_MODEL.value) / "data" / "manifest.json"
+  train_sizes = evaluation.train_sizes_of(json.loads(manifest.read_text())) if manifest.exists() else None
+  result = evaluation.evaluate_examples(predictor, examples, out, train_sizes=train_sizes)
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, dict) and "f1" in v}, indent=2))
 
 

@@ -260,7 +260,16 @@ def _plot_f1_vs_train_size(path: pathlib.Path, per_lang: dict, sizes: dict[str, 
   fig = Figure(figsize=(6.5, 4.4), layout="constrained")
   ax = fig.add_subplot()
   ax.scatter(x, y, color="#4c72b0", zorder=3)
-  for k, (lang, xi, yi) in enumerate(zip(langs, x, y)):
+  columns: dict[int, list[tuple[float, str]]] = {}  # languages of one training-set size share one column
+  for lang, xi, yi in zip(langs, x, y):
+    columns.setdefault(xi, []).append((yi, lang))
+  for k, (xi, points) in enumerate(columns.items()):
+    if len(points) > 1:  # one label block beside the column, best first, instead of labels on top of each other
+      points.sort(reverse=True)
+      ax.annotate("\n".join(f"{lang or '(none)'} {yi:.1f}" for yi, lang in points), (xi, points[0][0]),
+                  textcoords="offset points", xytext=(8, 0), va="top", fontsize=8)
+      continue
+    yi, lang = points[0]
     # Neighbours on the size axis alternate above and below their point, so close labels do not collide.
     ax.annotate(_point_label(lang, yi, len(langs)), (xi, yi), textcoords="offset points",
                 xytext=(4, 6 if k % 2 == 0 else -13), fontsize=8)

@@ -33,6 +33,7 @@ def _compare(directory, torch_model, pad_id: int, use_types: bool):
   valid = mask.astype(bool)  # padded positions' hidden states are not defined by either side
   seq_err = np.abs(np.asarray(sequence) - out.last_hidden_state.numpy())[valid].max()
   pool_err = np.abs(np.asarray(pooled) - out.pooler_output.numpy()).max()
+  print(f"{directory}: max abs error, hidden states {seq_err:.1e}, pooled {pool_err:.1e}")  # shown with -s
   assert seq_err < TOL, seq_err
   assert pool_err < TOL, pool_err
 

@@ -108,6 +108,7 @@ def test_evaluate_reads_the_prepared_dev_and_test_splits_of_a_workdir(run, tmp_p
     cli("evaluate", "--model", str(workdir), "--split", split, "--out", str(tmp_path / split))
     evaluated = json.loads((tmp_path / split / "metrics.json").read_text())
     assert evaluated["count"] == sum(info["count"] for info in manifest["splits"][split].values())
+    assert (tmp_path / split / "f1_vs_train_size.png").exists()  # a workdir knows its training-set sizes
   assert evaluated["combined"]["f1"] == pytest.approx(metrics["combined"]["f1"], abs=1e-9)
   both = subprocess.run([sys.executable, "-m", "herberta_jax.evaluate", "--model", str(workdir), "--split", "dev",
                          "--data", "x.tsv", "--out", str(tmp_path / "both")], cwd=REPO, capture_output=True)
