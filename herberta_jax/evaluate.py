@@ -9,6 +9,7 @@ REPORT gets metrics.json, predictions.jsonl (every prediction, errors included),
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 
 from absl import app, flags
@@ -28,21 +29,25 @@ flags.register_multi_flags_validator(["data", "split"], lambda f: bool(f["data"]
                                      "give either --data or --split")
 
 
-def prepared_split(workdir, split: str):
+def workdir_manifest(model: pathlib.Path) -> dict | None:
+  """The prepared data's manifest when --model is a training workdir; None for an export directory."""
+  path = model / "data" / "manifest.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
   """The examples of a training workdir's prepared split (its dev split is carved from train by the run)."""
-  from herberta_jax import evaluation, prepare
-  data_dir = workdir / "data"
-  if not (data_dir / "manifest.json").exists():
+  from herberta_jax import evaluation
+  if manifest is None:
     raise app.UsageError(f"--split {split}: {workdir} is not a training workdir (no data/manifest.json)")
-  examples = evaluation.split_examples(data_dir, prepare.load_manifest(data_dir), None, split)
+  examples = evaluation.split_examples(workdir / "data", manifest, None, split)
   if not examples:
-    raise app.UsageError(f"--split {split}: {data_dir} holds no {split} examples")
+    raise app.UsageError(f"--split {split}: {workdir / 'data'} holds no {split} examples")
   return examples
 
 
 def main(argv):
   del argv
-  import pathlib
   from herberta_jax import evaluation
   from herberta_jax.data import smiler
   from herberta_jax.infer import Predictor
@@ -50,9 +55,10 @@ def main(argv):
                                     disjoint_entities=_DISJOINT.value)
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
+  manifest = workdir_manifest(pathlib.Path(_MODEL.value))
   rejects = smiler.Rejects()
   if _SPLIT.value:
-    examples = prepared_split(pathlib.Path(_MODEL.value), _SPLIT.value)
+    examples = prepared_split(pathlib.Path(_MODEL.value), manifest, _SPLIT.value)
   else:
     examples = [ex for path in smiler.expand_inputs(_DATA.value)
                 for ex in smiler.read_tsv(path, on_error=_ON_ERROR.value, rejects=rejects,
@@ -61,8 +67,7 @@ def main(argv):
     rejects.write(out / "rejects.tsv")
     print(f"{len(rejects)} rows rejected: {out / 'rejects.tsv'}", file=sys.stderr)
   # A training workdir knows its training-set sizes, which the F1-against-training-size plot needs.
-  manifest = pathlib.Path(_MODEL.value) / "data" / "manifest.json"
-  train_sizes = evaluation.train_sizes_of(json.loads(manifest.read_text())) if manifest.exists() else None
+  train_sizes = evaluation.train_sizes_of(manifest) if manifest else None
   result = evaluation.evaluate_examples(predictor, examples, out, train_sizes=train_sizes)
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, dict) and "f1" in v}, indent=2))
 
