@@ -23,18 +23,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-import numpy as np  # noqa: E402
-
 from herberta_jax.data import smiler  # noqa: E402
-from herberta_jax.infer import Predictor  # noqa: E402
+from herberta_jax.infer import Predictor, export_directory  # noqa: E402
 from herberta_jax.model import flops  # noqa: E402
 from herberta_jax.model import inputs as model_inputs  # noqa: E402
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared/data/semeval2010_task8/test.tsv"
-
-
-def export_dir(model: pathlib.Path) -> pathlib.Path:
-  return model / "export" if (model / "export" / "herberta.json").exists() else model
 
 
 def jax_pass(predictor: Predictor, sentences: list[str]) -> list[dict]:
@@ -126,14 +120,16 @@ def main():
   parser.add_argument("--model", required=True, type=pathlib.Path, help="training workdir or export directory")
   parser.add_argument("--data", default=str(DEFAULT_DATA), help="SMiLER-format TSV whose sentences are used")
   parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--max_span_len", type=int, default=16)
+  parser.add_argument("--max_span_len", type=int, default=None, help="default: the run's, from its export")
   parser.add_argument("--no_torch", action="store_true", help="time the JAX side only")
   parser.add_argument("--json", default="", help="also write the figures to this JSON file")
   args = parser.parse_args()
 
   sentences = [example.text for example in smiler.read_tsv(args.data)]
-  export = export_dir(args.model)
-  predictor = Predictor.from_export(export, batch_size=args.batch_size, max_span_len=args.max_span_len)
+  export = export_directory(args.model)
+  # Independent span decoding on both sides, so the two pipelines compute the same triples.
+  predictor = Predictor.from_export(export, batch_size=args.batch_size, max_span_len=args.max_span_len,
+                                    disjoint_entities=False)
   jax_pass(predictor, sentences)  # compiles each bucket once
   jax_out, jax_seconds = timed(lambda: jax_pass(predictor, sentences))
   real_tokens, rows = batch_shapes(predictor, sentences)
@@ -147,7 +143,7 @@ def main():
   if not args.no_torch:
     import torch
     torch.set_num_threads(os.cpu_count())
-    pipeline = TorchPipeline(export, args.max_span_len)
+    pipeline = TorchPipeline(export, predictor.max_span_len)
     torch_pass(pipeline, sentences[:args.batch_size], args.batch_size)  # warm-up
     torch_out, torch_seconds = timed(lambda: torch_pass(pipeline, sentences, args.batch_size))
     same = sum(j["relation"] == t["relation"] and (j["e1"]["start"], j["e1"]["end"]) == t["e1"]

@@ -93,6 +93,14 @@ class Encoded:
   error: str | None = None
 
 
+def export_directory(directory) -> pathlib.Path:
+  """An export directory as given, or the `export/` of a training workdir."""
+  directory = pathlib.Path(directory)
+  if not (directory / "herberta.json").exists() and (directory / "export" / "herberta.json").exists():
+    return directory / "export"
+  return directory
+
+
 class Predictor:
   """Both trained stages behind one call: sentences in, triples out, in static-shape batches."""
 
@@ -122,9 +130,7 @@ class Predictor:
     from herberta_jax.model import hf
     from herberta_jax.model.heads import EntityTagger, RelationClassifier
     from herberta_jax.data import tokenize
-    directory = pathlib.Path(directory)
-    if not (directory / "herberta.json").exists() and (directory / "export" / "herberta.json").exists():
-      directory = directory / "export"
+    directory = export_directory(directory)
     if not (directory / "herberta.json").exists():
       raise FileNotFoundError(f"{directory}: no herberta.json; pass an export directory or a training workdir "
                               "whose run finished (it writes export/)")
