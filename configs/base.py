@@ -59,7 +59,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   ))
 
   config.relation = stage_config(learning_rate=3e-5, batch_size=32, num_epochs=3)
+  # entity_loss_weight > 0 trains the relation classifier with an auxiliary head that finds the two entities
+  # (multi-task); the head is dropped at export, so inference and the HuggingFace model do not change.
+  config.relation.entity_loss_weight = 0.0
   config.tagger = stage_config(learning_rate=3e-5, batch_size=32, num_epochs=3)
+  # init_from_relation: start the tagger from the trained relation classifier's encoder instead of
+  # model.init_from (the paper trains the two independently; this makes the tagger wait for the relation stage).
+  config.tagger.init_from_relation = False
 
   # disjoint_entities: decode the two entities as a non-overlapping pair (the paper decodes them independently).
   config.infer = ml_collections.ConfigDict(dict(batch_size=64, max_span_len=32, top_k=1, top_m=1,

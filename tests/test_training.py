@@ -8,11 +8,15 @@ import subprocess
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from herberta_jax import prepare
-from herberta_jax.training import data_setup, loop, parallel
+from herberta_jax import exporting, prepare
+from herberta_jax.model import hf
+from herberta_jax.model.bert import BertConfig
+from herberta_jax.model.heads import RelationClassifier
+from herberta_jax.training import data_setup, loop, parallel, steps
 from tiny_run import losses, tiny_config, train_command, workdir_with_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -55,6 +59,76 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path, prepared):
     runs[accum] = losses(workdir)
   assert len(runs[1]) == len(runs[4]) >= 4
   np.testing.assert_allclose(runs[4], runs[1], rtol=1e-5)
+
+
+def test_entity_auxiliary_loss_adds_the_weighted_span_cross_entropy():
+  config = BertConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+  module = RelationClassifier(config, num_labels=3)
+  ids = jnp.asarray(np.random.default_rng(0).integers(5, 50, (2, 7)), jnp.int32)
+  mask = jnp.asarray([[1] * 7, [1] * 5 + [0] * 2], jnp.int32)
+  params = module.init(jax.random.PRNGKey(0), ids, mask, with_entity_logits=True)["params"]
+  # Row 1 has a truncated entity (-1): it adds its relation loss only.
+  batch = {"input_ids": ids, "attention_mask": mask, "label": jnp.asarray([2, 0]),
+           "spans": jnp.asarray([[1, 2, 4, 5], [-1, -1, 2, 3]]), "valid": jnp.asarray([True, True])}
+  logits, entity_logits = module.apply({"params": params}, ids, mask, with_entity_logits=True)
+  relation_ce = -jax.nn.log_softmax(logits)[jnp.arange(2), batch["label"]]
+  positions = jax.nn.log_softmax(entity_logits[0], axis=0)  # over row 0's positions, per output
+  entity_ce = -np.mean([positions[t, k] for k, t in enumerate([1, 2, 4, 5])])
+  assert float(jnp.max(entity_logits[1, 5:])) < -1e8, "padding is never an entity position"
+  plain, rows = steps.relation_loss_terms(module, params, batch, None, True)
+  weighted, _ = steps.relation_loss_terms(module, params, batch, None, True, entity_loss_weight=0.5)
+  assert float(rows) == 2
+  np.testing.assert_allclose(float(plain), float(relation_ce.sum()), rtol=1e-5)
+  np.testing.assert_allclose(float(weighted), float(relation_ce.sum() + 0.5 * entity_ce), rtol=1e-5)
+
+
+def test_relation_run_with_the_entity_head_resumes_and_exports_without_it(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_config(learning_rate=5e-3, num_epochs=2)
+  config.relation.entity_loss_weight = 1.0
+  workdir = workdir_with_data(tmp_path, prepared)
+  mesh = parallel.make_mesh(4)
+  stage_model, trained = loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  assert set(trained) == {"bert", "classifier", "entity_classifier"}
+  run_losses = losses(workdir)
+  quarter = len(run_losses) // 4
+  assert np.mean(run_losses[-quarter:]) < np.mean(run_losses[:quarter])
+  _, restored = loop.restore_stage_params(workdir, "relation", config, manifest, mesh)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+  host = exporting.host_params(trained)
+  hf.export_relation(tmp_path / "export", stage_model.bert_config, host, dict(enumerate(manifest["labels"])))
+  exported_config, exported, _ = hf.load_relation_model(tmp_path / "export")
+  assert set(exported) == {"bert", "classifier"}
+  ids = jnp.asarray(np.random.default_rng(1).integers(5, 100, (3, 12)), jnp.int32)
+  mask = jnp.ones_like(ids)
+  np.testing.assert_allclose(
+      np.asarray(RelationClassifier(exported_config, len(manifest["labels"])).apply({"params": exported}, ids, mask)),
+      np.asarray(stage_model.module.apply({"params": host}, ids, mask)), atol=1e-5)
+
+
+def test_tagger_can_start_from_the_trained_relation_encoder(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  mesh = parallel.make_mesh(4)
+  config = tiny_config(learning_rate=5e-3)
+  config.tagger.learning_rate = 0.0  # the tagger's encoder stays where it started
+  config.tagger.init_from_relation = True
+  config.stage = "tagger"
+  workdir = workdir_with_data(tmp_path, prepared)
+  with pytest.raises(FileNotFoundError, match="init_from_relation needs the relation stage"):
+    loop.train_and_evaluate(config, workdir)
+  _, relation = loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  loop.train_and_evaluate(config, workdir)
+  _, tagger = loop.restore_stage_params(workdir, "tagger", config, manifest, mesh)
+  assert "pooler" in relation["bert"] and "pooler" not in tagger["bert"]
+  relation_encoder = {k: v for k, v in relation["bert"].items() if k != "pooler"}
+  assert jax.tree.structure(tagger["bert"]) == jax.tree.structure(relation_encoder)
+  for a, b in zip(jax.tree.leaves(tagger["bert"]), jax.tree.leaves(relation_encoder)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  scratch = loop.StageModel("tagger", config, manifest, mesh).initial_params(jax.random.PRNGKey(0))
+  assert not np.allclose(np.asarray(scratch["bert"]["embeddings"]["word_embeddings"]["embedding"]),
+                         np.asarray(tagger["bert"]["embeddings"]["word_embeddings"]["embedding"]))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared):

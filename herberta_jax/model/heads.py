@@ -16,16 +16,29 @@ MASKED_LOGIT = -1e9  # finite, so a fully masked row gives a uniform softmax rat
 
 
 class RelationClassifier(nn.Module):
-  """[CLS] pooled output -> dropout -> dense over the run's relation labels. Returns float32 logits [B, labels]."""
+  """[CLS] pooled output -> dropout -> dense over the run's relation labels. Returns float32 logits [B, labels].
+
+  With `with_entity_logits=True` it also returns [B, L, 4] logits of the two entities' start and end positions
+  in its own input (the tagger's outputs, without the relation): a training-only auxiliary task that points
+  the encoder at the entities whose relation [CLS] must classify. Its dense layer (`entity_classifier`) is
+  left out of exports, and inference never calls it.
+  """
   config: BertConfig
   num_labels: int
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True):
-    _, pooled = BertEncoder(self.config, add_pooler=True, name="bert")(
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True,
+               with_entity_logits: bool = False):
+    sequence, pooled = BertEncoder(self.config, add_pooler=True, name="bert")(
         input_ids, attention_mask, token_type_ids, deterministic=deterministic)
     pooled = nn.Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
-    return nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(0.02), name="classifier")(pooled)
+    logits = nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(0.02), name="classifier")(pooled)
+    if not with_entity_logits:
+      return logits
+    sequence = nn.Dropout(self.config.hidden_dropout)(sequence, deterministic=deterministic)
+    entity_logits = nn.Dense(len(TAGGER_OUTPUTS), kernel_init=nn.initializers.normal(0.02),
+                             name="entity_classifier")(sequence)
+    return logits, jnp.where(attention_mask[..., None] > 0, entity_logits, MASKED_LOGIT)
 
 
 class EntityTagger(nn.Module):

@@ -61,6 +61,8 @@ class StageModel:
       self.module = RelationClassifier(bert_config, num_labels=len(manifest["labels"]))
     else:
       self.module = EntityTagger(bert_config)
+    # The relation model's auxiliary entity head exists only when its loss is on (its checkpoints hold it).
+    self.entity_loss_weight = float(config.relation.get("entity_loss_weight", 0.0)) if stage == "relation" else 0.0
     self.mesh = mesh
 
   def dummy_inputs(self):
@@ -70,11 +72,23 @@ class StageModel:
       return (ids, mask)
     return (ids, mask, jnp.zeros_like(ids), mask)
 
+  def init(self, rng):
+    """Freshly initialised parameters (every head the training loss uses)."""
+    kwargs = {"with_entity_logits": True} if self.entity_loss_weight else {}
+    return self.module.init(rng, *self.dummy_inputs(), **kwargs)["params"]
+
+  def loss_terms(self, manifest: dict):
+    """The stage's `loss_terms(params, batch, rng, deterministic)` for `steps.make_train_step`."""
+    module = self.module
+    if self.stage == "relation":
+      weight = self.entity_loss_weight
+      return lambda p, b, r, d: steps.relation_loss_terms(module, p, b, r, d, entity_loss_weight=weight)
+    build = tagger_input_builder(manifest, self.bert_config)
+    return lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
+
   def initial_params(self, rng):
     """Parameters created already replicated on the mesh; the encoder replaced by pretrained weights if any."""
-    init = jax.jit(lambda r: self.module.init(r, *self.dummy_inputs())["params"],
-                   out_shardings=parallel.replicated(self.mesh))
-    params = init(rng)
+    params = jax.jit(self.init, out_shardings=parallel.replicated(self.mesh))(rng)
     if self.pretrained is not None:
       encoder = self.pretrained
       if encoder["embeddings"]["word_embeddings"]["embedding"].shape[0] < self.bert_config.vocab_size:
@@ -186,17 +200,19 @@ def _sum_over_processes(values: np.ndarray) -> np.ndarray:
   return np.sum(multihost_utils.process_allgather(values), axis=0)
 
 
-def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, mesh):
+def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, mesh, *,
+                encoder: dict | None = None):
   """Trains one stage to the end (or early stop), resuming from `workdir/<stage>` when a checkpoint is there.
 
-  Returns (StageModel, best params). The dev score decides the best checkpoint; without a dev split the last
-  step is the best.
+  `encoder` (parameters of a `bert`) replaces the configured initial encoder. Returns (StageModel, best params).
+  The dev score decides the best checkpoint; without a dev split the last step is the best.
   """
   cfg = config[stage]
   stage_dir = workdir / stage
   is_chief = jax.process_index() == 0
   stage_model = StageModel(stage, config, manifest, mesh)
-  module = stage_model.module
+  if encoder is not None:
+    stage_model.pretrained = encoder
 
   train_pipeline = _pipeline(config, data_dir, "train", batch_size=cfg.batch_size, train=True)
   steps_per_epoch = max(1, train_pipeline.num_examples() // cfg.batch_size)
@@ -218,12 +234,8 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
     state, progress = restored
     logging.info("%s: resumed from step %d in %s", stage, int(state.step), stage_dir)
 
-  if stage == "relation":
-    loss_terms = lambda p, b, r, d: steps.relation_loss_terms(module, p, b, r, d)
-  else:
-    build = tagger_input_builder(manifest, stage_model.bert_config)
-    loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
-  train_step = jax.jit(steps.make_train_step(loss_terms, schedule, cfg.accum_steps), donate_argnums=0,
+  train_step = jax.jit(steps.make_train_step(stage_model.loss_terms(manifest), schedule, cfg.accum_steps),
+                       donate_argnums=0,
                        out_shardings=(replicated, replicated))
   dev = DevScorer(stage_model, manifest, config, data_dir) if has_split(manifest, "dev") else None
   writer = tensorboard.SummaryWriter(str(stage_dir / "tensorboard")) if is_chief else None
@@ -304,9 +316,8 @@ def restore_stage_params(workdir, stage: str, config, manifest: dict, mesh, *, b
   latest) or the latest. Raises FileNotFoundError when the stage has none."""
   stage_model = StageModel(stage, config, manifest, mesh)
   tx, _ = optim.make_optimizer(config[stage], total_steps=1)  # the schedule's values do not shape the state
-  abstract = jax.eval_shape(lambda: TrainState.create(
-      stage_model.module.init(jax.random.PRNGKey(0), *stage_model.dummy_inputs())["params"], tx,
-      jax.random.PRNGKey(0)))
+  abstract = jax.eval_shape(lambda: TrainState.create(stage_model.init(jax.random.PRNGKey(0)), tx,
+                                                      jax.random.PRNGKey(0)))
   abstract = checkpoint.abstract_like(abstract, parallel.replicated(mesh))
   ckpts = checkpoint.StageCheckpoints(pathlib.Path(workdir) / stage / "checkpoints")
   try:
@@ -316,6 +327,18 @@ def restore_stage_params(workdir, stage: str, config, manifest: dict, mesh, *, b
   if found is None:
     raise FileNotFoundError(f"{workdir}/{stage}/checkpoints holds no checkpoint: train that stage first")
   return stage_model, found[0].params
+
+
+def relation_encoder(config, workdir, manifest: dict, mesh, trained=None) -> dict:
+  """The trained relation classifier's encoder without its pooler: where `tagger.init_from_relation` starts
+  the tagger. Taken from `trained` (StageModel, params) or else from the relation's best checkpoint."""
+  if trained is None:
+    try:
+      trained = restore_stage_params(workdir, "relation", config, manifest, mesh)
+    except FileNotFoundError as error:
+      raise FileNotFoundError(f"--config.tagger.init_from_relation needs the relation stage's checkpoint: "
+                              f"{error}") from None
+  return {name: value for name, value in trained[1]["bert"].items() if name != "pooler"}
 
 
 def train_and_evaluate(config, workdir) -> dict:
@@ -337,7 +360,10 @@ def train_and_evaluate(config, workdir) -> dict:
   trained = {}
   for stage in STAGES:
     if config.stage in (stage, "both"):
-      trained[stage] = train_stage(stage, config, workdir, data_dir, manifest, mesh)
+      encoder = None
+      if stage == "tagger" and config.tagger.init_from_relation:
+        encoder = relation_encoder(config, workdir, manifest, mesh, trained.get("relation"))
+      trained[stage] = train_stage(stage, config, workdir, data_dir, manifest, mesh, encoder=encoder)
   if len(trained) < 2:
     return {}
   from herberta_jax import evaluation  # inference and reporting need both stages

@@ -17,13 +17,27 @@ from herberta_jax.model import inputs as model_inputs
 from herberta_jax.training.state import TrainState
 
 
-def relation_loss_terms(model, params, batch, rng, deterministic: bool):
-  """Sum of cross-entropies over the batch and the number of rows counted."""
-  logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                       deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+def relation_loss_terms(model, params, batch, rng, deterministic: bool, entity_loss_weight: float = 0.0):
+  """Sum of cross-entropies over the batch and the number of rows counted.
+
+  `entity_loss_weight` > 0 adds, per row, that weight times the mean of the four entity-position
+  cross-entropies of the auxiliary head (rows with a truncated entity add none).
+  """
+  rngs = None if deterministic else {"dropout": rng}
   weights = batch["valid"].astype(jnp.float32)
+  if not entity_loss_weight:
+    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                         deterministic=deterministic, rngs=rngs)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    return jnp.sum(ce * weights), jnp.sum(weights)
+  logits, entity_logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                                      deterministic=deterministic, rngs=rngs, with_entity_logits=True)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-  return jnp.sum(ce * weights), jnp.sum(weights)
+  targets = batch["spans"]  # already positions in the relation input
+  entity_weights = weights * jnp.all(targets >= 0, axis=-1)
+  entity_ce = optax.softmax_cross_entropy_with_integer_labels(jnp.swapaxes(entity_logits, 1, 2),
+                                                              jnp.maximum(targets, 0)).mean(axis=-1)
+  return jnp.sum(ce * weights + entity_loss_weight * entity_ce * entity_weights), jnp.sum(weights)
 
 
 class TaggerInputs:
