@@ -235,8 +235,7 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
     logging.info("%s: resumed from step %d in %s", stage, int(state.step), stage_dir)
 
   train_step = jax.jit(steps.make_train_step(stage_model.loss_terms(manifest), schedule, cfg.accum_steps),
-                       donate_argnums=0,
-                       out_shardings=(replicated, replicated))
+                       donate_argnums=0, out_shardings=(replicated, replicated))
   dev = DevScorer(stage_model, manifest, config, data_dir) if has_split(manifest, "dev") else None
   writer = tensorboard.SummaryWriter(str(stage_dir / "tensorboard")) if is_chief else None
   # Every step's loss in plain text too: cheap, greppable, and what tests compare across topologies.

@@ -25,19 +25,17 @@ def relation_loss_terms(model, params, batch, rng, deterministic: bool, entity_l
   """
   rngs = None if deterministic else {"dropout": rng}
   weights = batch["valid"].astype(jnp.float32)
-  if not entity_loss_weight:
-    logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                         deterministic=deterministic, rngs=rngs)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    return jnp.sum(ce * weights), jnp.sum(weights)
-  logits, entity_logits = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
-                                      deterministic=deterministic, rngs=rngs, with_entity_logits=True)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-  targets = batch["spans"]  # already positions in the relation input
-  entity_weights = weights * jnp.all(targets >= 0, axis=-1)
-  entity_ce = optax.softmax_cross_entropy_with_integer_labels(jnp.swapaxes(entity_logits, 1, 2),
-                                                              jnp.maximum(targets, 0)).mean(axis=-1)
-  return jnp.sum(ce * weights + entity_loss_weight * entity_ce * entity_weights), jnp.sum(weights)
+  with_entities = bool(entity_loss_weight)
+  outputs = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                        deterministic=deterministic, rngs=rngs, with_entity_logits=with_entities)
+  logits, entity_logits = outputs if with_entities else (outputs, None)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]) * weights
+  if with_entities:
+    targets = batch["spans"]  # already positions in the relation input
+    entity_ce = optax.softmax_cross_entropy_with_integer_labels(jnp.swapaxes(entity_logits, 1, 2),
+                                                                jnp.maximum(targets, 0)).mean(axis=-1)
+    loss += entity_loss_weight * entity_ce * weights * jnp.all(targets >= 0, axis=-1)
+  return jnp.sum(loss), jnp.sum(weights)
 
 
 class TaggerInputs:
