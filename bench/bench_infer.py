@@ -24,7 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from herberta_jax.data import smiler  # noqa: E402
-from herberta_jax.infer import Predictor, export_directory  # noqa: E402
+from herberta_jax.hub.format import export_directory  # noqa: E402
+from herberta_jax.inference.predictor import Predictor  # noqa: E402
 from herberta_jax.model import flops  # noqa: E402
 from herberta_jax.model import inputs as model_inputs  # noqa: E402
 

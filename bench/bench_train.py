@@ -25,6 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from herberta_jax.model import inputs as model_inputs
 from herberta_jax.model.bert import BertConfig  # noqa: E402
 from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
 from herberta_jax.model.heads import EntityTagger, RelationClassifier  # noqa: E402
@@ -77,7 +78,7 @@ def jax_step_seconds(stage: str, config: BertConfig, steps_: int) -> float:
     module = EntityTagger(config)
     ids = data["input_ids"][:1]
     params = module.init(jax.random.PRNGKey(0), ids, ids, ids, ids)["params"]
-    build = steps.TaggerInputs(list(range(10, 10 + NUM_LABELS)), cls_id=2, sep_id=3, pad_id=0, two_segments=True)
+    build = model_inputs.TaggerInputs(list(range(10, 10 + NUM_LABELS)), cls_id=2, sep_id=3, pad_id=0, two_segments=True)
     loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
   state = TrainState.create(params, tx, jax.random.PRNGKey(1))
   step = jax.jit(steps.make_train_step(loss_terms, schedule), donate_argnums=0)

@@ -37,7 +37,7 @@ def workdir_manifest(model: pathlib.Path) -> dict | None:
 
 def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
   """The examples of a training workdir's prepared split (its dev split is carved from train by the run)."""
-  from herberta_jax import evaluation
+  from herberta_jax.evaluation import runner as evaluation
   if manifest is None:
     raise app.UsageError(f"--split {split}: {workdir} is not a training workdir (no data/manifest.json)")
   examples = evaluation.split_examples(workdir / "data", manifest, None, split)
@@ -48,9 +48,9 @@ def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
 
 def main(argv):
   del argv
-  from herberta_jax import evaluation
+  from herberta_jax.evaluation import runner as evaluation
   from herberta_jax.data import smiler
-  from herberta_jax.infer import Predictor
+  from herberta_jax.inference.predictor import Predictor
   predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, max_span_len=_MAX_SPAN.value,
                                     disjoint_entities=_DISJOINT.value)
   out = pathlib.Path(_OUT.value)

@@ -81,7 +81,7 @@ def main(argv):
   del argv
   import tqdm
 
-  from herberta_jax.infer import Predictor
+  from herberta_jax.inference.predictor import Predictor
   predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, top_k=_TOP_K.value, top_m=_TOP_M.value,
                                     max_span_len=_MAX_SPAN.value, disjoint_entities=_DISJOINT.value)
   stream = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")

@@ -1,7 +1,7 @@
 r"""Trains HERBERTa's two stages: `python -m herberta_jax.train --config configs/demo.py --workdir DIR`.
 
 Flags parse the config file (overridable with `--config.a.b=value`); everything else is
-`herberta_jax.training.loop.train_and_evaluate`. A run restarted in the same workdir resumes by itself.
+`herberta_jax.run.train_and_evaluate`. A run restarted in the same workdir resumes by itself.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   quiet_library_logs()
   distributed.initialize()
-  from herberta_jax.training import loop  # after distributed start-up: it touches devices
-  metrics = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from herberta_jax import run  # after distributed start-up: it touches devices
+  metrics = run.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if metrics:
     logging.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
 

@@ -1,7 +1,6 @@
 """The Flax encoder against HuggingFace's PyTorch models: random BERT, real all-MiniLM-L6-v2, random XLM-R."""
 
 import numpy as np
-import pytest
 import torch
 import transformers
 

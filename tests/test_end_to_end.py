@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from herberta_jax.infer import Predictor
-from herberta_jax.training import loop
+from herberta_jax.inference.predictor import Predictor
+from herberta_jax import run as run_lib
 from tiny_run import REPO, tiny_config
 
 SENTENCES = [
@@ -27,7 +27,7 @@ def run(tmp_path_factory):
   config = tiny_config()
   config.tagger.num_epochs = 2
   config.infer.update(max_span_len=12, disjoint_entities=True)  # the export carries these to predict/evaluate
-  metrics = loop.train_and_evaluate(config, workdir)
+  metrics = run_lib.train_and_evaluate(config, workdir)
   return workdir, metrics
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from herberta_jax import metrics
+from herberta_jax.evaluation import metrics
 
 A, B, C = [0, 4], [9, 14], [18, 22]  # character spans
 NEG = "no_relation"

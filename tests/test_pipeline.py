@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from herberta_jax import prepare
+from herberta_jax.data import preparation as prepare
 from herberta_jax.data import languages
 from herberta_jax.data.pipeline import Pipeline
 

@@ -8,7 +8,8 @@ import pathlib
 
 import pytest
 
-from herberta_jax import prepare
+from herberta_jax import prepare as prepare_cli
+from herberta_jax.data import preparation as prepare
 from herberta_jax.data import records, smiler, tokenize
 from herberta_jax.data import splits as splits_lib
 
@@ -176,14 +177,14 @@ def test_a_given_dev_file_is_used_as_is_and_row_languages_name_plain_files(minil
 
 
 def test_cli_writes_the_same_manifest(corpus, minilm_dir, tmp_path, capsys):
-  code = prepare.main(["--input", str(corpus), "--tokenizer", str(minilm_dir), "--out", str(tmp_path / "cli"),
+  code = prepare_cli.main(["--input", str(corpus), "--tokenizer", str(minilm_dir), "--out", str(tmp_path / "cli"),
                        "--max_seq_len", "32", "--dev_fraction", "0.25", "--seed", "3", "--shards_per_split", "2"])
   assert code == 0
   manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
   assert manifest["splits"]["train"]["en"]["files"] == ["train/en-00000-of-00002.tfrecord",
                                                         "train/en-00001-of-00002.tfrecord"]
   assert "train: de 6, en 11" in capsys.readouterr().out
-  assert prepare.main(["--input", str(tmp_path / "absent"), "--tokenizer", str(minilm_dir), "--out",
+  assert prepare_cli.main(["--input", str(tmp_path / "absent"), "--tokenizer", str(minilm_dir), "--out",
                        str(tmp_path / "x")]) == 2
   assert "no such file or directory" in capsys.readouterr().err
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from herberta_jax import metrics, report
+from herberta_jax.evaluation import metrics, report
 
 LANGS = ("en", "de", "ko")
 RELATIONS = ("has-author", "birth-place", "has-genre", "org-has-founder", "no_relation")

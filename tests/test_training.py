@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from herberta_jax import exporting, prepare
+from herberta_jax import run
+from herberta_jax.data import preparation as prepare
+from herberta_jax.hub import export as exporting
 from herberta_jax.model import hf
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
@@ -117,9 +119,9 @@ def test_tagger_can_start_from_the_trained_relation_encoder(tmp_path, prepared):
   config.stage = "tagger"
   workdir = workdir_with_data(tmp_path, prepared)
   with pytest.raises(FileNotFoundError, match="init_from_relation needs the relation stage"):
-    loop.train_and_evaluate(config, workdir)
+    run.train_and_evaluate(config, workdir)
   _, relation = loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
-  loop.train_and_evaluate(config, workdir)
+  run.train_and_evaluate(config, workdir)
   _, tagger = loop.restore_stage_params(workdir, "tagger", config, manifest, mesh)
   assert "pooler" in relation["bert"] and "pooler" not in tagger["bert"]
   relation_encoder = {k: v for k, v in relation["bert"].items() if k != "pooler"}

@@ -45,3 +45,14 @@ def tagger_inputs(input_ids, attention_mask, relation_token_ids, *, cls_id: int,
 def shift_spans(spans):
   """Relation-input token positions -> tagger-input positions; -1 (truncated) stays -1."""
   return jnp.where(spans >= 0, spans + TAGGER_SHIFT, -1)
+
+
+class TaggerInputs:
+  """Builds the tagger's input for a batch from the relation token of each row's (gold or predicted) label."""
+
+  def __init__(self, relation_token_ids, *, cls_id: int, sep_id: int, pad_id: int, two_segments: bool):
+    self.relation_token_ids = jnp.asarray(relation_token_ids, jnp.int32)  # [num_labels]
+    self.kwargs = dict(cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, two_segments=two_segments)
+
+  def __call__(self, input_ids, attention_mask, labels):
+    return tagger_inputs(input_ids, attention_mask, self.relation_token_ids[labels], **self.kwargs)

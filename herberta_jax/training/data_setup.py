@@ -13,7 +13,7 @@ import pathlib
 import jax
 from jax.experimental import multihost_utils
 
-from herberta_jax import prepare
+from herberta_jax.data import preparation as prepare
 from herberta_jax.data import demo_corpus, smiler, tokenize
 
 

@@ -1,4 +1,4 @@
-"""The training loop of one stage, and `train_and_evaluate`, which runs both and evaluates the pipeline."""
+"""The training loop of one stage, and restoring a trained stage from its checkpoints."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import numpy as np
 import tqdm
 from flax.metrics import tensorboard
 
-from herberta_jax import prepare
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data.example import NEGATIVE_LABEL
 from herberta_jax.data.pipeline import Pipeline
 from herberta_jax.model import hf
+from herberta_jax.model import inputs as model_inputs
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import EntityTagger, RelationClassifier
-from herberta_jax.training import checkpoint, data_setup, optim, parallel, steps
+from herberta_jax.training import checkpoint, optim, parallel, steps
 from herberta_jax.training.state import TrainState
 
 STAGES = ("relation", "tagger")
@@ -98,10 +98,10 @@ class StageModel:
     return params
 
 
-def tagger_input_builder(manifest: dict, bert_config: BertConfig) -> steps.TaggerInputs:
+def tagger_input_builder(manifest: dict, bert_config: BertConfig) -> model_inputs.TaggerInputs:
   table = [manifest["relation_token_ids"][label] for label in manifest["labels"]]
   tok = manifest["tokenizer"]
-  return steps.TaggerInputs(table, cls_id=tok["cls_id"], sep_id=tok["sep_id"], pad_id=tok["pad_id"],
+  return model_inputs.TaggerInputs(table, cls_id=tok["cls_id"], sep_id=tok["sep_id"], pad_id=tok["pad_id"],
                             two_segments=bert_config.type_vocab_size >= 2)
 
 
@@ -338,32 +338,3 @@ def relation_encoder(config, workdir, manifest: dict, mesh, trained=None) -> dic
       raise FileNotFoundError(f"--config.tagger.init_from_relation needs the relation stage's checkpoint: "
                               f"{error}") from None
   return {name: value for name, value in trained[1]["bert"].items() if name != "pooler"}
-
-
-def train_and_evaluate(config, workdir) -> dict:
-  """Prepares data, trains the configured stages, then evaluates the two-stage pipeline and exports it.
-
-  Returns the test metrics (an empty dict when only one stage was trained or there is no test split).
-  """
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if config.stage not in STAGES + ("both",):
-    raise ValueError(f"--config.stage={config.stage!r}: use relation, tagger or both")
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-  mesh = parallel.make_mesh(config.mesh.num_devices)
-  logging.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
-  data_dir = data_setup.prepare_run_data(config, workdir)
-  manifest = prepare.load_manifest(data_dir)
-
-  trained = {}
-  for stage in STAGES:
-    if config.stage in (stage, "both"):
-      encoder = None
-      if stage == "tagger" and config.tagger.init_from_relation:
-        encoder = relation_encoder(config, workdir, manifest, mesh, trained.get("relation"))
-      trained[stage] = train_stage(stage, config, workdir, data_dir, manifest, mesh, encoder=encoder)
-  if len(trained) < 2:
-    return {}
-  from herberta_jax import evaluation  # inference and reporting need both stages
-  return evaluation.finish_run(config, workdir, data_dir, manifest, mesh, trained)

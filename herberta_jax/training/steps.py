@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from herberta_jax.model import decoding
 from herberta_jax.model import inputs as model_inputs
 from herberta_jax.training.state import TrainState
 
@@ -38,18 +39,7 @@ def relation_loss_terms(model, params, batch, rng, deterministic: bool, entity_l
   return jnp.sum(loss), jnp.sum(weights)
 
 
-class TaggerInputs:
-  """Builds the tagger's input for a batch from the relation token of each row's (gold or predicted) label."""
-
-  def __init__(self, relation_token_ids, *, cls_id: int, sep_id: int, pad_id: int, two_segments: bool):
-    self.relation_token_ids = jnp.asarray(relation_token_ids, jnp.int32)  # [num_labels]
-    self.kwargs = dict(cls_id=cls_id, sep_id=sep_id, pad_id=pad_id, two_segments=two_segments)
-
-  def __call__(self, input_ids, attention_mask, labels):
-    return model_inputs.tagger_inputs(input_ids, attention_mask, self.relation_token_ids[labels], **self.kwargs)
-
-
-def tagger_loss_terms(model, build: TaggerInputs, params, batch, rng, deterministic: bool):
+def tagger_loss_terms(model, build: model_inputs.TaggerInputs, params, batch, rng, deterministic: bool):
   """Mean of the four position cross-entropies, summed over rows; rows with a truncated entity get weight 0."""
   ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
   logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=deterministic,
@@ -102,12 +92,11 @@ def relation_predictions(model, params, batch):
   return jnp.argmax(logits, axis=-1)
 
 
-def tagger_predictions(model, build: TaggerInputs, params, batch, *, max_span_len: int, disjoint: bool = False):
+def tagger_predictions(model, build: model_inputs.TaggerInputs, params, batch, *, max_span_len: int, disjoint: bool = False):
   """Best (e1, e2) token spans [B, 4] in relation-input positions, given each row's gold relation."""
-  from herberta_jax import spans  # span decoding is shared with inference
   ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
   logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=True)
-  best = spans.best_entity_pairs(logits, sentence_mask, max_span_len=max_span_len, top_m=1, disjoint=disjoint)
+  best = decoding.best_entity_pairs(logits, sentence_mask, max_span_len=max_span_len, top_m=1, disjoint=disjoint)
   predicted = jnp.stack([best["e1_start"][:, 0], best["e1_end"][:, 0], best["e2_start"][:, 0],
                          best["e2_end"][:, 0]], axis=-1)
   return predicted - model_inputs.TAGGER_SHIFT

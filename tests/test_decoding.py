@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from herberta_jax import spans
+from herberta_jax.model import decoding as spans
 from herberta_jax.data import smiler
 
 

@@ -1,19 +1,17 @@
 """Scores a trained pipeline the paper's way: predictions through the two-stage inference, then metrics and a
-report. Used at the end of training and by `python -m herberta_jax.evaluate`."""
+report. Used at the end of a training run (`herberta_jax.run`) and by `python -m herberta_jax.evaluate`."""
 
 from __future__ import annotations
 
-import json
-import logging
 import pathlib
 import time
 from typing import Iterable, Sequence
 
 import jax
 
-from herberta_jax import exporting, metrics, report
+from herberta_jax.evaluation import metrics, report
 from herberta_jax.data.example import Example
-from herberta_jax.infer import Predictor
+from herberta_jax.inference.predictor import Predictor
 
 
 def gold_record(ex_id: str, lang: str, text: str, label: str, e1, e2, truncated: bool) -> dict:
@@ -73,32 +71,3 @@ def split_examples(data_dir: pathlib.Path, manifest: dict, languages, split: str
 
 def train_sizes_of(manifest: dict) -> dict[str, int]:
   return {lang: info["count"] for lang, info in manifest["splits"].get("train", {}).items()}
-
-
-def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, mesh, trained: dict) -> dict:
-  """After both stages: export to workdir/export, evaluate on the test split into workdir/report and
-  workdir/metrics.json. Returns the metrics ({} when there is no test split)."""
-  del mesh  # inference runs on the local device of each process: models are small next to their training
-  (rel_model, rel_params), (tag_model, tag_params) = trained["relation"], trained["tagger"]
-  bucket_boundaries = tuple(config.data.bucket_boundaries)
-  decoding = exporting.decoding_of(config)
-  meta = exporting.export_meta(manifest, bucket_boundaries, tag_model.bert_config.type_vocab_size >= 2, decoding)
-  rel_params, tag_params = exporting.host_params(rel_params), exporting.host_params(tag_params)
-  if config.export and jax.process_index() == 0:
-    out = exporting.write_export(workdir / "export", data_dir, manifest, (rel_model.bert_config, rel_params),
-                                 (tag_model.bert_config, tag_params), bucket_boundaries, decoding)
-    logging.info("exported to %s", out)
-  from herberta_jax.data import languages as languages_lib
-  from herberta_jax.data import tokenize
-  langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
-  examples = split_examples(data_dir, manifest, langs)
-  if not examples:
-    logging.warning("no test split: skipping the test evaluation")
-    return {}
-  predictor = Predictor((rel_model.module, rel_params), (tag_model.module, tag_params), meta,
-                        tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=config.infer.batch_size,
-                        top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
-  result = evaluate_examples(predictor, examples, workdir / "report", train_sizes=train_sizes_of(manifest))
-  if jax.process_index() == 0:
-    (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-  return result

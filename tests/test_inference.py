@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from herberta_jax import infer
+from herberta_jax.inference import two_stage
+from herberta_jax.model import inputs as model_inputs
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import EntityTagger, RelationClassifier
-from herberta_jax.training import steps
 
 CLS, SEP, PAD = 2, 3, 0
 NUM_LABELS = 5
@@ -46,8 +46,8 @@ def host_best_span(start, end, allowed, max_span_len):
 
 def test_jitted_pipeline_equals_sequential_host_run():
   relation, rel_params, tagger, tag_params = tiny_models()
-  build = steps.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
-  fn = infer.make_two_stage_fn(relation, tagger, build, top_k=1, top_m=1, max_span_len=4)
+  build = model_inputs.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
+  fn = two_stage.make_two_stage_fn(relation, tagger, build, top_k=1, top_m=1, max_span_len=4)
   ids, mask = batch_of_sentences(np.random.default_rng(0), [5, 9, 3, 12], width=16)
   out = jax.device_get(fn(rel_params, tag_params, ids, mask))
 
@@ -73,8 +73,8 @@ def test_jitted_pipeline_equals_sequential_host_run():
 
 def test_nbest_lists_relations_in_score_order():
   relation, rel_params, tagger, tag_params = tiny_models()
-  build = steps.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
-  fn = infer.make_two_stage_fn(relation, tagger, build, top_k=3, top_m=2, max_span_len=4)
+  build = model_inputs.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
+  fn = two_stage.make_two_stage_fn(relation, tagger, build, top_k=3, top_m=2, max_span_len=4)
   ids, mask = batch_of_sentences(np.random.default_rng(1), [6, 4], width=16)
   out = jax.device_get(fn(rel_params, tag_params, ids, mask))
   assert out["relation"].shape == (2, 3) and out["e1_start"].shape == (2, 3, 2)
@@ -88,11 +88,11 @@ def test_nbest_lists_relations_in_score_order():
 
 def test_disjoint_decoding_separates_overlapping_pairs_and_keeps_the_others():
   relation, rel_params, tagger, tag_params = tiny_models()
-  build = steps.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
+  build = model_inputs.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
   ids, mask = batch_of_sentences(np.random.default_rng(2), [3, 5, 8, 2, 6, 4, 9, 3], width=16)
   outputs = {}
   for disjoint in (False, True):
-    fn = infer.make_two_stage_fn(relation, tagger, build, top_k=1, top_m=1, max_span_len=4, disjoint=disjoint)
+    fn = two_stage.make_two_stage_fn(relation, tagger, build, top_k=1, top_m=1, max_span_len=4, disjoint=disjoint)
     out = jax.device_get(fn(rel_params, tag_params, ids, mask))
     outputs[disjoint] = [tuple(int(out[k][row, 0, 0]) for k in ("e1_start", "e1_end", "e2_start", "e2_end"))
                          for row in range(len(ids))]

@@ -23,8 +23,8 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from herberta_jax import metrics as metrics_lib
-from herberta_jax import spans
+from herberta_jax.evaluation import metrics as metrics_lib
+from herberta_jax.model import decoding as spans
 
 MAX_ERRORS_LISTED = 30
 _METRIC_TITLES = {"relation": "Relation", "entity1": "Entity 1", "entity2": "Entity 2",

@@ -33,7 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-NEGATIVE_LABEL = "no_relation"
+from herberta_jax.data.example import NEGATIVE_LABEL
+
 METRIC_NAMES = ("relation", "entity1", "entity2", "entity_pair", "combined")
 
 

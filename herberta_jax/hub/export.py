@@ -16,7 +16,7 @@ import numpy as np
 
 from herberta_jax.data import tokenize
 from herberta_jax.data.example import NEGATIVE_LABEL
-from herberta_jax.infer import EXPORT_FORMAT_VERSION
+from herberta_jax.hub.format import EXPORT_FORMAT_VERSION
 from herberta_jax.model import hf
 
 
@@ -50,17 +50,16 @@ def export_meta(manifest: dict, bucket_boundaries, two_segments: bool, decoding:
   }
 
 
-def write_export(out_dir, data_dir, manifest: dict, relation, tagger, bucket_boundaries,
-                 decoding: dict) -> pathlib.Path:
-  """`relation` and `tagger` are (BertConfig, params) pairs; the tokenizer is the prepared one in `data_dir`."""
+def write_export(out_dir, data_dir, meta: dict, relation, tagger) -> pathlib.Path:
+  """`relation` and `tagger` are (BertConfig, params) pairs; `meta` from `export_meta`; the tokenizer is the
+  prepared one in `data_dir`."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   tokenizer = tokenize.load_tokenizer(pathlib.Path(data_dir) / "tokenizer")
   rel_config, rel_params = relation
   tag_config, tag_params = tagger
-  id2label = dict(enumerate(manifest["labels"]))
+  id2label = dict(enumerate(meta["labels"]))
   hf.export_relation(out_dir / "relation", rel_config, host_params(rel_params), id2label, tokenizer)
   hf.export_tagger(out_dir / "tagger", tag_config, host_params(tag_params), tokenizer)
-  meta = export_meta(manifest, bucket_boundaries, tag_config.type_vocab_size >= 2, decoding)
   (out_dir / "herberta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
   return out_dir
