@@ -48,8 +48,8 @@ def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
 
 def main(argv):
   del argv
-  from herberta_jax.evaluation import runner as evaluation
   from herberta_jax.data import smiler
+  from herberta_jax.evaluation import runner as evaluation
   from herberta_jax.inference.predictor import Predictor
   predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, max_span_len=_MAX_SPAN.value,
                                     disjoint_entities=_DISJOINT.value)

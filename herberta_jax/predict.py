@@ -15,7 +15,7 @@ import json
 import re
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from absl import app, flags
 

@@ -18,7 +18,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def semeval_dir() -> pathlib.Path:
   path = SHARED_DATA / "semeval2010_task8"
   if not (path / "train.tsv").exists():
-    raise FileNotFoundError(f"{path}/train.tsv not found: the tests expect ../shared/data beside the repository")
+    # A clone on its own has no ../shared; CI has it. `python -m herberta_jax.data.semeval --out DIR` fetches it.
+    pytest.skip(f"SemEval-2010 Task 8 data not found at {path} (needs ../shared/data beside the repository)")
   return path
 
 

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from herberta_jax.model import decoding as spans
 from herberta_jax.data import smiler
+from herberta_jax.model import decoding as spans
 
 
 def _log_softmax(x, mask):

@@ -8,10 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from herberta_jax.inference.predictor import Predictor
-from herberta_jax import run as run_lib
 from tiny_run import REPO, tiny_config
+
+from herberta_jax import run as run_lib
+from herberta_jax.inference.predictor import Predictor
 
 SENTENCES = [
     "Anna Weber wurde in Hamburg geboren.",
@@ -80,8 +80,8 @@ def test_predict_keeps_output_aligned_with_input_and_reports_bad_lines(run, tmp_
 
 def test_predict_reads_tsv_and_jsonl_from_stdin(run):
   workdir, _ = run
-  tsv = ("id\tentity_1\tentity_2\tlabel\ttext\tlang\n"
-         "1\tMarie Curie\tWarsaw\tbirth-place\t<e1>Marie Curie</e1> was born in <e2>Warsaw</e2>.\ten\n").encode()
+  tsv = (b"id\tentity_1\tentity_2\tlabel\ttext\tlang\n"
+         b"1\tMarie Curie\tWarsaw\tbirth-place\t<e1>Marie Curie</e1> was born in <e2>Warsaw</e2>.\ten\n")
   from_tsv = cli("predict", "--model", str(workdir), stdin=tsv).stdout.decode().splitlines()
   jsonl = (json.dumps({"text": SENTENCES[3]}) + "\n" + json.dumps({"txt": "no text field"}) + "\n").encode()
   from_jsonl = cli("predict", "--model", str(workdir), stdin=jsonl).stdout.decode().splitlines()

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from tiny_run import REPO, losses, tiny_config, train_command, workdir_with_data
 
 from herberta_jax.training import data_setup
-from tiny_run import REPO, losses, tiny_config, train_command, workdir_with_data
 
 # Every host reads the whole of each global batch and keeps its slice, so 2x2 and 1x4 see the same batches.
 SAME_BATCHES = ["--config.data.host_reading=all", "--config.relation.num_epochs=1"]
@@ -54,7 +54,7 @@ def wait_all(procs, timeout: float) -> list[int]:
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
-      raise AssertionError(f"processes still running after {timeout}s: a hang")
+      raise AssertionError(f"processes still running after {timeout}s: a hang") from None
   return codes
 
 

@@ -9,8 +9,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from herberta_jax.data import preparation as prepare
 from herberta_jax.data import languages
+from herberta_jax.data import preparation as prepare
 from herberta_jax.data.pipeline import Pipeline
 
 HEADER = ("id", "entity_1", "entity_2", "label", "text", "lang")

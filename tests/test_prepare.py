@@ -100,7 +100,7 @@ def test_records_hold_exact_spans_and_count_truncation(prepared, corpus):
                         for info in by_lang.values())
   assert truncated_total == 1  # the long sentence's entity 2
   by_id = {}
-  for split, by_lang in manifest["splits"].items():
+  for by_lang in manifest["splits"].values():
     for info in by_lang.values():
       by_id.update({f.id: f for f in records.read_features([out / f for f in info["files"]])})
   originals = {ex.id: ex for path in smiler.expand_inputs([corpus]) for ex in smiler.read_tsv(path)}

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_run import losses, tiny_config, train_command, workdir_with_data
 
 from herberta_jax import run
 from herberta_jax.data import preparation as prepare
@@ -19,7 +20,6 @@ from herberta_jax.model import hf
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
 from herberta_jax.training import data_setup, loop, parallel, steps
-from tiny_run import losses, tiny_config, train_command, workdir_with_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pathlib
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 
-from herberta_jax.evaluation import metrics, report
 from herberta_jax.data.example import Example
+from herberta_jax.evaluation import metrics, report
 from herberta_jax.inference.predictor import Predictor
 
 

@@ -4,7 +4,7 @@ batches."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -52,7 +52,7 @@ class Predictor:
                                 max_span_len=self.max_span_len, disjoint=self.disjoint_entities)
 
   @classmethod
-  def from_export(cls, directory, **kwargs) -> "Predictor":
+  def from_export(cls, directory, **kwargs) -> Predictor:
     """Loads an export directory (or a training workdir holding `export/`)."""
     directory, meta = export_format.read_meta(directory)
     rel_config, rel_params, _ = hf.load_relation_model(directory / "relation")

@@ -6,7 +6,7 @@ offsets. N-best: the top K relations, and for each the top M entity pairs; K = M
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

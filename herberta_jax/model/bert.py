@@ -60,11 +60,11 @@ class BertConfig:
   def is_roberta(self) -> bool:
     return self.model_type in ROBERTA_TYPES
 
-  def replace(self, **changes) -> "BertConfig":
+  def replace(self, **changes) -> BertConfig:
     return dataclasses.replace(self, **changes)
 
   @classmethod
-  def from_hf_dict(cls, hf: dict, *, source: str = "config.json") -> "BertConfig":
+  def from_hf_dict(cls, hf: dict, *, source: str = "config.json") -> BertConfig:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_TYPES:
       raise ValueError(f"{source}: model_type {model_type!r} is not a BERT or RoBERTa encoder; herberta_jax "

@@ -276,8 +276,8 @@ def _write(out_dir, config: BertConfig, architecture: str, tensors: dict, labels
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   hf = config.to_hf_dict()
-  hf.update(architectures=[architecture], id2label={str(i): l for i, l in labels.items()},
-            label2id={l: i for i, l in labels.items()}, torch_dtype="float32")
+  hf.update(architectures=[architecture], id2label={str(i): name for i, name in labels.items()},
+            label2id={name: i for i, name in labels.items()}, torch_dtype="float32")
   (out_dir / "config.json").write_text(json.dumps(hf, indent=2, ensure_ascii=False) + "\n")
   save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
   if tokenizer is not None:

@@ -13,8 +13,8 @@ import pathlib
 import jax
 from jax.experimental import multihost_utils
 
-from herberta_jax.data import preparation as prepare
 from herberta_jax.data import demo_corpus, smiler, tokenize
+from herberta_jax.data import preparation as prepare
 
 
 def _split_paths(value: str) -> list[str]:

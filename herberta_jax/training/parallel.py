@@ -7,7 +7,7 @@ without pmap. Each process contributes its own rows (`make_array_from_process_lo
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np

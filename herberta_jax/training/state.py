@@ -23,9 +23,9 @@ class TrainState(flax.struct.PyTreeNode):
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
   @classmethod
-  def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array) -> "TrainState":
+  def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
     return cls(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state=tx.init(params), rng=rng, tx=tx)
 
-  def apply_gradients(self, grads) -> "TrainState":
+  def apply_gradients(self, grads) -> TrainState:
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state)

@@ -7,7 +7,7 @@ batch, and the same result whatever the device count (the batch is sharded, the 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
