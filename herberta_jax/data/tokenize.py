@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from herberta_jax.data.example import Example, Features
+from herberta_jax.data.locations import looks_like_path
 
 # Tokens a vocabulary-less run reserves, so relation tokens never grow its vocabulary.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -47,8 +48,7 @@ def load_tokenizer(name_or_path: str | pathlib.Path):
 
   text = str(name_or_path)
   path = pathlib.Path(text).expanduser()
-  looks_like_path = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or path.exists()
-  if looks_like_path and not path.is_dir():
+  if looks_like_path(text) and not path.is_dir():
     raise FileNotFoundError(f"tokenizer {text!r}: no such directory. Pass a directory holding tokenizer.json "
                             "(e.g. a HuggingFace checkpoint) or a hub name such as bert-base-cased.")
   try:

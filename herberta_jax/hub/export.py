@@ -29,7 +29,7 @@ def host_params(params):
 def decoding_of(config) -> dict:
   """The run's span decoding settings, which an export carries as the defaults of predict and evaluate."""
   return {"max_span_len": int(config.infer.max_span_len),
-          "disjoint_entities": bool(config.infer.get("disjoint_entities", False))}
+          "disjoint_entities": bool(config.infer.disjoint_entities)}
 
 
 def export_meta(manifest: dict, bucket_boundaries, two_segments: bool, decoding: dict) -> dict:

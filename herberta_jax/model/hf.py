@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from herberta_jax.data.locations import looks_like_path
 from herberta_jax.model.bert import BertConfig, BertEncoder
 from herberta_jax.model.heads import TAGGER_OUTPUTS
 
@@ -43,8 +44,7 @@ def resolve_checkpoint(name_or_path) -> pathlib.Path:
   path = pathlib.Path(text).expanduser()
   if path.is_dir():
     return path
-  looks_like_path = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1 or path.exists()
-  if looks_like_path:
+  if looks_like_path(text):
     raise FileNotFoundError(f"checkpoint {text!r}: no such directory. Pass a directory holding config.json and "
                             "model.safetensors (or pytorch_model.bin), or a hub name such as bert-base-cased.")
   try:
