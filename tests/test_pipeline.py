@@ -9,11 +9,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from herberta_jax.data import languages
+from herberta_jax.data import languages, smiler
 from herberta_jax.data import preparation as prepare
 from herberta_jax.data.pipeline import Pipeline
 
-HEADER = ("id", "entity_1", "entity_2", "label", "text", "lang")
 BOUNDARIES = (16, 32)
 MAX_SEQ_LEN = 64
 
@@ -28,7 +27,7 @@ def write_language(directory: pathlib.Path, lang: str, split: str, count: int) -
     rows.append((f"{lang}-{split}-{i}", f"Name{i}", f"Place{i}", label, text, lang))
   with (directory / f"{lang}_corpora_{split}.tsv").open("w", encoding="utf-8", newline="") as handle:
     writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow(smiler.HEADER)
     writer.writerows(rows)
 
 

@@ -13,14 +13,13 @@ from herberta_jax.data import preparation as prepare
 from herberta_jax.data import records, smiler, tokenize
 from herberta_jax.data import splits as splits_lib
 
-HEADER = ("id", "entity_1", "entity_2", "label", "text", "lang")
 LONG_FILLER = " ".join(f"word{i}" for i in range(40))
 
 
 def write_tsv(path: pathlib.Path, rows) -> pathlib.Path:
   with path.open("w", encoding="utf-8", newline="") as handle:
     writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-    writer.writerow(HEADER)
+    writer.writerow(smiler.HEADER)
     writer.writerows(rows)
   return path
 
