@@ -1,5 +1,6 @@
-"""Tests of the launch/ scripts: the commands their dry runs print, argument checks, shellcheck, and the
-multi-process launcher's failure handling with a stand-in for Python."""
+"""Tests of the launch/ scripts and the start-up they lead to: dry-run commands (host, SLURM, TPU scenarios), argument
+checks, shellcheck, the multi-process launcher's failure handling and the TPU install line with stand-ins, cluster
+detection from the environment and the start-up device check."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def _env(**overrides: str) -> dict[str, str]:
          if not k.startswith(("SLURM_", "HERBERTA_", "JAX_LOCAL_DEVICE_IDS"))
          and k not in ("DRY_RUN", "NUM_PROCESSES", "COORDINATOR_PORT", "CUDA_VISIBLE_DEVICES", "REPO_DIR",
                        "GPUS_PER_NODE", "PYTHONPATH", "STOP_GRACE_SECONDS")}
+  # JAX_PLATFORMS=cpu (conftest) keeps a real GPU host's nvidia-smi out of the launchers' expectations; GPU
+  # scenarios pass JAX_PLATFORMS="" with stand-in GPUs.
+  env.setdefault("JAX_PLATFORMS", "cpu")
   env.update(overrides)
   return env
 
@@ -114,7 +118,8 @@ def test_slurm_srun_line():
                    SLURM_GPUS_ON_NODE="4", SLURM_CPUS_PER_TASK="12")
   assert len(lines) == 1
   env, command = _split_env(lines[0])
-  assert env == {"PYTHONPATH": str(REPO), "JAX_LOCAL_DEVICE_IDS": "0,1,2,3"}
+  assert env == {"PYTHONPATH": str(REPO), "JAX_LOCAL_DEVICE_IDS": "0,1,2,3", "HERBERTA_EXPECT_PLATFORM": "gpu",
+                 "HERBERTA_EXPECT_DEVICES": "4"}
   assert command == ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--cpus-per-task=12", "python3",
                      *TRAIN, "--config", "configs/smiler.py", "--workdir", SPACED, "--config.data.languages=ko+en",
                      "a b"]
@@ -125,10 +130,11 @@ def test_slurm_device_ids_and_repo_dir_overrides(tmp_path):
   shutil.copy(LAUNCH / "common.sh", tmp_path / "launch" / "common.sh")
   env, command = _split_env(_dry_run("slurm.sbatch", "c.py", "w", SLURM_SUBMIT_DIR=str(tmp_path),
                                      GPUS_PER_NODE="2", SLURM_GPUS_ON_NODE="8")[0])
-  assert env == {"PYTHONPATH": str(tmp_path), "JAX_LOCAL_DEVICE_IDS": "0,1"}
+  assert env == {"PYTHONPATH": str(tmp_path), "JAX_LOCAL_DEVICE_IDS": "0,1", "HERBERTA_EXPECT_PLATFORM": "gpu",
+                 "HERBERTA_EXPECT_DEVICES": "2"}
   assert "--cpus-per-task" not in " ".join(command)
   env, _ = _split_env(_dry_run("slurm.sbatch", "c.py", "w", JAX_LOCAL_DEVICE_IDS="1,3", GPUS_PER_NODE="4")[0])
-  assert env["JAX_LOCAL_DEVICE_IDS"] == "1,3"
+  assert env["JAX_LOCAL_DEVICE_IDS"] == "1,3" and env["HERBERTA_EXPECT_DEVICES"] == "2"
   env, _ = _split_env(_dry_run("slurm.sbatch", "c.py", "w", GPUS_PER_NODE="0")[0])
   assert env == {"PYTHONPATH": str(REPO)}  # CPU nodes: JAX's own default
 
@@ -152,15 +158,16 @@ def test_tpu_pod_gcloud_command():
   assert command[:-1] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone", "us-central2-b",
                           "--worker=all", "--command"]
   # The remote command is itself a shell line for the workers.
-  assert shlex.split(command[-1]) == ["cd", "herberta_jax", "&&", "HERBERTA_DISTRIBUTED=1", "python3", *TRAIN, "--config",
-                                      "configs/smiler.py", "--workdir", SPACED, "--config.seed=1", "it's"]
+  assert shlex.split(command[-1]) == ["cd", "herberta_jax", "&&", "HERBERTA_DISTRIBUTED=1", "HERBERTA_EXPECT_PLATFORM=tpu",
+                                      ".venv/bin/python", *TRAIN, "--config", "configs/smiler.py", "--workdir", SPACED,
+                                      "--config.seed=1", "it's"]
 
 
 def test_tpu_pod_repo_dir_and_python():
   (line,) = _dry_run("tpu_pod.sh", "t", "z", "c.py", "/nfs/w", REPO_DIR="/home/me/my repo",
                      HERBERTA_PYTHON="/home/me/venv/bin/python")
-  assert shlex.split(line[-1])[:5] == ["cd", "/home/me/my repo", "&&", "HERBERTA_DISTRIBUTED=1",
-                                       "/home/me/venv/bin/python"]
+  assert shlex.split(line[-1])[:6] == ["cd", "/home/me/my repo", "&&", "HERBERTA_DISTRIBUTED=1",
+                                       "HERBERTA_EXPECT_PLATFORM=tpu", "/home/me/venv/bin/python"]
 
 
 @pytest.mark.parametrize("script,args", [("multi_gpu.sh", ["c.py"]), ("slurm.sbatch", ["c.py"]),
@@ -169,14 +176,15 @@ def test_gs_workdir_is_refused(script, args):
   result = _run(script, *args, "gs://bucket/run", DRY_RUN="1", GPUS_PER_NODE="1")
   assert result.returncode == 2
   assert result.stdout == ""
-  assert "gcsfuse" in result.stderr
+  assert "gcsfuse" in result.stderr and "hierarchical namespace" in result.stderr
 
 
 # -- all scripts ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("script,args", [("multi_gpu.sh", ["c.py"]), ("slurm.sbatch", ["c.py"]),
-                                         ("tpu_pod.sh", ["t", "z", "c.py"]), ("tpu_pod.sh", [])])
+                                         ("tpu_pod.sh", ["t", "z", "c.py"]), ("tpu_pod.sh", []),
+                                         ("tpu_pod.sh", ["--install", "t"])])
 def test_missing_arguments_exit_2_with_usage(script, args):
   result = _run(script, *args, DRY_RUN="1")
   assert result.returncode == 2
