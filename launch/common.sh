@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Helpers shared by the launch scripts (sourced, not run): quoting, DRY_RUN and argument checks.
+# Helpers shared by the launch scripts (sourced, not run): quoting, DRY_RUN, argument checks, GPU counting.
 #
-# Every launcher builds its command as an array and hands it to `print_command` or `run_command`, so the line a
-# dry run prints is exactly what a real run executes.
+# Every launcher builds its command as an array and hands it to `format_command` or `run_command`, so the line a
+# dry run prints is exactly what a real run executes. tpu_pod.sh runs where gcloud runs, often macOS's bash 3.2:
+# what it uses here must work there, where expanding an empty array under `set -u` is an error.
 
 # True when DRY_RUN asks for printing instead of running (any value but empty or 0).
 dry_run() {
@@ -45,15 +46,40 @@ run_command() {
     shift
   done
   shift
-  exec env "${env_args[@]}" "$@"
+  # ${a[@]+"${a[@]}"}: nothing for an empty array, where bash 3.2 would stop on "unbound variable".
+  exec env ${env_args[@]+"${env_args[@]}"} "$@"
 }
 
-# The code reads and writes the workdir through local paths (pathlib), so a gs:// URL would silently become a
-# local directory named `gs:` on every host. Exits 2 with a pointer to a mounted bucket instead.
+# The training code reads and writes the whole workdir through local paths (pathlib), the Orbax checkpoints included,
+# so a gs:// URL would silently become a local directory named `gs:` on every host. Exits 2 with what works instead.
 check_workdir() {
   if [[ $1 == gs://* ]]; then
-    echo "error: WORKDIR '$1' is a gs:// URL, but the training code writes through local paths." >&2
-    echo "Mount the bucket on every host (e.g. gcsfuse) or use NFS, and pass the mounted path." >&2
+    echo "error: WORKDIR '$1' is a gs:// URL, but the training code writes the workdir through local paths." >&2
+    echo "Pass a directory every host sees at the same path: NFS / Filestore, or the bucket mounted with gcsfuse" \
+         "(a bucket with hierarchical namespace: Orbax commits a checkpoint by renaming its directory, which" \
+         "gcsfuse refuses on a flat bucket)." >&2
     exit 2
   fi
+}
+
+# Prints how many GPUs this host shows: the entries of CUDA_VISIBLE_DEVICES when it is set (what CUDA will show),
+# else the GPUs `nvidia-smi -L` lists, else 0.
+visible_gpus() {
+  local entries=() entry count=0
+  if [[ -n ${CUDA_VISIBLE_DEVICES+set} ]]; then
+    IFS=, read -r -a entries <<<"$CUDA_VISIBLE_DEVICES"
+    for entry in ${entries[@]+"${entries[@]}"}; do
+      if [[ -n $entry && $entry != -1 && $entry != NoDevFiles ]]; then
+        count=$((count + 1))
+      fi
+    done
+  elif command -v nvidia-smi >/dev/null 2>&1; then
+    count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+  fi
+  printf '%s\n' "${count:-0}"
+}
+
+# True unless JAX_PLATFORMS names platforms and no GPU among them (e.g. JAX_PLATFORMS=cpu for a CPU test run).
+gpus_wanted() {
+  [[ -z ${JAX_PLATFORMS:-} || ${JAX_PLATFORMS} == *cuda* || ${JAX_PLATFORMS} == *gpu* || ${JAX_PLATFORMS} == *rocm* ]]
 }

@@ -5,6 +5,11 @@
 # coordinator is needed. NUM_PROCESSES=N instead starts N processes on localhost, process i on GPU i, joined
 # through jax.distributed (HERBERTA_COORDINATOR / HERBERTA_NUM_PROCESSES / HERBERTA_PROCESS_ID); the launcher
 # waits for all of them, and when one fails it stops the others and exits with the failure's code.
+#
+# Each process is told the devices it must find (HERBERTA_EXPECT_PLATFORM=gpu, HERBERTA_EXPECT_DEVICES: all the
+# host's GPUs, or 1 per process) when the host shows GPUs, so a JAX without its GPU backend fails at start-up
+# instead of training on the CPU. Inside a SLURM job use it from a one-task step (`srun --pty bash`, or
+# `srun --ntasks=1 launch/multi_gpu.sh ...`): the trainer then runs as one plain process on every GPU of the step.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +27,7 @@ Environment:
   COORDINATOR_PORT=P    localhost port of the jax.distributed coordinator with NUM_PROCESSES (default 12355)
   STOP_GRACE_SECONDS=S  after a process fails, seconds between SIGTERM and SIGKILL for the others (default 10)
   HERBERTA_PYTHON=BIN   the Python interpreter (default python3)
+  JAX_PLATFORMS=cpu     train on the CPU: no GPU expectations are passed on
   DRY_RUN=1             print the command(s), one per line, and exit without running them
 EOF
 }
@@ -43,8 +49,28 @@ repo="$(dirname "$here")"
 pythonpath="$repo${PYTHONPATH:+:$PYTHONPATH}"
 train=("${HERBERTA_PYTHON:-python3}" -m herberta_jax.train --config "$config" --workdir "$workdir" "$@")
 
+# GPUs this host shows (CUDA_VISIBLE_DEVICES, else nvidia-smi); none, or JAX_PLATFORMS=cpu: nothing is expected.
+host_gpus=0
+if gpus_wanted; then
+  host_gpus=$(visible_gpus)
+fi
+# The devices one process must find; an explicit HERBERTA_EXPECT_* in the environment is left to the trainer.
+expect_env() {
+  expect=()
+  if ((host_gpus > 0)); then
+    [[ -n ${HERBERTA_EXPECT_PLATFORM:-} ]] || expect+=(HERBERTA_EXPECT_PLATFORM=gpu)
+    [[ -n ${HERBERTA_EXPECT_DEVICES:-} ]] || expect+=(HERBERTA_EXPECT_DEVICES="$1")
+  fi
+}
+# salloc without an interactive step leaves this shell on the login node, which is where the run would go.
+if [[ -n ${SLURM_JOB_ID:-} && -z ${SLURM_STEP_ID:-} ]]; then
+  echo "launch: note: SLURM job $SLURM_JOB_ID but no srun step: this trains on $(hostname), not necessarily on" \
+       "the allocated nodes; use srun --ntasks=1 launch/multi_gpu.sh ..., or launch/slurm.sbatch" >&2
+fi
+
 if [[ -z ${NUM_PROCESSES:-} ]]; then
-  run_command PYTHONPATH="$pythonpath" -- "${train[@]}"
+  expect_env "$host_gpus"
+  run_command PYTHONPATH="$pythonpath" ${expect[@]+"${expect[@]}"} -- "${train[@]}"
 fi
 
 num_processes=$NUM_PROCESSES
@@ -77,10 +103,11 @@ else
   done
 fi
 
+expect_env 1
 process_env() {
   local i=$1
   envs=(PYTHONPATH="$pythonpath" CUDA_VISIBLE_DEVICES="${gpus[i]}" HERBERTA_COORDINATOR="localhost:$port"
-        HERBERTA_NUM_PROCESSES="$num_processes" HERBERTA_PROCESS_ID="$i")
+        HERBERTA_NUM_PROCESSES="$num_processes" HERBERTA_PROCESS_ID="$i" ${expect[@]+"${expect[@]}"})
 }
 
 if dry_run; then
