@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 
 _INT_KEYS = ("label", "input_ids", "offsets", "spans", "char_spans", "truncated")
 _BYTES_KEYS = ("id", "lang", "text")
+_KEY_INDEX = {key.encode(): i for i, key in enumerate(_BYTES_KEYS + _INT_KEYS)}  # bytes features first
 _HEADER = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
 
@@ -168,10 +169,9 @@ def _message(file, name: str, fields: Sequence[tuple], map_entry: bool = False, 
 def _classes() -> dict:
   """The message classes: `Example` (tensorflow/core/example/example.proto, field for field) and `RawExample`.
 
-  `RawExample` is a read-only view of the same bytes, for speed: a packed int64 list is length-delimited on the
-  wire exactly like a `bytes` field, so declaring it `bytes` hands over the undecoded varints (decoded for a
-  whole chunk at once in numpy, no Python per value), and the feature map is declared as the repeated entries
-  it is on the wire, which iterates faster than map lookups.
+  `RawExample` is a read-only view of the same bytes, for speed: the feature map is declared as the repeated
+  length-delimited entries it is on the wire, so one parse hands over each entry's undecoded bytes and
+  `parse_chunk` decodes a whole chunk's entries in numpy, with no Python object per feature or value.
   """
   from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
   file = descriptor_pb2.FileDescriptorProto(name="herberta_jax/tfexample.proto", package=_PACKAGE, syntax="proto3")
@@ -189,13 +189,7 @@ def _classes() -> dict:
            map_entry=True, parent=features)
   _message(file, "Example", [("features", 1, "MESSAGE", "OPTIONAL", "Features", False, None)])
 
-  _message(file, "RawBytesList", [("value", 1, "BYTES", "OPTIONAL", None, False, None)])  # the last value
-  _message(file, "RawInt64List", [("value", 1, "BYTES", "OPTIONAL", None, False, None)])  # packed varints
-  _message(file, "RawFeature", [("bytes_list", 1, "MESSAGE", "OPTIONAL", "RawBytesList", False, None),
-                                ("int64_list", 3, "MESSAGE", "OPTIONAL", "RawInt64List", False, None)])
-  _message(file, "RawEntry", [("key", 1, "STRING", "OPTIONAL", None, False, None),
-                              ("value", 2, "MESSAGE", "OPTIONAL", "RawFeature", False, None)])
-  _message(file, "RawFeatures", [("feature", 1, "MESSAGE", "REPEATED", "RawEntry", False, None)])
+  _message(file, "RawFeatures", [("feature", 1, "BYTES", "REPEATED", None, False, None)])  # map entries, raw
   _message(file, "RawExample", [("features", 1, "MESSAGE", "OPTIONAL", "RawFeatures", False, None)])
   pool = descriptor_pool.DescriptorPool()
   pool.Add(file)
@@ -286,8 +280,35 @@ def _slow_fields(serialized: bytes) -> dict:
   return out
 
 
+def _varint_ends(data: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The values and end positions of the varints starting at positions `at` of `data` (lengths up to 5 bytes)."""
+  value = np.zeros(at.shape, np.int64)
+  end = at.copy()
+  going = np.ones(at.shape, bool)
+  for shift in range(0, 35, 7):
+    byte = data[np.minimum(end, data.size - 1)].astype(np.int64)
+    value |= np.where(going, (byte & 0x7F) << shift, 0)
+    end += going
+    going &= byte >= 0x80
+    if not going.any():
+      return value, end
+  raise ValueError("a length beyond 5 varint bytes")
+
+
+def _key_index(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """Which of our features each map entry holds (index into _BYTES_KEYS + _INT_KEYS), -1 for others."""
+  index = np.full(starts.shape, -1, np.int64)
+  key_length = data[starts + 1].astype(np.int64)
+  for k, key in enumerate(_KEY_INDEX):
+    candidates = np.flatnonzero((key_length == len(key)) & (lengths >= len(key) + 2))
+    if candidates.size:
+      stored = data[starts[candidates, None] + 2 + np.arange(len(key))]
+      index[candidates[(stored == np.frombuffer(key, np.uint8)).all(axis=1)]] = k
+  return index
+
+
 def parse_chunk(serialized: Sequence[bytes]) -> dict:
-  """Parses records at once (the per-value work vectorised in numpy).
+  """Parses records at once, the per-feature and per-value work vectorised in numpy over the whole chunk.
 
   Returns:
     A dict over the n records: id, lang, text (lists of str); label (int32 [n]); spans, char_spans (int32
@@ -298,37 +319,64 @@ def parse_chunk(serialized: Sequence[bytes]) -> dict:
     ValueError: a record lacks a field or has the wrong number of values.
   """
   raw_example = _classes()["RawExample"]
-  strings = {key: [] for key in _BYTES_KEYS}
-  packed = {key: [] for key in _INT_KEYS}
-  for record in serialized:
-    fields = {}
-    for entry in raw_example.FromString(record).features.feature:
-      fields[entry.key] = entry.value
-    try:
-      for key in _BYTES_KEYS:
-        strings[key].append(fields[key].bytes_list.value)
-      for key in _INT_KEYS:
-        packed[key].append(fields[key].int64_list.value)
-    except KeyError as err:
-      raise ValueError(f"record without the {err.args[0]!r} feature") from None
   n = len(serialized)
-  values, splits = {}, {}
-  for key, parts in packed.items():
-    joined = b"".join(parts)
-    values[key] = decode_varints(joined)
-    # Every varint ends on a byte < 0x80, so the values per record are its count of such bytes.
-    lengths = np.fromiter(map(len, parts), np.int64, n)
-    ends_before = np.concatenate(([0], np.cumsum(np.frombuffer(joined, np.uint8) < 0x80)))
-    splits[key] = ends_before[np.concatenate(([0], np.cumsum(lengths)))]
-  counts = {key: np.diff(splits[key]) for key in _INT_KEYS}
-  ok = ((counts["label"] == 1) & (counts["truncated"] == 1) & (counts["spans"] == 4) & (counts["char_spans"] == 4)
-        & (counts["offsets"] == 2 * counts["input_ids"]))
+  entries: list[bytes] = []
+  per_record = []
+  for record in serialized:
+    features = raw_example.FromString(record).features.feature
+    entries.extend(features)
+    per_record.append(len(features))
+  # Each entry is a map entry: 0x0a keylen key, 0x12 varint Feature; the Feature is a tag (0x0a bytes_list,
+  # 0x1a int64_list) and varint length, then the list: 0x0a varint payload, where the payload is the one bytes
+  # value or the packed int64 varints. Keys are short (one length byte); everything else is located in numpy.
+  blob = b"".join(entries)
+  data = np.frombuffer(blob + b"\0" * 16, np.uint8)  # the padding keeps look-ups past a short entry in bounds
+  lengths = np.fromiter(map(len, entries), np.int64, len(entries))
+  ends = np.cumsum(lengths)
+  starts = ends - lengths
+  key_index = _key_index(data, starts, lengths)
+  wanted = key_index >= 0
+  record_of = np.repeat(np.arange(n), per_record)
+  if not (np.bincount(key_index[wanted] * n + record_of[wanted], minlength=n * len(_KEY_INDEX)) == 1).all():
+    return _parse_slowly(serialized)  # a feature missing or repeated: the slow path says which
+  starts, ends, key_index = starts[wanted], ends[wanted], key_index[wanted]
+  value_at = starts + 2 + data[starts + 1]
+  ok = (data[starts] == 0x0A) & (data[starts + 1] < 0x80) & (data[np.minimum(value_at, data.size - 1)] == 0x12)
+  _, feature_at = _varint_ends(data, value_at + 1)
+  kind = data[np.minimum(feature_at, data.size - 1)]
+  ok &= kind == np.where(key_index < len(_BYTES_KEYS), 0x0A, 0x1A)
+  _, list_at = _varint_ends(data, feature_at + 1)
+  has_values = list_at < ends
+  ok &= ~has_values | (data[np.minimum(list_at, data.size - 1)] == 0x0A)
+  payload_length, payload_at = _varint_ends(data, list_at + 1)
+  payload_at = np.where(has_values, payload_at, ends)
+  # The payload must run to the entry's end: otherwise the list holds several bytes values or was written
+  # unpacked or split (legal protobuf TensorFlow never writes). Those records take the slow path, never wrong.
+  ok &= ~has_values | (payload_at + payload_length == ends)
   if not ok.all():
-    # A writer that left int64 lists unpacked (legal protobuf, never done by TensorFlow) or split them: parse
-    # those records fully. Costs time, never correctness.
     return _parse_slowly(serialized)
+  # Entries in key order, then record order: entry of key k, record r sits at k * n + r.
+  order = np.argsort(key_index * n + record_of[wanted], kind="stable")
+  payload_at, ends = payload_at[order], ends[order]
+  values, splits = {}, {}
+  for k, key in enumerate(_BYTES_KEYS):
+    bounds = zip(payload_at[k * n:(k + 1) * n].tolist(), ends[k * n:(k + 1) * n].tolist())
+    values[key] = [blob[a:b].decode("utf-8") for a, b in bounds]
+  for k, key in enumerate(_INT_KEYS, len(_BYTES_KEYS)):
+    begin, end = payload_at[k * n:(k + 1) * n], ends[k * n:(k + 1) * n]
+    sizes = end - begin
+    gather = np.repeat(begin - np.concatenate(([0], np.cumsum(sizes)[:-1])), sizes) + np.arange(sizes.sum())
+    packed = data[gather]
+    values[key] = decode_varints(packed.tobytes())
+    # Every varint ends on a byte < 0x80, so the values per record are its count of such bytes.
+    ends_before = np.concatenate(([0], np.cumsum(packed < 0x80)))
+    splits[key] = ends_before[np.concatenate(([0], np.cumsum(sizes)))]
+  counts = {key: np.diff(splits[key]) for key in _INT_KEYS}
+  if not ((counts["label"] == 1) & (counts["truncated"] == 1) & (counts["spans"] == 4)
+          & (counts["char_spans"] == 4) & (counts["offsets"] == 2 * counts["input_ids"])).all():
+    return _parse_slowly(serialized)  # raises, naming the record
   return {
-      **{key: [s.decode("utf-8") for s in strings[key]] for key in _BYTES_KEYS},
+      **{key: values[key] for key in _BYTES_KEYS},
       "label": values["label"].astype(np.int32),
       "spans": values["spans"].astype(np.int32).reshape(n, 4),
       "char_spans": values["char_spans"].astype(np.int32).reshape(n, 4),
