@@ -166,13 +166,12 @@ def test_records_round_trip_round_robin_and_bytes_are_reproducible(minilm, tmp_p
   again = records.write_shards(features, tmp_path / "b", "en", num_shards=3)
   assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
 
-  tf = records.import_tf()
-  serialized = tf.constant([records.serialize(f) for f in features[:4]])
-  batch = records.parse_batch_fn(serialized)
-  splits = batch["row_splits"].numpy()
+  chunk = records.parse_chunk([records.serialize(f) for f in features[:4]])
+  splits = chunk["row_splits"]
   for i, row in enumerate(features[:4]):
-    assert tuple(batch["ids"].numpy()[splits[i]:splits[i + 1]]) == row.input_ids
-    assert [tuple(o) for o in batch["offsets"].numpy()[splits[i]:splits[i + 1]]] == list(row.offsets)
-    assert tuple(batch["spans"].numpy()[i]) == row.spans and bool(batch["truncated"].numpy()[i]) == row.truncated
+    assert tuple(chunk["ids"][splits[i]:splits[i + 1]]) == row.input_ids
+    assert [tuple(o) for o in chunk["offsets"][splits[i]:splits[i + 1]]] == list(row.offsets)
+    assert tuple(chunk["spans"][i]) == row.spans and bool(chunk["truncated"][i]) == row.truncated
+    assert chunk["id"][i] == row.id and chunk["text"][i] == row.text and chunk["label"][i] == row.label
   with pytest.raises(ValueError, match="num_shards"):
     records.write_shards(features, tmp_path / "c", "en", num_shards=0)

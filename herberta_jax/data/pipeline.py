@@ -1,26 +1,28 @@
 """Streams prepared records as fixed-shape numpy batches: shard per host, mix languages, shuffle, bucket, pad.
 
-Memory is bounded by the shuffle buffers and the bucket queues, whatever the corpus size:
+Memory is bounded by the shuffle buffers, the open files and the bucket queues, whatever the corpus size:
 
-  tf.data, per language: this host's shard files -> (shuffle files) -> interleave records -> (shuffle) -> (repeat)
-  tf.data: languages mixed by `sample_from_datasets` (weights from `languages.mixture_weights` on the manifest
-           counts) -> chunks of records parsed at once (vectorised)
-  numpy:   rows queued by length bucket; a full queue becomes a batch padded to its bucket length
+  per language: this host's shard files -> (shuffle files) -> interleave records -> (shuffle buffer) -> (repeat)
+  languages mixed by seeded sampling (weights from `languages.mixture_weights` on the manifest counts); an
+    exhausted language drops out and the others are renormalised
+  chunks of records parsed at once (`records.parse_chunk`: the per-value work vectorised in numpy)
+  rows queued by length bucket; a full queue becomes a batch padded to its bucket length
 
-Bucketing runs in numpy rather than tf.data (`group_by_window` with per-row parsing) because per-row tf.data ops
-cap the stream at ~8k rows/s on two cores; parsing whole chunks and queueing rows in Python runs several times
-faster. The output order is that of `group_by_window`: a batch leaves as soon as its bucket fills, and a
-one-pass stream ends with each bucket's partial batch, in bucket order.
+Plain Python and numpy, no TensorFlow: the per-record steps are cheap generator hops, and everything done per
+value (varint decoding, padding) happens a chunk or a batch at a time in numpy. The output order is that of
+tf.data's `group_by_window`: a batch leaves as soon as its bucket fills, and a one-pass stream ends with each
+bucket's partial batch, in bucket order.
 
-Every random choice is seeded and tf.data runs deterministically, so the same seed gives the same batches, and a
-resumed run can skip to the batch it stopped at (skipped batches are counted, not assembled).
+Every random choice comes from numpy generators seeded from `seed` and stable names, so the same seed gives the
+same batches, and a resumed run can skip to the batch it stopped at (skipped batches are counted, not assembled).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,8 +30,9 @@ from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import records
 
 SHUFFLE_BUFFER = 16_384  # records per language: memory stays bounded while a language's shards are mixed well
-PARSE_CHUNK = 512  # records parsed per tf.data step; does not change the batches, only the speed
+PARSE_CHUNK = 512  # records parsed at once; does not change the batches, only the speed
 _MAX_OPEN_FILES = 16  # shards of one language read at once (interleaved) when shuffling
+_RANDOM_BLOCK = 4096  # random draws fetched from numpy at once: one call per draw would dominate
 _ROW_KEYS = ("label", "spans", "char_spans", "truncated")
 _STRING_KEYS = ("id", "lang", "text")
 
@@ -162,16 +165,26 @@ class Pipeline:
         "char_spans": np.full((size, 4), -1, np.int32), "truncated": np.zeros(size, bool),
     }
     strings = {key: [""] * size for key in _STRING_KEYS}
-    for i, (chunk, row) in enumerate(rows):
-      begin, end = chunk["row_splits"][row], chunk["row_splits"][row + 1]
-      n = end - begin
-      input_ids[i, :n] = chunk["ids"][begin:end]
-      offsets[i, :n] = chunk["offsets"][begin:end]
-      attention_mask[i, :n] = 1
+    columns = np.arange(length)
+    begin = 0
+    # A batch's rows come from a few chunks (consecutive rows mostly share one): gather each chunk's rows at once.
+    for _, group in itertools.groupby(rows, key=lambda item: id(item[0])):
+      group = list(group)
+      chunk = group[0][0]
+      index = np.fromiter((row for _, row in group), np.int64, len(group))
+      end = begin + len(group)
+      starts = chunk["row_splits"][index]
+      mask = columns[None, :] < (chunk["row_splits"][index + 1] - starts)[:, None]
+      gather = np.minimum(starts[:, None] + columns[None, :], max(len(chunk["ids"]) - 1, 0))
+      input_ids[begin:end] = np.where(mask, chunk["ids"][gather], self._pad_id)
+      offsets[begin:end] = np.where(mask[..., None], chunk["offsets"][gather], 0)
+      attention_mask[begin:end] = mask
       for key in _ROW_KEYS:
-        batch[key][i] = chunk[key][row]
+        batch[key][begin:end] = chunk[key][index]
       for key in _STRING_KEYS:
-        strings[key][i] = chunk[key][row].decode("utf-8")
+        values = chunk[key]
+        strings[key][begin:end] = [values[row] for row in index.tolist()]
+      begin = end
     filler = slice(len(rows), size)
     input_ids[filler, 0], input_ids[filler, 1] = self._cls_id, self._sep_id
     attention_mask[filler, :2] = 1
@@ -183,56 +196,97 @@ class Pipeline:
       batch[key][:] = values
     return batch
 
-  # -- the tf.data graph ----------------------------------------------------------------------------------------
+  # -- the record stream -----------------------------------------------------------------------------------------
 
-  def _language_records(self, tf, lang: str):
-    """Serialized records of one language for this process."""
-    files = [str(self.data_dir / f) for f in self.manifest["splits"][self.split][lang]["files"]]
+  def _language_records(self, lang: str) -> Iterator[bytes]:
+    """Serialized records of one language for this process, epoch after epoch when repeating."""
+    files = [self.data_dir / f for f in self.manifest["splits"][self.split][lang]["files"]]
     record_sharding = len(files) < self.process_count
     if not record_sharding:
       files = files[self.process_index::self.process_count]
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if self.shuffle and not record_sharding:
-      dataset = dataset.shuffle(len(files), seed=_seed(self.seed, "files", lang), reshuffle_each_iteration=True)
-    if self.shuffle and len(files) > 1:
-      dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), _MAX_OPEN_FILES),
-                                   block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-      dataset = dataset.flat_map(tf.data.TFRecordDataset)  # one file after another
-    if record_sharding:
-      # Fewer files than processes (a small language): every process reads them all and keeps every
-      # process_count-th record. Still disjoint and covering, at the cost of reading the language fully.
-      dataset = dataset.shard(self.process_count, self.process_index)
-    if self.shuffle:
-      dataset = dataset.shuffle(self.shuffle_buffer, seed=_seed(self.seed, "rows", lang),
-                                reshuffle_each_iteration=True)
-    if self.repeat:
-      dataset = dataset.repeat()
-    return dataset
+    file_rng = np.random.default_rng(_seed(self.seed, "files", lang))
+    row_rng = np.random.default_rng(_seed(self.seed, "rows", lang))
+    while True:
+      order = files
+      if self.shuffle and not record_sharding:
+        order = [files[i] for i in file_rng.permutation(len(files))]  # a new file order every epoch
+      if self.shuffle and len(order) > 1:
+        stream = _interleave(order, min(len(order), _MAX_OPEN_FILES))
+      else:
+        stream = itertools.chain.from_iterable(map(records.read_records, order))  # one file after another
+      if record_sharding:
+        # Fewer files than processes (a small language): every process reads them all and keeps every
+        # process_count-th record. Still disjoint and covering, at the cost of reading the language fully.
+        stream = itertools.islice(stream, self.process_index, None, self.process_count)
+      if self.shuffle:
+        stream = _shuffle(stream, self.shuffle_buffer, row_rng)  # inside the epoch: each epoch holds every row
+      count = 0
+      for count, record in enumerate(stream, 1):
+        yield record
+      if not self.repeat or not count:
+        return  # one pass, or nothing for this process: repeating an empty stream would spin forever
 
-  def _mixed_records(self, tf):
+  def _mixed_records(self) -> Iterator[bytes]:
     langs = [lang for lang in self.languages if self.weights[lang] > 0]
-    parts = [self._language_records(tf, lang) for lang in langs]
-    if len(parts) == 1:
-      return parts[0]
+    streams = [self._language_records(lang) for lang in langs]
+    if len(streams) == 1:
+      return streams[0]
     if not self.repeat and not self.shuffle:
-      dataset = parts[0]  # evaluation: languages one after another, every row once
-      for part in parts[1:]:
-        dataset = dataset.concatenate(part)
-      return dataset
-    # An exhausted language (one pass, or a process holding none of a tiny language) drops out and the others
-    # are renormalised, rather than ending the stream.
-    return tf.data.Dataset.sample_from_datasets(parts, weights=[self.weights[lang] for lang in langs],
-                                                seed=_seed(self.seed, "mixture"), stop_on_empty_dataset=False)
+      return itertools.chain.from_iterable(streams)  # evaluation: languages one after another, every row once
+    return _sample(streams, np.array([self.weights[lang] for lang in langs], np.float64),
+                   np.random.default_rng(_seed(self.seed, "mixture")))
 
-  def _chunks(self) -> Iterator[dict[str, np.ndarray]]:
-    """Parsed chunks of up to PARSE_CHUNK consecutive records of the mixed stream, as numpy."""
-    tf = records.import_tf()
-    options = tf.data.Options()
-    options.deterministic = True
-    dataset = (self._mixed_records(tf)
-               .batch(PARSE_CHUNK)
-               .map(records.parse_batch_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .prefetch(2)
-               .with_options(options))
-    return dataset.as_numpy_iterator()
+  def _chunks(self) -> Iterator[dict]:
+    """Parsed chunks of up to PARSE_CHUNK consecutive records of the mixed stream."""
+    stream = self._mixed_records()
+    while True:
+      chunk = list(itertools.islice(stream, PARSE_CHUNK))
+      if not chunk:
+        return
+      yield records.parse_chunk(chunk)
+
+
+def _interleave(paths: Sequence[pathlib.Path], cycle_length: int) -> Iterator[bytes]:
+  """One record from each of `cycle_length` open files in turn; a finished file's place goes to the next file."""
+  pending = iter(paths)
+  open_files = [records.read_records(path) for path in itertools.islice(pending, cycle_length)]
+  while open_files:
+    slot = 0
+    while slot < len(open_files):
+      try:
+        yield next(open_files[slot])
+        slot += 1
+      except StopIteration:
+        following = next(pending, None)
+        if following is None:
+          del open_files[slot]
+        else:
+          open_files[slot] = records.read_records(following)
+
+
+def _shuffle(stream: Iterable[bytes], size: int, rng: np.random.Generator) -> Iterator[bytes]:
+  """A shuffle buffer of `size` records: each new record takes the place of a random one, which leaves."""
+  stream = iter(stream)
+  buffer = list(itertools.islice(stream, size))
+  draws: list[int] = []
+  for record in stream:
+    if not draws:
+      draws = rng.integers(0, len(buffer), _RANDOM_BLOCK).tolist()
+    slot = draws.pop()
+    yield buffer[slot]
+    buffer[slot] = record
+  for slot in rng.permutation(len(buffer)).tolist():
+    yield buffer[slot]
+
+
+def _sample(streams: list[Iterator[bytes]], weights: np.ndarray, rng: np.random.Generator) -> Iterator[bytes]:
+  """Records drawn from `streams` at random by `weights`; an exhausted stream drops out, the rest renormalised."""
+  active = list(range(len(streams)))
+  while active:
+    p = weights[active] / weights[active].sum()
+    for choice in rng.choice(len(active), _RANDOM_BLOCK, p=p).tolist():
+      try:
+        yield next(streams[active[choice]])
+      except StopIteration:
+        del active[choice]
+        break  # draw again over the remaining streams

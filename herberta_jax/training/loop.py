@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from flax.metrics import tensorboard
 
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data.example import NEGATIVE_LABEL
@@ -23,6 +22,7 @@ from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import EntityTagger, RelationClassifier
 from herberta_jax.training import checkpoint, optim, parallel, steps
 from herberta_jax.training.state import TrainState
+from herberta_jax.training.summary import SummaryWriter
 
 STAGES = ("relation", "tagger")
 
@@ -237,7 +237,7 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
   train_step = jax.jit(steps.make_train_step(stage_model.loss_terms(manifest), schedule, cfg.accum_steps),
                        donate_argnums=0, out_shardings=(replicated, replicated))
   dev = DevScorer(stage_model, manifest, config, data_dir) if has_split(manifest, "dev") else None
-  writer = tensorboard.SummaryWriter(str(stage_dir / "tensorboard")) if is_chief else None
+  writer = SummaryWriter(stage_dir / "tensorboard") if is_chief else None
   # Every step's loss in plain text too: cheap, greppable, and what tests compare across topologies.
   losses = open(stage_dir / "losses.jsonl", "a", encoding="utf-8", buffering=1) if is_chief else None
 
