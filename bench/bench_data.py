@@ -20,7 +20,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from herberta_jax import prepare  # noqa: E402
+from herberta_jax.data import preparation as prepare  # noqa: E402
 from herberta_jax.data import smiler, tokenize  # noqa: E402
 from herberta_jax.data.pipeline import Pipeline  # noqa: E402
 

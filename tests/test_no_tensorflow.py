@@ -18,7 +18,7 @@ _READ_A_BATCH = r"""
 import sys
 from herberta_jax.data.pipeline import Pipeline
 from herberta_jax.training import loop  # the training loop and its summary writer import without TF
-from herberta_jax import evaluation, exporting, infer  # the libraries behind evaluate, export, predict
+from herberta_jax import run  # composes evaluation, export and inference: the libraries behind the CLIs
 pipeline = Pipeline(sys.argv[1], "train", batch_size=4, shuffle=True, repeat=True)
 batch = next(pipeline.batches())
 assert batch["input_ids"].shape[0] == 4 and batch["valid"].all(), batch

@@ -221,7 +221,7 @@ class Pipeline:
       if self.shuffle:
         stream = _shuffle(stream, self.shuffle_buffer, row_rng)  # inside the epoch: each epoch holds every row
       count = 0
-      for count, record in enumerate(stream, 1):
+      for count, record in enumerate(stream, 1):  # noqa: B007  (count is read after the loop)
         yield record
       if not self.repeat or not count:
         return  # one pass, or nothing for this process: repeating an empty stream would spin forever
