@@ -28,9 +28,18 @@ def debugging(argv: Sequence[str] = ()) -> bool:
   return parsed or "--debug" in argv or os.environ.get("HERBERTA_DEBUG", "") not in ("", "0")
 
 
+def _message(error: BaseException) -> str:
+  # KeyError's str() is its key's repr; ml_collections wraps that KeyError in an AttributeError.
+  while isinstance(error, (KeyError, AttributeError)) and error.args:
+    if not isinstance(error.args[0], BaseException):
+      return str(error.args[0])
+    error = error.args[0]
+  return str(error)
+
+
 def one_line(error: BaseException) -> str:
   """The error's message with its lines joined, so it reads as one line whatever raised it."""
-  text = str(error.args[0]) if isinstance(error, (KeyError, AttributeError)) and error.args else str(error)
+  text = _message(error)
   return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(error).__name__
 
 
@@ -46,7 +55,7 @@ def fail(error: BaseException | str) -> None:
 
 def _config_key_error(error: Exception, argv: Sequence[str]) -> str | None:
   """A misspelt `--config.a.b=v` override: ml_collections raises a chained KeyError/AttributeError for it."""
-  text = str(error.args[0]) if error.args else str(error)
+  text = _message(error)
   bad = re.match(r"'?([A-Za-z_][\w]*)'?", text)
   if not bad:
     return None

@@ -107,4 +107,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from herberta_jax import cli
+  cli.run_cli(main)
