@@ -61,9 +61,11 @@ def _config_key_error(error: Exception, argv: Sequence[str]) -> str | None:
     return None
   for arg in argv:
     flag = arg.split("=", 1)[0]
-    if flag.startswith("--config.") and flag.split(".")[-1] == bad.group(1):
+    parts = flag.split(".")
+    if flag.startswith("--config.") and bad.group(1) in parts[1:]:
       suggestion = re.search(r'Did you mean "([^"]+)"', text)
-      fix = (f"; did you mean {flag.rsplit('.', 1)[0]}.{suggestion.group(1)}?" if suggestion
+      at = parts.index(bad.group(1), 1)
+      fix = (f"; did you mean {'.'.join(parts[:at] + [suggestion.group(1)] + parts[at + 1:])}?" if suggestion
              else "; see the config file for the valid keys")
       return f"{flag}: no such config key{fix}"
   return None

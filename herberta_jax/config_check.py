@@ -51,7 +51,8 @@ def check_config(config) -> None:
   _require(config, "data.bucket_boundaries", lambda v: v[-1] <= max_len,
            f"the largest bucket must not exceed --config.data.max_seq_len={max_len}")
   for stage in _STAGES:
-    _require(config, f"{stage}.learning_rate", lambda v: v > 0, "use a number > 0, e.g. 3e-5")
+    # 0 is allowed: it freezes a stage (e.g. a tagger kept at the relation encoder it starts from).
+    _require(config, f"{stage}.learning_rate", lambda v: v >= 0, "use a number > 0, e.g. 3e-5")
     _require(config, f"{stage}.batch_size", _positive_int, "use a whole number >= 1")
     _require(config, f"{stage}.num_epochs", lambda v: v > 0, "use a number > 0")
     _require(config, f"{stage}.accum_steps", _positive_int, "use a whole number >= 1 (1: no accumulation)")

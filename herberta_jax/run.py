@@ -17,7 +17,7 @@ import jax
 from herberta_jax.config_check import check_config
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import preparation, tokenize
-from herberta_jax.errors import ConfigError, UserError, UserFileExistsError, UserFileNotFoundError
+from herberta_jax.errors import UserError, UserFileExistsError, UserFileNotFoundError
 from herberta_jax.evaluation import runner
 from herberta_jax.hub import export as hub_export
 from herberta_jax.inference.predictor import Predictor
@@ -33,9 +33,10 @@ def train_and_evaluate(config, workdir) -> dict:
   check_config(config)
   if config.stage == "tagger" and config.tagger.init_from_relation and not has_checkpoint(workdir, "relation"):
     # Checked before any work: found at the tagger's start, it would surface as a failure of the data pipeline.
-    raise ConfigError(f"--config.tagger.init_from_relation=True with --config.stage=tagger needs the relation "
-                      f"stage's checkpoint, and {workdir / 'relation' / 'checkpoints'} holds none: train the relation "
-                      "stage in this workdir first (--config.stage=relation), or use --config.stage=both")
+    raise UserFileNotFoundError(
+        f"--config.tagger.init_from_relation needs the relation stage's checkpoint, and "
+        f"{workdir / 'relation' / 'checkpoints'} holds none (--config.stage=tagger): train the relation stage in this "
+        "workdir first (--config.stage=relation), or use --config.stage=both")
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
