@@ -1,9 +1,10 @@
 r"""Scores a trained pipeline on SMiLER-format test files and writes a report:
 
-  python -m herberta_jax.evaluate --model DIR --data a_test.tsv [b_test.tsv ...] --out REPORT
+  python -m herberta_jax.evaluate --model DIR --data a_test.tsv [b_test.tsv ...] --out REPORT   # or --data a,b
   python -m herberta_jax.evaluate --model WORKDIR --split dev --out REPORT   # tune decoding on the dev split
 
-REPORT gets metrics.json, predictions.jsonl (every prediction, errors included), report.md and the paper's plots.
+REPORT gets metrics.json, predictions.jsonl (every prediction, errors included), report.md and the paper's plots;
+it is created only once the inputs have been read and checked, so a refused command leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import pathlib
 import sys
 
 from absl import app, flags
+
+from herberta_jax import cli
 
 _MODEL = flags.DEFINE_string("model", None, "Export directory or training workdir.")
 _DATA = flags.DEFINE_multi_string("data", None, "SMiLER TSV files or directories to evaluate on.")
@@ -46,23 +49,29 @@ def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
   return examples
 
 
+def data_paths(argv: list[str]) -> list[str]:
+  """--data values (each may be a comma list) plus the arguments a shell glob after --data leaves behind."""
+  if argv[1:] and not _DATA.value:
+    raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}: data files follow --data")
+  return [part for value in (_DATA.value or []) + argv[1:] for part in value.split(",") if part]
+
+
 def main(argv):
-  del argv
   from herberta_jax.data import smiler
   from herberta_jax.evaluation import runner as evaluation
   from herberta_jax.inference.predictor import Predictor
+  paths = data_paths(argv)
+  smiler.expand_inputs(paths)  # a missing file is refused before the model loads
   predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, max_span_len=_MAX_SPAN.value,
                                     disjoint_entities=_DISJOINT.value)
-  out = pathlib.Path(_OUT.value)
-  out.mkdir(parents=True, exist_ok=True)
   manifest = workdir_manifest(pathlib.Path(_MODEL.value))
   rejects = smiler.Rejects()
   if _SPLIT.value:
     examples = prepared_split(pathlib.Path(_MODEL.value), manifest, _SPLIT.value)
   else:
-    examples = [ex for path in smiler.expand_inputs(_DATA.value)
-                for ex in smiler.read_tsv(path, on_error=_ON_ERROR.value, rejects=rejects,
-                                          known_labels=predictor.meta["labels"])]
+    examples = evaluation.read_test_files(paths, predictor.meta["labels"], _ON_ERROR.value, rejects)
+  out = pathlib.Path(_OUT.value)
+  out.mkdir(parents=True, exist_ok=True)
   if len(rejects):
     rejects.write(out / "rejects.tsv")
     print(f"{len(rejects)} rows rejected: {out / 'rejects.tsv'}", file=sys.stderr)
@@ -73,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_cli(main, positional=True)

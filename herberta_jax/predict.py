@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from absl import app, flags
+from absl import flags
 
 _MODEL = flags.DEFINE_string("model", None, "Export directory or training workdir.")
 _INPUT = flags.DEFINE_string("input", "-", "Input file, or - for stdin.")
@@ -107,4 +107,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from herberta_jax import cli
+  cli.run_cli(main)

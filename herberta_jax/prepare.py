@@ -1,55 +1,50 @@
 r"""Turns SMiLER TSV files into tokenized, sharded TFRecords plus a manifest:
 
-  python -m herberta_jax.prepare --input data/smiler/ --tokenizer bert-base-cased --out /tmp/prepared
+  python -m herberta_jax.prepare --input data/smiler/ [more.tsv ...] --tokenizer bert-base-cased --out /tmp/prepared
 
 Everything but the flags is `herberta_jax.data.preparation.prepare`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
-import sys
-from collections.abc import Sequence
 
-from herberta_jax.data import preparation, records, smiler
+from absl import flags
 
+from herberta_jax import cli
+from herberta_jax.data import preparation, records
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m herberta_jax.prepare", description=__doc__.split("\n")[0])
-  parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="SMiLER TSV files or directories")
-  parser.add_argument("--tokenizer", required=True, help="HF tokenizer directory or hub name")
-  parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--max_seq_len", type=int, default=128)
-  parser.add_argument("--on_error", choices=("fail", "skip"), default="fail")
-  parser.add_argument("--dev_fraction", type=float, default=0.02, help="0 disables carving dev from train")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--shards_per_split", type=int, default=None,
-                      help="record files per split and language (default: ~1 per 50k rows, at least 4)")
-  parser.add_argument("--overwrite", action="store_true", help="replace earlier prepared data in --out")
-  return parser.parse_args(argv)
+_INPUT = flags.DEFINE_multi_string("input", None, "SMiLER TSV files or directories (more may follow as arguments).")
+_TOKENIZER = flags.DEFINE_string("tokenizer", None, "HF tokenizer directory or hub name.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_MAX_SEQ_LEN = flags.DEFINE_integer("max_seq_len", 128, "Longest model input, in tokens.")
+_ON_ERROR = flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Bad rows: stop, or skip them into rejects.tsv.")
+_DEV_FRACTION = flags.DEFINE_float("dev_fraction", 0.02, "Share of train carved out as dev; 0 disables.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seeds the dev carving.")
+_SHARDS = flags.DEFINE_integer("shards_per_split", None, "Record files per split and language (default: ~1 per 50k "
+                               "rows, at least 4).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace earlier prepared data in --out.")
+flags.mark_flags_as_required(["input", "tokenizer", "out"])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(argv)
+def main(argv: list[str]) -> int:
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # batch encoding on every core
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  try:
-    manifest = preparation.prepare(args.input, args.tokenizer, args.out, max_seq_len=args.max_seq_len, on_error=args.on_error,
-                       dev_fraction=args.dev_fraction, seed=args.seed, shards_per_split=args.shards_per_split,
-                       overwrite=args.overwrite)
-  except (smiler.DataError, ValueError, FileNotFoundError, FileExistsError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+  # A shell glob after --input (`--input data/*.tsv`) leaves all files but the first as arguments: inputs too.
+  manifest = preparation.prepare(_INPUT.value + argv[1:], _TOKENIZER.value, _OUT.value, max_seq_len=_MAX_SEQ_LEN.value,
+                                 on_error=_ON_ERROR.value, dev_fraction=_DEV_FRACTION.value, seed=_SEED.value,
+                                 shards_per_split=_SHARDS.value, overwrite=_OVERWRITE.value)
   for split, by_lang in manifest["splits"].items():
     counts = ", ".join(f"{lang} {info['count']}" for lang, info in by_lang.items())
     print(f"{split}: {counts}")
+  rows = manifest["rows"]
+  print(f"rows: {rows['read']} read, {rows['written']} written, {rows['rejected']} rejected")
   if manifest["rejects"]["file"]:
-    print(f"rejected rows: {manifest['rejects']['count']} (see {pathlib.Path(args.out) / 'rejects.tsv'})")
-  print(f"wrote {pathlib.Path(args.out) / records.MANIFEST_NAME}")
+    print(f"rejected rows: {manifest['rejects']['count']} (see {pathlib.Path(_OUT.value) / 'rejects.tsv'})")
+  print(f"wrote {pathlib.Path(_OUT.value) / records.MANIFEST_NAME}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_cli(main, positional=True)

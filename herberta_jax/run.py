@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import shutil
+import tempfile
 
 import jax
 
+from herberta_jax.config_check import check_config
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import preparation, tokenize
+from herberta_jax.errors import UserError, UserFileExistsError, UserFileNotFoundError
 from herberta_jax.evaluation import runner
 from herberta_jax.hub import export as hub_export
 from herberta_jax.inference.predictor import Predictor
@@ -26,9 +30,14 @@ def train_and_evaluate(config, workdir) -> dict:
   Returns the test metrics (an empty dict when only one stage was trained or there is no test split).
   """
   workdir = pathlib.Path(workdir)
+  check_config(config)
+  if config.stage == "tagger" and config.tagger.init_from_relation and not has_checkpoint(workdir, "relation"):
+    # Checked before any work: found at the tagger's start, it would surface as a failure of the data pipeline.
+    raise UserFileNotFoundError(
+        f"--config.tagger.init_from_relation needs the relation stage's checkpoint, and "
+        f"{workdir / 'relation' / 'checkpoints'} holds none (--config.stage=tagger): train the relation stage in this "
+        "workdir first (--config.stage=relation), or use --config.stage=both")
   workdir.mkdir(parents=True, exist_ok=True)
-  if config.stage not in loop.STAGES + ("both",):
-    raise ValueError(f"--config.stage={config.stage!r}: use relation, tagger or both")
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   mesh = parallel.make_mesh(config.mesh.num_devices)
@@ -74,12 +83,36 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   return result
 
 
-def export_workdir(workdir, out_dir) -> pathlib.Path:
-  """Restores both stages' best parameters from a training workdir and writes the export to `out_dir`."""
+def has_checkpoint(workdir, stage: str) -> bool:
+  """Whether `workdir/stage/checkpoints` holds a saved step, looked up without opening (and so creating) its
+  Orbax managers."""
+  root = pathlib.Path(workdir) / stage / "checkpoints"
+  return any(step.is_dir() and step.name.isdigit() for kind in ("best", "latest") if (root / kind).is_dir()
+             for step in (root / kind).iterdir())
+
+
+def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path:
+  """Restores both stages' best parameters from a training workdir and writes the export to `out_dir`.
+
+  The workdir is only read. A non-empty `out_dir` is refused unless `overwrite`; then it is replaced as a whole
+  (written beside it first, so a failed export leaves the old one), never merged with what it held.
+  """
   import ml_collections
-  workdir = pathlib.Path(workdir)
+  workdir, out_dir = pathlib.Path(workdir), pathlib.Path(out_dir)
   if not (workdir / "config.json").exists():
-    raise FileNotFoundError(f"{workdir}/config.json not found: --workdir must be a training workdir")
+    raise UserFileNotFoundError(f"--workdir {workdir}: no config.json; pass a training workdir (the --workdir of "
+                                "python -m herberta_jax.train)")
+  if not (workdir / "data" / "manifest.json").exists():
+    raise UserFileNotFoundError(f"--workdir {workdir}: no data/manifest.json; its run never prepared its data")
+  missing = [stage for stage in loop.STAGES if not has_checkpoint(workdir, stage)]
+  if missing:
+    raise UserError(f"--workdir {workdir}: no checkpoint of the {' and '.join(missing)} stage in "
+                    f"{workdir / missing[0] / 'checkpoints'}; train it first (--config.stage={missing[0]})")
+  if out_dir.resolve() in (workdir.resolve(), *workdir.resolve().parents):
+    raise UserError(f"--out {out_dir}: is the workdir or holds it; export to another directory")
+  if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+    raise UserFileExistsError(f"--out {out_dir}: exists and is not empty; choose another directory or pass "
+                              "--overwrite to replace it")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   data_dir = workdir / "data"
   manifest = preparation.load_manifest(data_dir)
@@ -90,4 +123,16 @@ def export_workdir(workdir, out_dir) -> pathlib.Path:
     restored[stage] = (model.bert_config, params)
   meta = hub_export.export_meta(manifest, config.data.bucket_boundaries,
                                 restored["tagger"][0].type_vocab_size >= 2, hub_export.decoding_of(config))
-  return hub_export.write_export(out_dir, data_dir, meta, restored["relation"], restored["tagger"])
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+  try:
+    hub_export.write_export(staging, data_dir, meta, restored["relation"], restored["tagger"])
+    if out_dir.is_dir():
+      shutil.rmtree(out_dir)
+    elif out_dir.exists():
+      out_dir.unlink()
+    staging.rename(out_dir)
+  finally:
+    if staging.exists():
+      shutil.rmtree(staging)
+  return out_dir

@@ -11,9 +11,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from herberta_jax import cli  # noqa: E402
+from herberta_jax.config_check import check_config  # noqa: E402
+from herberta_jax.errors import ConfigError  # noqa: E402
 from herberta_jax.training import distributed  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.", lock_config=True)
@@ -35,8 +38,11 @@ def quiet_library_logs() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
+  try:
+    check_config(_CONFIG.value)  # before any work: a bad value would otherwise surface minutes in
+  except OSError as error:  # config_flags defers a config file that failed to load until it is read
+    raise ConfigError(f"--config: {cli.one_line(error)}") from error
   logging.getLogger().setLevel(logging.INFO)
   quiet_library_logs()
   distributed.initialize()
@@ -47,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_cli(main)

@@ -14,6 +14,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: runs many subprocesses or trains; select with -m slow, skip with -m 'not slow'")
+
+
 @pytest.fixture(scope="session")
 def semeval_dir() -> pathlib.Path:
   path = SHARED_DATA / "semeval2010_task8"

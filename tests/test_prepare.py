@@ -8,6 +8,7 @@ import pathlib
 
 import pytest
 
+from herberta_jax import cli
 from herberta_jax import prepare as prepare_cli
 from herberta_jax.data import preparation as prepare
 from herberta_jax.data import records, smiler, tokenize
@@ -155,6 +156,7 @@ def test_skip_mode_writes_rejects_and_unknown_test_labels_are_bad_rows(corpus, m
   manifest = prepare.prepare([inputs], str(minilm_dir), tmp_path / "skip", on_error="skip", dev_fraction=0,
                              progress=False)
   assert manifest["rejects"] == {"count": 2, "file": "rejects.tsv"}
+  assert manifest["rows"] == {"read": 27, "written": 25, "rejected": 2}
   rejects = (tmp_path / "skip" / "rejects.tsv").read_text(encoding="utf-8")
   assert "en_corpora_train.tsv:16" in rejects and "never-seen" in rejects
   assert manifest["splits"]["train"]["en"]["count"] == 14 and manifest["splits"]["test"]["en"]["count"] == 2
@@ -176,16 +178,19 @@ def test_a_given_dev_file_is_used_as_is_and_row_languages_name_plain_files(minil
 
 
 def test_cli_writes_the_same_manifest(corpus, minilm_dir, tmp_path, capsys):
-  code = prepare_cli.main(["--input", str(corpus), "--tokenizer", str(minilm_dir), "--out", str(tmp_path / "cli"),
-                       "--max_seq_len", "32", "--dev_fraction", "0.25", "--seed", "3", "--shards_per_split", "2"])
+  code = cli.invoke(prepare_cli.main, ["--input", str(corpus), "--tokenizer", str(minilm_dir), "--out",
+                                       str(tmp_path / "cli"), "--max_seq_len", "32", "--dev_fraction", "0.25",
+                                       "--seed", "3", "--shards_per_split", "2"], positional=True)
   assert code == 0
   manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
   assert manifest["splits"]["train"]["en"]["files"] == ["train/en-00000-of-00002.tfrecord",
                                                         "train/en-00001-of-00002.tfrecord"]
-  assert "train: de 6, en 11" in capsys.readouterr().out
-  assert prepare_cli.main(["--input", str(tmp_path / "absent"), "--tokenizer", str(minilm_dir), "--out",
-                       str(tmp_path / "x")]) == 2
-  assert "no such file or directory" in capsys.readouterr().err
+  out = capsys.readouterr().out
+  assert "train: de 6, en 11" in out and "rows: 25 read, 25 written, 0 rejected" in out
+  assert cli.invoke(prepare_cli.main, ["--input", str(tmp_path / "absent"), "--tokenizer", str(minilm_dir), "--out",
+                                       str(tmp_path / "x")], positional=True) == 2
+  err = capsys.readouterr().err
+  assert "no such file or directory" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_semeval_every_row_prepared_with_exact_entity_spans(semeval_dir, minilm_dir, tmp_path):

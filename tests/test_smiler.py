@@ -68,18 +68,36 @@ def test_whitespace_inside_tags_is_kept_in_text_but_not_in_span(tmp_path):
   assert example.e1 == (5, 10)
 
 
-def test_multiline_quoted_text_keeps_line_numbers_right(tmp_path):
-  body = ('1\ta\tb\tx\t"<e1>a</e1> line one\nline two <e2>b</e2>"\ten\n'
+def test_each_physical_line_is_one_row_so_an_unbalanced_quote_spoils_only_its_line(tmp_path):
+  body = ('1\ta\tb\tx\t"<e1>a</e1> line one\n'
+          'line two <e2>b</e2>"\ten\n'
           "2\ta\tb\tx\t<e1>a</e1> <e2>b</e2>\ten\n"
           "3\ta\tb\tx\tno tags here\ten\n")
   path = write(tmp_path / "x.tsv", body)
-  rows = smiler.read_tsv(path)
-  first, second = next(rows), next(rows)
-  assert first.text == "a line one\nline two b"
-  assert first.source.endswith(":2-3")
-  assert second.source.endswith(":4")
-  with pytest.raises(smiler.DataError, match=r"x\.tsv:5: missing <e1>"):
-    next(rows)
+  with pytest.raises(smiler.DataError, match=r"x\.tsv:2: malformed CSV quoting"):
+    next(smiler.read_tsv(path))
+  rejects = smiler.Rejects()
+  examples = list(smiler.read_tsv(path, on_error="skip", rejects=rejects))
+  assert [ex.source for ex in examples] == [f"{path}:4"]
+  assert [r.source for r in rejects] == [f"{path}:2", f"{path}:3", f"{path}:5"]
+  assert rejects.read == len(examples) + len(rejects) == 4
+  assert rejects.rows[0].raw == '1\ta\tb\tx\t"<e1>a</e1> line one'
+
+
+def test_cr_only_line_endings_get_a_hint(tmp_path):
+  path = tmp_path / "mac.tsv"
+  path.write_bytes((HEADER + GOOD).replace("\n", "\r").encode())
+  with pytest.raises(smiler.DataError, match=r"mac\.tsv:1: CR-only line endings: convert with dos2unix -c mac"):
+    list(smiler.read_tsv(path))
+  crlf = tmp_path / "crlf.tsv"
+  crlf.write_bytes((HEADER + GOOD).replace("\n", "\r\n").encode())
+  assert [ex.text for ex in smiler.read_tsv(crlf)] == ["a and b"]
+
+
+def test_a_wrong_header_is_shown_whole(tmp_path):
+  path = write(tmp_path / "x.tsv", GOOD, header=HEADER.rstrip("\n") + "\tnotes\n")
+  with pytest.raises(smiler.DataError, match=r"x\.tsv:1: expected the header, found .*'lang', 'notes'\]"):
+    list(smiler.read_tsv(path))
 
 
 BAD_ROWS = [
@@ -193,8 +211,8 @@ def test_rejects_write_a_tsv(tmp_path):
     rows = list(csv.reader(handle, delimiter="\t"))
   assert rows[0] == ["source", "reason", "raw"]
   assert [r[0] for r in rows[1:]] == [f"{path}:2", f"{path}:4"]
-  assert json.loads(rows[1][2]) == ["1", "a", "b", "x", "no tags", "en"]
-  assert json.loads(rows[2][2]) == ["2", "short"]
+  assert json.loads(rows[1][2]) == "1\ta\tb\tx\tno tags\ten"
+  assert json.loads(rows[2][2]) == "2\tshort"
 
 
 def test_expand_inputs(tmp_path):

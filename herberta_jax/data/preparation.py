@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 
 from herberta_jax.data import records, smiler, splits, tokenize
 from herberta_jax.data.example import NEGATIVE_LABEL, Example, Features
+from herberta_jax.errors import ArgumentError, UserError, UserFileExistsError
 
 SPLITS = ("train", "dev", "test")
 ROWS_PER_SHARD = 50_000
@@ -36,7 +37,7 @@ _SAFE_LANG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 load_manifest = records.load_manifest
 
 
-class TokenizerMismatchError(ValueError):
+class TokenizerMismatchError(UserError, ValueError):
   """The prepared records were made with another tokenizer than the one in use."""
 
 
@@ -87,7 +88,7 @@ def _clear_outputs(out_dir: pathlib.Path, overwrite: bool) -> None:
   ours += [out_dir / split for split in SPLITS]
   present = [p for p in ours if p.exists()]
   if present and not overwrite:
-    raise FileExistsError(f"{out_dir} already holds prepared data ({', '.join(p.name for p in present)}); choose "
+    raise UserFileExistsError(f"{out_dir} already holds prepared data ({', '.join(p.name for p in present)}); choose "
                           "another --out or pass --overwrite")
   for path in present:
     if path.is_dir():
@@ -146,18 +147,19 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
 
   Raises:
     smiler.DataError: a bad file or (with on_error="fail") a bad row; the message names file and line.
-    ValueError: bad arguments, or no training rows.
+    UserError: bad arguments (ArgumentError), no training file or no usable training row (with on_error="skip",
+      rejects.tsv is still written), or `out_dir` holds earlier prepared data and `overwrite` is False.
   """
   from tqdm import tqdm
 
   if on_error not in ("fail", "skip"):
-    raise ValueError(f"prepare(on_error={on_error!r}) / --on_error: use fail or skip")
+    raise ArgumentError(f"prepare(on_error={on_error!r}) / --on_error: use fail or skip")
   if not 0 <= dev_fraction < 1:
-    raise ValueError(f"prepare(dev_fraction={dev_fraction}) / --dev_fraction: use a share in [0, 1), e.g. 0.02")
+    raise ArgumentError(f"prepare(dev_fraction={dev_fraction}) / --dev_fraction: use a share in [0, 1), e.g. 0.02")
   if shards_per_split is not None and shards_per_split < 1:
-    raise ValueError(f"prepare(shards_per_split={shards_per_split}) / --shards_per_split: use 1 or more")
+    raise ArgumentError(f"prepare(shards_per_split={shards_per_split}) / --shards_per_split: use 1 or more")
   if max_seq_len < 8:
-    raise ValueError(f"prepare(max_seq_len={max_seq_len}) / --max_seq_len: use at least 8")
+    raise ArgumentError(f"prepare(max_seq_len={max_seq_len}) / --max_seq_len: use at least 8")
   out_dir = pathlib.Path(out_dir)
 
   files = smiler.expand_inputs(list(inputs))
@@ -166,16 +168,23 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
     split, lang = _file_split_and_lang(path)
     by_split[split].append((path, lang))
   if not by_split["train"]:
-    raise ValueError(f"no training file among {[str(p) for p in files]}: the label set comes from the training "
+    raise UserError(f"no training file among {[str(p) for p in files]}: the label set comes from the training "
                      "files; pass at least one *_train.tsv (or train.tsv)")
 
-  rejects = smiler.Rejects() if on_error == "skip" else None
+  rejects = smiler.Rejects()  # in "fail" mode it only counts the rows read
   examples = {"train": _read_split(by_split["train"], on_error, rejects, None)}
+  if not any(examples["train"].values()):
+    # Checked before dev and test are read: their rows would otherwise be blamed for labels the train files lack.
+    _clear_outputs(out_dir, overwrite)
+    train_files = ", ".join(str(p) for p, _ in by_split["train"])
+    if len(rejects):
+      rejects.write(out_dir / "rejects.tsv")
+      raise UserError(f"{train_files}: every one of the {rejects.read} training rows was rejected (see "
+                      f"{out_dir / 'rejects.tsv'}); fix them and prepare again")
+    raise UserError(f"{train_files}: no training rows (header only?); the label set comes from the training files")
   labels = sorted({ex.label for rows in examples["train"].values() for ex in rows} | {NEGATIVE_LABEL})
   for split in ("dev", "test"):
     examples[split] = _read_split(by_split[split], on_error, rejects, labels)
-  if not any(examples["train"].values()):
-    raise ValueError(f"no usable training rows in {[str(p) for p, _ in by_split['train']]}")
   if dev_fraction > 0:
     for lang in sorted(examples["train"]):
       if lang not in examples["dev"]:  # a given dev file is used as is
@@ -215,8 +224,11 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
         }
         examples[split][lang] = []  # let the examples go as soon as they are written
 
-  if rejects is not None:
+  if on_error == "skip":
     rejects.write(out_dir / "rejects.tsv")
+  written = sum(info["count"] for by_lang in split_info.values() for info in by_lang.values())
+  if written + len(rejects) != rejects.read:
+    raise AssertionError(f"prepare lost rows: {rejects.read} read, {written} written, {len(rejects)} rejected")
   manifest = {
       "format_version": records.FORMAT_VERSION,
       "labels": labels,
@@ -234,8 +246,8 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
       },
       "max_seq_len": max_seq_len,
       "splits": split_info,
-      "rejects": {"count": len(rejects) if rejects is not None else 0,
-                  "file": "rejects.tsv" if rejects is not None else None},
+      "rejects": {"count": len(rejects), "file": "rejects.tsv" if on_error == "skip" else None},
+      "rows": {"read": rejects.read, "written": written, "rejected": len(rejects)},
       "inputs": [str(p) for p in files],
   }
   (out_dir / records.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",

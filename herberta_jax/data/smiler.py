@@ -1,7 +1,8 @@
 """Reads and validates SMiLER TSV files into `Example`s.
 
-A SMiLER file is UTF-8, tab-separated, with the header `id entity_1 entity_2 label text lang` and CSV quoting as
-pandas writes it (a field holding `"`, a tab or a newline is quoted, inner quotes doubled). The text marks the two
+A SMiLER file is UTF-8, tab-separated, one row per line (LF or CRLF), with the header `id entity_1 entity_2 label
+text lang` and CSV quoting as pandas writes it (a field holding `"` or a tab is quoted, inner quotes doubled); a
+quoted field cannot span lines, so an unbalanced quote spoils only its own line. The text marks the two
 entities with `<e1>..</e1>` and `<e2>..</e2>`, in either order. Each row becomes an `Example` holding the text
 with the tags removed and the half-open character spans of both entities in that clean text.
 
@@ -17,9 +18,10 @@ import dataclasses
 import json
 import pathlib
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from herberta_jax.data.example import Example
+from herberta_jax.errors import UserError
 
 HEADER = ("id", "entity_1", "entity_2", "label", "text", "lang")
 
@@ -41,7 +43,7 @@ _SMILER_NAME = re.compile(r"^([a-z]{2}(?:-(?:small|full))?)_corpora_(train|test|
 _SPLIT_STEMS = ("train", "test", "dev")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
   """A problem with an input file: says which file, which line, what is wrong and what to do."""
 
   def __init__(self, path: str | pathlib.Path, line: int | None, reason: str, hint: str = "",
@@ -57,21 +59,26 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Reject:
-  """One rejected row: where it was ("path:line"), why, and its fields as read."""
+  """One rejected row: where it was ("path:line"), why, and its line as read (without the line break)."""
 
   source: str
   reason: str
-  raw: tuple[str, ...]
+  raw: str
 
 
 class Rejects:
-  """Collects the rows `read_tsv(on_error="skip")` passed over, to report them afterwards."""
+  """Collects the rows `read_tsv(on_error="skip")` passed over, to report them afterwards.
+
+  `read` counts the rows (non-blank lines after the header) of every file read with it, so that rows written plus
+  rows rejected can be checked against rows read.
+  """
 
   def __init__(self):
     self.rows: list[Reject] = []
+    self.read = 0
 
-  def add(self, source: str, reason: str, raw: Iterable[str]) -> None:
-    self.rows.append(Reject(source, reason, tuple(raw)))
+  def add(self, source: str, reason: str, raw: str) -> None:
+    self.rows.append(Reject(source, reason, raw))
 
   def __len__(self) -> int:
     return len(self.rows)
@@ -80,14 +87,14 @@ class Rejects:
     return iter(self.rows)
 
   def write(self, path: str | pathlib.Path) -> None:
-    """Writes a TSV `source reason raw`; `raw` is the row's fields as a JSON list (tabs in them stay unambiguous)."""
+    """Writes a TSV `source reason raw`; `raw` is the row's line as a JSON string (its tabs stay unambiguous)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as handle:
       writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
       writer.writerow(("source", "reason", "raw"))
       for row in self.rows:
-        writer.writerow((row.source, row.reason, json.dumps(list(row.raw), ensure_ascii=False)))
+        writer.writerow((row.source, row.reason, json.dumps(row.raw, ensure_ascii=False)))
 
 
 def expand_inputs(paths: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
@@ -167,72 +174,74 @@ def read_tsv(path: str | pathlib.Path, *, on_error: str = "fail", rejects: Rejec
   return _read_rows(path, on_error == "skip", rejects, labels)
 
 
-def _decoded_lines(handle, bad_lines: dict[int, str]) -> Iterator[str]:
-  """Decodes line by line, so an undecodable byte is pinned to its line and the rest of the file stays readable."""
-  for number, raw in enumerate(handle, start=1):
-    try:
-      line = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-      bad_lines[number] = f"bytes that are not UTF-8 at byte {err.start + 1} of the line ({raw[err.start:err.end]!r})"
-      line = raw.decode("utf-8", errors="replace")
-    if number == 1 and line.startswith("\ufeff"):  # a byte-order mark some editors write
-      line = line[1:]
-    yield line
+_CR_HINT = "CR-only line endings: convert with dos2unix -c mac FILE, or tr '\\r' '\\n' < FILE > FIXED"
+_QUOTE_HINT = ("a field holding a '\"' must be quoted with the quote doubled, as pandas writes it, and every row "
+               "must be on one line")
+
+
+def _split_line(body: str) -> tuple[list[str], str | None]:
+  """(fields, error) of one physical line: tab-separated, with pandas' CSV quoting where a field holds a quote."""
+  if '"' not in body:
+    return body.split("\t"), None  # the common case, and quoting cannot apply
+  try:
+    return next(csv.reader([body], delimiter="\t", strict=True)), None
+  except csv.Error as err:
+    return body.split("\t"), f"malformed CSV quoting ({err}); {_QUOTE_HINT}"
 
 
 def _read_rows(path: pathlib.Path, skip: bool, rejects: Rejects | None,
                labels: frozenset[str] | None) -> Iterator[Example]:
-  bad_lines: dict[int, str] = {}
+  # Each physical line is one row, read on its own: an unbalanced quote then spoils one row, never the rows after
+  # it (a CSV reader would swallow lines up to the next quote). SMiLER texts hold no line breaks.
+  header_seen = False
   with path.open("rb") as handle:
-    reader = csv.reader(_decoded_lines(handle, bad_lines), delimiter="\t", strict=True)
-    header_seen = False
-    last_line = 0
-    while True:
-      first_line = last_line + 1
+    for number, raw in enumerate(handle, start=1):
+      error = None
       try:
-        fields = next(reader)
-        error = None
-      except StopIteration:
-        break
-      except csv.Error as err:
-        fields, error = [], f"malformed CSV quoting ({err}); a field holding a '\"' must be quoted with the quote " \
-                            "doubled, as pandas writes it"
-      last_line = reader.line_num
-      first_line = min(first_line, last_line)
-      where = f"{first_line}" if first_line == last_line else f"{first_line}-{last_line}"
-      if bad_lines:
-        error = next(iter(bad_lines.values()))
-        bad_lines.clear()
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as err:
+        error = f"bytes that are not UTF-8 at byte {err.start + 1} of the line ({raw[err.start:err.end]!r})"
+        line = raw.decode("utf-8", errors="replace")
+      if number == 1 and line.startswith("\ufeff"):  # a byte-order mark some editors write
+        line = line[1:]
+      body = line.rstrip("\r\n")
+      if "\r" in body:
+        error = error or f"a carriage return (\\r) inside the row; {_CR_HINT}"
       if not header_seen:
+        if "\r" in body:
+          raise DataError(path, number, _CR_HINT)
+        fields = _split_line(body)[0]
         if error is not None or tuple(fields) != HEADER:
-          raise DataError(path, first_line, error or f"expected the header, found {fields[:6]!r}", _HEADER_HINT,
-                          last_line)
+          raise DataError(path, number, error or f"expected the header, found {fields!r}", _HEADER_HINT)
         header_seen = True
         continue
-      if error is None and not fields:
+      if not body:
         continue  # a blank line
+      if rejects is not None:
+        rejects.read += 1
+      fields, split_error = _split_line(body)
+      error = error or split_error
       if error is None and tuple(fields) == HEADER:
-        raise DataError(path, first_line, "the header appears again (two files concatenated?)",
-                        "Keep one header per file, or split the file.", last_line)
-      source = f"{path}:{where}"
+        raise DataError(path, number, "the header appears again (two files concatenated?)",
+                        "Keep one header per file, or split the file.")
+      source = f"{path}:{number}"
       try:
         if error is not None:
           raise _RowError(error)
-        example = _to_example(fields, source, labels, where)
+        example = _to_example(fields, source, labels)
       except _RowError as err:
         if not skip:
-          raise DataError(path, first_line, str(err), _ROW_HINT, last_line) from None
-        rejects.add(source, str(err), fields)
+          raise DataError(path, number, str(err), _ROW_HINT) from None
+        rejects.add(source, str(err), body)
         continue
       yield example
-    if not header_seen:
-      raise DataError(path, 1, "empty file, no header", _HEADER_HINT)
+  if not header_seen:
+    raise DataError(path, 1, "empty file, no header", _HEADER_HINT)
 
 
-def _to_example(fields: list[str], source: str, labels: frozenset[str] | None, where: str) -> Example:
+def _to_example(fields: list[str], source: str, labels: frozenset[str] | None) -> Example:
   if len(fields) != len(HEADER):
-    hint = "; a row spanning several lines means an unbalanced quote" if "-" in where else ""
-    raise _RowError(f"expected {len(HEADER)} tab-separated columns, found {len(fields)}{hint}")
+    raise _RowError(f"expected {len(HEADER)} tab-separated columns, found {len(fields)}")
   row_id, entity_1, entity_2, label, tagged, lang = fields
   label, lang = label.strip(), lang.strip()
   if not tagged.strip():

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 
 import jax
 
+from herberta_jax.data import smiler
 from herberta_jax.data.example import Example
 from herberta_jax.evaluation import metrics, report
 from herberta_jax.inference.predictor import Predictor
@@ -71,3 +72,21 @@ def split_examples(data_dir: pathlib.Path, manifest: dict, languages, split: str
 
 def train_sizes_of(manifest: dict) -> dict[str, int]:
   return {lang: info["count"] for lang, info in manifest["splits"].get("train", {}).items()}
+
+
+def read_test_files(paths: Sequence[str], labels: Sequence[str], on_error: str, rejects: smiler.Rejects) -> list[Example]:
+  """The examples of SMiLER test files, with `labels` (the model's) the only known ones.
+
+  Raises:
+    smiler.DataError: a path is missing, a file or (with on_error="fail") a row is bad, or a file yields no row
+      at all (header only, or every row rejected): evaluating on it would silently score nothing.
+  """
+  examples = []
+  for path in smiler.expand_inputs(paths):
+    before = len(rejects)
+    rows = list(smiler.read_tsv(path, on_error=on_error, rejects=rejects, known_labels=labels))
+    if not rows:
+      why = "every row was rejected" if len(rejects) > before else "no rows after the header"
+      raise smiler.DataError(path, None, f"nothing to evaluate: {why}", "Pass SMiLER files holding test rows.")
+    examples += rows
+  return examples

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from herberta_jax.data.locations import looks_like_path
+from herberta_jax.errors import UserError
 from herberta_jax.model.bert import BertConfig, BertEncoder
 from herberta_jax.model.heads import TAGGER_OUTPUTS
 
@@ -31,7 +32,7 @@ _IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
 _CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "camembert": "Camembert"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
   """A checkpoint that does not fit: missing or unexpected tensors, wrong shapes, unreadable files."""
 
 

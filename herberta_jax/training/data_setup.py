@@ -2,7 +2,7 @@
 
 Composition only: the demo corpus, the tokenizer choice and `prepare` live in the data layer. A workdir that
 already holds prepared data is reused (that is what makes a restarted run cheap), after checking it was made with
-the same tokenizer.
+the same tokenizer (else the run stops with a TokenizerMismatchError).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 
 from herberta_jax.data import demo_corpus, smiler, tokenize
 from herberta_jax.data import preparation as prepare
+from herberta_jax.errors import ConfigError
 
 
 def _split_paths(value: str) -> list[str]:
@@ -31,7 +32,7 @@ def run_inputs(data_cfg, workdir: pathlib.Path) -> list[pathlib.Path]:
     return smiler.expand_inputs([corpus_dir])
   paths = _split_paths(data_cfg.train_files) + _split_paths(data_cfg.test_files)
   if not _split_paths(data_cfg.train_files):
-    raise ValueError("no training data: set --config.data.train_files=a.tsv,b.tsv (or a directory), or "
+    raise ConfigError("no training data: set --config.data.train_files=a.tsv,b.tsv (or a directory), or "
                      "--config.data.demo=True for the embedded demo corpus")
   return smiler.expand_inputs(paths)
 
@@ -40,7 +41,7 @@ def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path)
   """A tokenizer directory: the configured one, the init checkpoint's, or WordPiece trained on the train files."""
   choice = config.data.tokenizer or config.model.init_from
   if not choice:
-    raise ValueError("no tokenizer: set --config.data.tokenizer (a HF tokenizer dir or name, or 'wordpiece') or "
+    raise ConfigError("no tokenizer: set --config.data.tokenizer (a HF tokenizer dir or name, or 'wordpiece') or "
                      "--config.model.init_from")
   if choice != "wordpiece":
     return choice
@@ -59,7 +60,18 @@ def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path)
 def prepare_run_data(config, workdir: pathlib.Path) -> pathlib.Path:
   """Prepared records for the run in `workdir/data` (process 0 writes; the workdir is a shared filesystem)."""
   data_dir = workdir / "data"
-  if jax.process_index() == 0 and not (data_dir / "manifest.json").exists():
+  if jax.process_index() == 0 and (data_dir / "manifest.json").exists():
+    # Reused records hold token ids: with another tokenizer they would silently mean other words. A WordPiece
+    # vocabulary is trained from the data it prepared, so only one already in the workdir can differ.
+    choice = config.data.tokenizer or config.model.init_from
+    tokenizer = workdir / "wordpiece" if choice == "wordpiece" else choice
+    if choice and (choice != "wordpiece" or (tokenizer / "tokenizer.json").exists()):
+      try:
+        prepare.check_tokenizer(prepare.load_manifest(data_dir), tokenizer)
+      except prepare.TokenizerMismatchError as error:
+        raise prepare.TokenizerMismatchError(f"{data_dir} was prepared with another tokenizer than this run's "
+                                             f"(--config.data.tokenizer / --config.model.init_from): {error}") from None
+  elif jax.process_index() == 0:
     inputs = run_inputs(config.data, workdir)
     tokenizer = _tokenizer_source(config, inputs, workdir)
     prepare.prepare([str(p) for p in inputs], tokenizer, data_dir, max_seq_len=config.data.max_seq_len,

@@ -1,0 +1,126 @@
+"""`run_cli(main)`: every CLI's entry point; a user error ends as one line on stderr and exit status 2.
+
+Known user errors are `errors.UserError` (the data layer's DataError, TokenizerMismatchError and hf.CheckpointError
+derive from it), absl flag errors, a misspelt `--config.` key, and FileNotFoundError / FileExistsError (in a CLI
+these come from the paths it was given). Anything else is a bug and keeps its full traceback, and `--debug` (or
+HERBERTA_DEBUG=1) shows the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import app, flags
+
+from herberta_jax.errors import UserError
+
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of user errors (also HERBERTA_DEBUG=1).")
+EXIT_USER_ERROR = 2
+_USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileExistsError)
+
+
+def debugging(argv: Sequence[str] = ()) -> bool:
+  # Flags may not be parsed yet when parsing itself fails: then the raw arguments decide.
+  parsed = flags.FLAGS.is_parsed() and _DEBUG.value
+  return parsed or "--debug" in argv or os.environ.get("HERBERTA_DEBUG", "") not in ("", "0")
+
+
+def _message(error: BaseException) -> str:
+  # KeyError's str() is its key's repr; ml_collections wraps that KeyError in an AttributeError.
+  while isinstance(error, (KeyError, AttributeError)) and error.args:
+    if not isinstance(error.args[0], BaseException):
+      return str(error.args[0])
+    error = error.args[0]
+  return str(error)
+
+
+def one_line(error: BaseException) -> str:
+  """The error's message with its lines joined, so it reads as one line whatever raised it."""
+  text = _message(error)
+  return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(error).__name__
+
+
+def fail(error: BaseException | str) -> None:
+  """Prints `PROG: error: MESSAGE` on stderr and exits with status 2."""
+  prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "herberta_jax"
+  if prog == "__main__.py" or prog.endswith(".py"):
+    prog = prog.removesuffix(".py")
+  message = error if isinstance(error, str) else one_line(error)
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def _config_key_error(error: Exception, argv: Sequence[str]) -> str | None:
+  """A misspelt `--config.a.b=v` override: ml_collections raises a chained KeyError/AttributeError for it."""
+  text = _message(error)
+  bad = re.match(r"'?([A-Za-z_][\w]*)'?", text)
+  if not bad:
+    return None
+  for arg in argv:
+    flag = arg.split("=", 1)[0]
+    parts = flag.split(".")
+    if flag.startswith("--config.") and bad.group(1) in parts[1:]:
+      suggestion = re.search(r'Did you mean "([^"]+)"', text)
+      at = parts.index(bad.group(1), 1)
+      fix = (f"; did you mean {'.'.join(parts[:at] + [suggestion.group(1)] + parts[at + 1:])}?" if suggestion
+             else "; see the config file for the valid keys")
+      return f"{flag}: no such config key{fix}"
+  return None
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's parsing, with a flag error or misspelt config key as one line (absl prints usage hints and exits 1)."""
+  try:
+    return flags.FLAGS(list(argv))
+  except (KeyError, AttributeError) as error:
+    message = _config_key_error(error, argv)
+    if message is None or debugging(argv):
+      raise
+    fail(message)
+  except flags.Error as error:
+    if debugging(argv):
+      raise
+    fail(error)
+  raise AssertionError("unreachable")
+
+
+def guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | None:
+  """Runs `main(argv)`, turning a known user error into one line and exit status 2."""
+  try:
+    return main(argv)
+  except _USER_ERRORS as error:
+    if debugging(argv):
+      raise
+    fail(error)
+
+
+def run_cli(main: Callable[[list[str]], int | None], *, positional: bool = False) -> None:
+  """`app.run(main)` with one-line user errors. Positional arguments are refused unless `positional`."""
+
+  def checked(argv: list[str]) -> int | None:
+    if len(argv) > 1 and not positional:
+      raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}: every input is given with a --flag")
+    return main(argv)
+
+  app.run(lambda argv: guarded(checked, argv), flags_parser=_parse_flags)
+
+
+def invoke(main: Callable[[list[str]], int | None], args: Sequence[str], *, positional: bool = False) -> int:
+  """Runs a CLI in this process as `python -m` would (flags parsed from `args`); returns its exit status.
+
+  For tests and notebooks: the flags are reset afterwards, so it can be called again.
+  """
+  argv = [sys.argv[0] if sys.argv else "herberta_jax", *args]
+  try:
+    try:
+      remaining = _parse_flags(argv)
+      if len(remaining) > 1 and not positional:
+        fail(f"unexpected arguments {' '.join(remaining[1:])!r}: every input is given with a --flag")
+      return guarded(main, remaining) or 0
+    except SystemExit as exit_:
+      return exit_.code if isinstance(exit_.code, int) else 1
+  finally:
+    flags.FLAGS.unparse_flags()

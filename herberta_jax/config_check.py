@@ -1,0 +1,72 @@
+"""`check_config(config)`: every value a run reads is checked before any work, naming the key as `--config.a.b`.
+
+A bad value otherwise surfaces minutes later, deep inside training, as an error that names no key (or not at all:
+a zero learning rate trains nothing). Checks are by range and choice only; paths are checked where they are used.
+"""
+
+from __future__ import annotations
+
+from herberta_jax.errors import ConfigError
+
+_STAGES = ("relation", "tagger")
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return node
+
+
+def _require(config, key: str, ok, expected: str) -> None:
+  value = _get(config, key)
+  try:
+    good = bool(ok(value))
+  except TypeError:  # e.g. None compared with a number
+    good = False
+  if not good:
+    raise ConfigError(f"--config.{key}={value!r}: {expected}")
+
+
+def _positive_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_config(config) -> None:
+  """Raises ConfigError naming the first out-of-range config value, with the values that would do."""
+  _require(config, "stage", lambda v: v in _STAGES + ("both",), "use relation, tagger or both")
+  _require(config, "log_every_steps", _positive_int, "use a whole number >= 1")
+  _require(config, "data.dev_fraction", lambda v: 0 <= v < 1, "use a share in [0, 1), e.g. 0.02 (0 disables)")
+  _require(config, "data.max_seq_len", lambda v: _positive_int(v) and v >= 8, "use a whole number >= 8, e.g. 128")
+  _require(config, "data.on_error", lambda v: v in ("fail", "skip"), "use fail or skip")
+  _require(config, "data.mixture", lambda v: v in ("proportional", "uniform", "temperature"),
+           "use proportional, uniform or temperature")
+  _require(config, "data.temperature", lambda v: v > 0, "use a number > 0")
+  _require(config, "data.host_reading", lambda v: v in ("shards", "all"), "use shards or all")
+  _require(config, "data.wordpiece_vocab_size", _positive_int, "use a whole number >= 1, e.g. 8000")
+  max_len = config.data.max_seq_len
+  _require(config, "data.bucket_boundaries",
+           lambda v: len(v) >= 1 and all(_positive_int(b) for b in v) and list(v) == sorted(set(v)),
+           "use ascending whole numbers, e.g. (32,64,128)")
+  _require(config, "data.bucket_boundaries", lambda v: v[-1] <= max_len,
+           f"the largest bucket must not exceed --config.data.max_seq_len={max_len}")
+  for stage in _STAGES:
+    # 0 is allowed: it freezes a stage (e.g. a tagger kept at the relation encoder it starts from).
+    _require(config, f"{stage}.learning_rate", lambda v: v >= 0, "use a number > 0, e.g. 3e-5")
+    _require(config, f"{stage}.batch_size", _positive_int, "use a whole number >= 1")
+    _require(config, f"{stage}.num_epochs", lambda v: v > 0, "use a number > 0")
+    _require(config, f"{stage}.accum_steps", _positive_int, "use a whole number >= 1 (1: no accumulation)")
+    _require(config, f"{stage}.batch_size", lambda v, stage=stage: v % config[stage].accum_steps == 0,
+             f"must be a multiple of --config.{stage}.accum_steps={config[stage].accum_steps}")
+    _require(config, f"{stage}.patience", lambda v: isinstance(v, int) and v >= 0, "use 0 (no early stopping) or more")
+    _require(config, f"{stage}.warmup_fraction", lambda v: 0 <= v < 1, "use a share in [0, 1), e.g. 0.1")
+    _require(config, f"{stage}.weight_decay", lambda v: v >= 0, "use a number >= 0")
+    _require(config, f"{stage}.max_grad_norm", lambda v: v >= 0, "use a number >= 0")
+    _require(config, f"{stage}.eval_every_steps", lambda v: isinstance(v, int) and v >= 0,
+             "use 0 (once per epoch) or more")
+    _require(config, f"{stage}.checkpoint_every_steps", _positive_int, "use a whole number >= 1")
+  for key in ("batch_size", "max_span_len", "top_k", "top_m"):
+    _require(config, f"infer.{key}", _positive_int, "use a whole number >= 1")
+  _require(config, "mesh.num_devices", lambda v: v == -1 or _positive_int(v), "use -1 (every device) or >= 1")
+  _require(config, "model.dtype", lambda v: v in ("float32", "bfloat16", "float16"),
+           "use float32, bfloat16 or float16")

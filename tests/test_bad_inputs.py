@@ -1,0 +1,372 @@
+"""Bad inputs through the public CLIs: each ends with one line naming file:line / flag / config key, exit 2.
+
+Table-driven: every case runs `python -m herberta_jax.<cli>` as a subprocess (all cases at once, in parallel, on
+one tiny trained workdir) and checks the exit code, the one `error:` line and what it names, that no traceback is
+printed, and what the command must leave (or not leave) on disk.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from tiny_run import REPO, TINY_FLAGS, tiny_config
+
+from herberta_jax import run as run_lib
+
+pytestmark = pytest.mark.slow
+
+HEADER = "id\tentity_1\tentity_2\tlabel\ttext\tlang\n"
+
+
+def good_row(i: int, label: str = "birth-place") -> str:
+  return f"r{i}\tPerson{i}\tCity{i}\t{label}\t<e1>Person{i}</e1> was born in <e2>City{i}</e2>.\ten\n"
+
+
+def good_rows(n: int, start: int = 0) -> str:
+  return "".join(good_row(i, "birth-place" if i % 2 else "has-parent") for i in range(start, start + n))
+
+
+def write(path: pathlib.Path, text: str, header: str = HEADER) -> pathlib.Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes((header + text).encode("utf-8"))
+  return path
+
+
+@dataclasses.dataclass
+class World:
+  """What every case may refer to: a tiny trained workdir, its export, the tokenizer, valid input files."""
+
+  root: pathlib.Path
+  workdir: pathlib.Path
+  minilm: pathlib.Path
+  train: pathlib.Path  # a valid SMiLER training file
+  sentences: pathlib.Path  # a valid predict input
+
+  @property
+  def export(self) -> pathlib.Path:
+    return self.workdir / "export"
+
+  def demo_tests(self) -> list[str]:
+    return sorted(str(p) for p in (self.workdir / "demo_corpus").glob("*_test.tsv"))[:3]
+
+
+@dataclasses.dataclass
+class Case:
+  id: str
+  cli: str
+  args: Callable[[World, pathlib.Path], list[str]]
+  says: tuple[str, ...] = ()  # str.format'ed with w (World) and d (the case's directory); must be in the error line
+  code: int = 2
+  setup: Callable[[World, pathlib.Path], None] | None = None
+  check: Callable[[subprocess.CompletedProcess, World, pathlib.Path], None] | None = None
+
+
+def prep(*extra: str):
+  """prepare's arguments: the case directory's inputs (d/in), the tokenizer, d/out."""
+  return lambda w, d: ["--input", str(d / "in"), "--tokenizer", str(w.minilm), "--out", str(d / "out"), *extra]
+
+
+def train_file(body: str, header: str = HEADER, name: str = "en_corpora_train.tsv", raw: bytes | None = None):
+  def setup(w, d):
+    path = write(d / "in" / name, body, header)
+    if raw is not None:
+      path.write_bytes(raw)
+  return setup
+
+
+def not_blamed(name: str):
+  def check(proc, w, d):
+    assert not [line for line in proc.stderr.splitlines() if "error:" in line and name in line], proc.stderr
+  return check
+
+
+def nothing_at(*names: str):
+  def check(proc, w, d):
+    for name in names:
+      assert not (d / name).exists(), f"{d / name} left behind"
+  return check
+
+
+def skip_accounting(rejected: int, lines_read: int):
+  """--on_error skip accounts for every line: the printed counts add up and rejects.tsv holds each reject."""
+  def check(proc, w, d):
+    match = re.search(r"rows: (\d+) read, (\d+) written, (\d+) rejected", proc.stdout)
+    assert match, proc.stdout
+    read, written, rejects = map(int, match.groups())
+    assert (read, rejects) == (lines_read, rejected) and written + rejects == read
+    manifest = json.loads((d / "out" / "manifest.json").read_text())
+    assert sum(i["count"] for by_lang in manifest["splits"].values() for i in by_lang.values()) == written
+    with (d / "out" / "rejects.tsv").open(encoding="utf-8", newline="") as handle:
+      rows = list(csv.reader(handle, delimiter="\t"))[1:]
+    assert len(rows) == rejects and all(source.startswith(str(d)) and reason and json.loads(raw)
+                                        for source, reason, raw in rows)
+  return check
+
+
+def all_rejected(proc, w, d):
+  lines = (d / "out" / "rejects.tsv").read_text(encoding="utf-8").splitlines()[1:]
+  assert len(lines) == 3 and "en_corpora_train.tsv:2" in lines[0]
+
+
+def copy_workdir_without(*stages: str):
+  """A workdir holding what the trained one does, except `stages` (symlinks: the original stays untouched)."""
+  def setup(w, d):
+    (d / "wd").mkdir(parents=True)
+    for name in ("config.json", "data", "relation", "tagger"):
+      if name not in stages:
+        (d / "wd" / name).symlink_to(w.workdir / name)
+  return setup
+
+
+def stage_dir_not_created(stage: str):
+  def check(proc, w, d):
+    assert not (d / "wd" / stage).exists(), f"export created {d / 'wd' / stage}"
+  return check
+
+
+def evaluated_count(files: Callable[[World], list[str]]):
+  def check(proc, w, d):
+    expected = sum(len(pathlib.Path(f).read_text(encoding="utf-8").splitlines()) - 1 for f in files(w))
+    assert json.loads((d / "report" / "metrics.json").read_text())["count"] == expected
+  return check
+
+
+def old_export_untouched(proc, w, d):
+  assert (d / "exp" / "keep.txt").read_text() == "mine" and not (d / "exp" / "herberta.json").exists()
+
+
+def export_replaced(proc, w, d):
+  assert (d / "exp" / "herberta.json").exists() and not (d / "exp" / "keep.txt").exists()
+
+
+def stale_export(w, d):
+  (d / "exp").mkdir(parents=True)
+  (d / "exp" / "keep.txt").write_text("mine")
+
+
+def train(*extra: str):
+  return lambda w, d: ["--config", "configs/demo.py", "--workdir", str(d / "wd"), *TINY_FLAGS, *extra]
+
+
+def predict(*extra: str, model=lambda w, d: w.export, input_=lambda w, d: w.sentences):
+  return lambda w, d: ["--model", str(model(w, d)), "--input", str(input_(w, d)), "--output", str(d / "out.jsonl"),
+                       *extra]
+
+
+def evaluate(*extra: str, model=lambda w, d: w.export):
+  return lambda w, d: ["--model", str(model(w, d)), "--out", str(d / "report"), *extra]
+
+
+UNBALANCED = good_rows(3) + 'q1\tA\tB\tbirth-place\t"<e1>A</e1> said <e2>B</e2>\ten\n' + good_rows(4, 3)
+CASES = [
+    # prepare
+    Case("prepare-missing-input", "prepare", lambda w, d: ["--input", str(d / "nope"), "--tokenizer", str(w.minilm),
+                                                           "--out", str(d / "out")], ("{d}/nope", "no such file")),
+    Case("prepare-missing-tokenizer-flag", "prepare", lambda w, d: ["--input", str(w.train), "--out", str(d / "o")],
+         ("--tokenizer",)),
+    Case("prepare-tokenizer-not-found", "prepare", lambda w, d: ["--input", str(w.train), "--tokenizer",
+                                                                 str(d / "tok"), "--out", str(d / "out")],
+         ("{d}/tok", "no such directory"), check=nothing_at("out")),
+    Case("prepare-bad-on-error", "prepare", prep("--on_error", "ignore"), ("--on_error",)),
+    Case("prepare-dev-fraction", "prepare", prep("--dev_fraction", "1.5"), ("--dev_fraction",),
+         setup=train_file(good_rows(4))),
+    Case("prepare-max-seq-len", "prepare", prep("--max_seq_len", "4"), ("--max_seq_len",),
+         setup=train_file(good_rows(4))),
+    Case("prepare-shards", "prepare", prep("--shards_per_split", "0"), ("--shards_per_split",),
+         setup=train_file(good_rows(4))),
+    Case("prepare-unknown-flag", "prepare", prep("--inptu", "x"), ("inptu",)),
+    Case("prepare-bad-row", "prepare", prep(), ("{d}/in/en_corpora_train.tsv:4", "missing <e1>"),
+         setup=train_file(good_rows(2) + "x\tA\tB\tbirth-place\tno tags\ten\n" + good_rows(2, 2))),
+    Case("prepare-unbalanced-quote-fail", "prepare", prep(), ("en_corpora_train.tsv:5", "malformed CSV quoting"),
+         setup=train_file(UNBALANCED)),
+    Case("prepare-unbalanced-quote-skip", "prepare", prep("--on_error", "skip"), code=0,
+         setup=train_file(UNBALANCED + "x\tA\tB\tbirth-place\tno tags\ten\n"),
+         check=skip_accounting(rejected=2, lines_read=9)),
+    Case("prepare-skip-with-blank-lines", "prepare", prep("--on_error", "skip", "--dev_fraction", "0"), code=0,
+         setup=train_file(good_rows(3) + "\n" + "short\trow\n" + good_rows(2, 3)),
+         check=skip_accounting(rejected=1, lines_read=6)),
+    Case("prepare-every-row-bad", "prepare", prep("--on_error", "skip"),
+         ("{d}/in/en_corpora_train.tsv", "every one of the 3 training rows was rejected", "rejects.tsv"),
+         setup=train_file("a\tb\n" * 3), check=all_rejected),
+    Case("prepare-header-only-train", "prepare", prep(), ("{d}/in/en_corpora_train.tsv", "no training rows"),
+         setup=lambda w, d: (write(d / "in" / "en_corpora_train.tsv", ""),
+                             write(d / "in" / "en_corpora_test.tsv", good_rows(2))),
+         check=lambda proc, w, d: not_blamed("en_corpora_test.tsv")(proc, w, d)),
+    Case("prepare-extra-header-column", "prepare", prep(), ("en_corpora_train.tsv:1", "'lang', 'notes']"),
+         setup=train_file(good_rows(2), header=HEADER.rstrip("\n") + "\tnotes\n")),
+    Case("prepare-cr-only", "prepare", prep(), ("en_corpora_train.tsv:1", "CR-only line endings", "dos2unix -c mac"),
+         setup=train_file("", raw=(HEADER + good_rows(3)).replace("\n", "\r").encode())),
+    Case("prepare-not-utf8", "prepare", prep(), ("en_corpora_train.tsv:3", "not UTF-8"),
+         setup=train_file("", raw=(HEADER + good_rows(1)).encode() + b"x\tA\tB\tl\tcaf\xe9\ten\n")),
+    Case("prepare-empty-file", "prepare", prep(), ("en_corpora_train.tsv:1", "empty file"),
+         setup=train_file("", raw=b"")),
+    Case("prepare-repeated-header", "prepare", prep(), ("en_corpora_train.tsv:4", "header appears again"),
+         setup=train_file(good_rows(2) + HEADER + good_rows(2, 2))),
+    Case("prepare-no-train-file", "prepare", prep(), ("no training file",),
+         setup=train_file(good_rows(2), name="en_corpora_test.tsv")),
+    Case("prepare-unnamed-split", "prepare", prep(), ("{d}/in/notes.tsv", "cannot tell the split"),
+         setup=train_file(good_rows(2), name="notes.tsv")),
+    Case("prepare-dir-without-tsv", "prepare", prep(), ("{d}/in", "no *.tsv"),
+         setup=lambda w, d: (d / "in").mkdir(parents=True)),
+    Case("prepare-out-holds-data", "prepare", lambda w, d: ["--input", str(w.train), "--tokenizer", str(w.minilm),
+                                                            "--out", str(w.workdir / "data")], ("--overwrite",)),
+    # train
+    Case("train-misspelt-key", "train", train("--config.relation.learnig_rate=1"),
+         ("--config.relation.learnig_rate", "--config.relation.learning_rate")),
+    Case("train-misspelt-section", "train", train("--config.relaton.batch_size=1"), ("--config.relaton",)),
+    Case("train-batch-size-0", "train", train("--config.relation.batch_size=0"), ("--config.relation.batch_size=0",),
+         check=nothing_at("wd")),
+    Case("train-learning-rate-negative", "train", train("--config.tagger.learning_rate=-1"),
+         ("--config.tagger.learning_rate",)),
+    Case("train-num-epochs-0", "train", train("--config.relation.num_epochs=0"), ("--config.relation.num_epochs",)),
+    Case("train-accum-steps-0", "train", train("--config.relation.accum_steps=0"), ("--config.relation.accum_steps",)),
+    Case("train-patience-negative", "train", train("--config.tagger.patience=-1"), ("--config.tagger.patience",)),
+    Case("train-dev-fraction-1", "train", train("--config.data.dev_fraction=1.0"), ("--config.data.dev_fraction",)),
+    Case("train-buckets-descending", "train", train("--config.data.bucket_boundaries=(64,32)"),
+         ("--config.data.bucket_boundaries",)),
+    # (a tuple override adds to the tiny run's (32,64) instead of replacing it: shrink max_seq_len instead)
+    Case("train-bucket-over-max-len", "train", train("--config.data.max_seq_len=32"),
+         ("--config.data.bucket_boundaries", "--config.data.max_seq_len=32")),
+    Case("train-log-every-0", "train", train("--config.log_every_steps=0"), ("--config.log_every_steps",)),
+    Case("train-top-k-0", "train", train("--config.infer.top_k=0"), ("--config.infer.top_k",)),
+    Case("train-not-a-number", "train", train("--config.relation.batch_size=abc"), ("--config.relation.batch_size",)),
+    Case("train-stage-unknown", "train", train("--config.stage=tagr"), ("--config.stage",)),
+    Case("train-config-file-missing", "train", lambda w, d: ["--config", "configs/nope.py", "--workdir", str(d)],
+         ("--config", "configs/nope.py")),
+    Case("train-workdir-flag-missing", "train", lambda w, d: ["--config", "configs/demo.py"], ("--workdir",)),
+    Case("train-positional-argument", "train", train("stray"), ("unexpected arguments", "stray")),
+    Case("train-init-from-relation-fresh", "train",
+         train("--config.stage=tagger", "--config.tagger.init_from_relation=True"),
+         ("--config.tagger.init_from_relation", "relation/checkpoints"), check=nothing_at("wd")),
+    Case("train-missing-train-files", "train",
+         train("--config.data.demo=False", "--config.data.train_files=/nonexistent/x_train.tsv"),
+         ("/nonexistent/x_train.tsv", "no such file")),
+    Case("train-rerun-other-tokenizer", "train", lambda w, d: [*train()(w, d), f"--config.data.tokenizer={w.minilm}"],
+         ("{d}/wd/data", "another tokenizer", "made with tokenizer"),
+         setup=lambda w, d: ((d / "wd").mkdir(parents=True), (d / "wd" / "data").symlink_to(w.workdir / "data"))),
+    # predict
+    Case("predict-missing-input", "predict", predict(input_=lambda w, d: d / "nope.txt"), ("{d}/nope.txt",),
+         check=nothing_at("out.jsonl")),
+    Case("predict-model-not-a-model", "predict", predict(model=lambda w, d: w.root), ("{w.root}", "herberta.json"),
+         check=nothing_at("out.jsonl")),
+    Case("predict-top-k-0", "predict", predict("--top_k", "0"), ("--top_k",), check=nothing_at("out.jsonl")),
+    Case("predict-top-k-negative", "predict", predict("--top_k", "-1"), ("--top_k",), check=nothing_at("out.jsonl")),
+    Case("predict-top-m-0", "predict", predict("--top_m", "0"), ("--top_m",), check=nothing_at("out.jsonl")),
+    Case("predict-batch-size-0", "predict", predict("--batch_size", "0"), ("--batch_size",),
+         check=nothing_at("out.jsonl")),
+    Case("predict-model-flag-missing", "predict", lambda w, d: ["--input", str(w.sentences)], ("--model",)),
+    # evaluate
+    Case("evaluate-data-globbed", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", *w.demo_tests()], code=0,
+         check=evaluated_count(World.demo_tests)),
+    Case("evaluate-data-comma-list", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", ",".join(w.demo_tests())],
+         code=0, check=evaluated_count(World.demo_tests)),
+    Case("evaluate-unknown-label", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", str(d / "x_test.tsv")],
+         ("{d}/x_test.tsv:3", "unknown label 'never-seen'"), check=nothing_at("report"),
+         setup=lambda w, d: write(d / "x_test.tsv", "".join(pathlib.Path(w.demo_tests()[0]).read_text(
+             encoding="utf-8").splitlines(keepends=True)[1:2]) + good_row(1, "never-seen"))),
+    Case("evaluate-missing-data", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", str(d / "nope_test.tsv")],
+         ("{d}/nope_test.tsv", "no such file"), check=nothing_at("report")),
+    Case("evaluate-header-only", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", str(d / "x_test.tsv")],
+         ("{d}/x_test.tsv", "no rows after the header"), check=nothing_at("report"),
+         setup=lambda w, d: write(d / "x_test.tsv", "")),
+    Case("evaluate-model-not-a-model", "evaluate",
+         lambda w, d: [*evaluate(model=lambda w, d: d)(w, d), "--data", w.demo_tests()[0]], ("herberta.json",),
+         check=nothing_at("report")),
+    Case("evaluate-neither-data-nor-split", "evaluate", evaluate(), ("either --data or --split",),
+         check=nothing_at("report")),
+    Case("evaluate-positional-without-data", "evaluate",
+         lambda w, d: [*evaluate(model=lambda w, d: w.workdir)(w, d), "--split", "dev", "stray.tsv"],
+         ("unexpected arguments", "stray.tsv"), check=nothing_at("report")),
+    # export
+    Case("export-out-not-empty", "export", lambda w, d: ["--workdir", str(w.workdir), "--out", str(d / "exp")],
+         ("--out {d}/exp", "--overwrite"), setup=stale_export, check=old_export_untouched),
+    Case("export-overwrite-replaces", "export", lambda w, d: ["--workdir", str(w.workdir), "--out", str(d / "exp"),
+                                                              "--overwrite"], code=0, setup=stale_export,
+         check=export_replaced),
+    Case("export-without-tagger", "export", lambda w, d: ["--workdir", str(d / "wd"), "--out", str(d / "exp")],
+         ("tagger", "{d}/wd/tagger/checkpoints"), setup=copy_workdir_without("tagger"),
+         check=lambda proc, w, d: (stage_dir_not_created("tagger")(proc, w, d), nothing_at("exp")(proc, w, d))),
+    Case("export-empty-workdir", "export", lambda w, d: ["--workdir", str(d / "wd"), "--out", str(d / "exp")],
+         ("--workdir {d}/wd", "config.json"), setup=lambda w, d: (d / "wd").mkdir(parents=True),
+         check=lambda proc, w, d: stage_dir_not_created("relation")(proc, w, d)),
+    Case("export-missing-workdir", "export", lambda w, d: ["--workdir", str(d / "nope"), "--out", str(d / "exp")],
+         ("{d}/nope",), check=nothing_at("exp")),
+    Case("export-out-is-workdir", "export", lambda w, d: ["--workdir", str(w.workdir), "--out", str(w.workdir),
+                                                          "--overwrite"], ("--out", "workdir")),
+]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory, minilm_dir) -> World:
+  root = tmp_path_factory.mktemp("bad_inputs")
+  workdir = root / "run"
+  run_lib.train_and_evaluate(tiny_config(), workdir)
+  sentences = root / "sentences.txt"
+  sentences.write_text("Marie Curie was born in Warsaw.\nAnna Weber wurde in Hamburg geboren.\n", encoding="utf-8")
+  return World(root, workdir, minilm_dir, write(root / "given" / "en_corpora_train.tsv", good_rows(6)), sentences)
+
+
+def _run(case: Case, w: World) -> subprocess.CompletedProcess:
+  d = w.root / "cases" / case.id
+  d.mkdir(parents=True)
+  if case.setup:
+    case.setup(w, d)
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
+         "HF_HUB_OFFLINE": "1"}
+  env.pop("HERBERTA_DEBUG", None)
+  return subprocess.run([sys.executable, "-m", f"herberta_jax.{case.cli}", *map(str, case.args(w, d))], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def results(world, request) -> dict[str, subprocess.CompletedProcess]:
+  # Only the selected cases run (pytest -k picks some); the tokenizer test needs its case whatever is selected.
+  wanted = {item.callspec.params["case"].id for item in request.session.items
+            if hasattr(item, "callspec") and "case" in item.callspec.params} | {"train-rerun-other-tokenizer"}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    futures = {case.id: pool.submit(_run, case, world) for case in CASES if case.id in wanted}
+    return {case_id: future.result() for case_id, future in futures.items()}
+
+
+def test_there_are_enough_cases_and_every_cli_has_some():
+  assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+  assert {c.cli for c in CASES} == {"prepare", "train", "predict", "evaluate", "export"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, world: World, results):
+  proc = results[case.id]
+  d = world.root / "cases" / case.id
+  context = f"\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
+  assert "Traceback" not in proc.stderr, context
+  assert proc.returncode == case.code, context
+  if case.code == 2:
+    errors = [line for line in proc.stderr.splitlines() if f"{case.cli}: error: " in line]
+    assert len(errors) == 1, context
+    for expected in case.says:
+      assert expected.format(w=world, d=d) in errors[0], context
+  if case.check:
+    case.check(proc, world, d)
+
+
+def test_a_rerun_with_another_tokenizer_is_refused_with_the_reason(world, results):
+  proc = results["train-rerun-other-tokenizer"]
+  assert proc.returncode == 2 and "another vocabulary, added tokens or normalizer" in proc.stderr
+
+
+def test_debug_shows_the_traceback_of_a_user_error(world, tmp_path):
+  args = ["--input", str(tmp_path / "nope"), "--tokenizer", str(world.minilm), "--out", str(tmp_path / "o")]
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  proc = subprocess.run([sys.executable, "-m", "herberta_jax.prepare", *args, "--debug"], cwd=REPO, env=env,
+                        capture_output=True, text=True)
+  assert proc.returncode != 0 and "Traceback" in proc.stderr and "DataError" in proc.stderr
