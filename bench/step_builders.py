@@ -59,18 +59,21 @@ class Runner:
 
 
 def jax_runner(stage: str, config: BertConfig, batch: int, length: int, num_labels: int = NUM_LABELS) -> Runner:
-  """Our jitted, state-donating train step (herberta_jax.training.steps) with AdamW, on one device batch."""
+  """Our jitted, state-donating train step (herberta_jax.training.steps) with AdamW, on one device batch.
+
+  Parameters are initialised by a jitted init: one compile, where eager init dispatches every operation alone.
+  """
   data = jax.device_put(synthetic_batch(batch, length, config.vocab_size, num_labels))
   tx = optax.adamw(1e-4)
   schedule = optax.constant_schedule(1e-4)
   if stage == "relation":
     module = RelationClassifier(config, num_labels=num_labels)
-    params = module.init(jax.random.PRNGKey(0), data["input_ids"][:1], data["attention_mask"][:1])["params"]
+    params = jax.jit(module.init)(jax.random.PRNGKey(0), data["input_ids"][:1], data["attention_mask"][:1])["params"]
     loss_terms = lambda p, b, r, d: steps.relation_loss_terms(module, p, b, r, d)
   else:
     module = EntityTagger(config)
     ids = data["input_ids"][:1]
-    params = module.init(jax.random.PRNGKey(0), ids, ids, ids, ids)["params"]
+    params = jax.jit(module.init)(jax.random.PRNGKey(0), ids, ids, ids, ids)["params"]
     build = steps.TaggerInputs(list(range(10, 10 + num_labels)), cls_id=CLS_ID, sep_id=SEP_ID, pad_id=PAD_ID,
                                two_segments=True)
     loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
