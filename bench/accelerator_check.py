@@ -138,6 +138,19 @@ def _cuda(torch) -> bool:
   return torch is not None and torch.cuda.is_available()
 
 
+def _torch_device(torch) -> str:
+  """"cuda", or "cpu" when JAX has no accelerator either; raises where only JAX has one, since PyTorch on the CPU
+  at the accelerator's shapes would spend the whole budget on one row."""
+  if torch is None:
+    raise ImportError("torch is not installed")
+  if _cuda(torch):
+    return "cuda"
+  if jax.default_backend() != "cpu":
+    raise RuntimeError(f"PyTorch {torch.__version__} sees no CUDA device while JAX runs on "
+                       f"{jax.default_backend()}: PyTorch side skipped")
+  return "cpu"
+
+
 def _free_memory() -> None:
   """Between parts: drop compiled executables and host references, and hand PyTorch's cached blocks back."""
   gc.collect()
@@ -292,9 +305,7 @@ def part_train_step(entry: dict, args, report: Report) -> None:
 
     # PyTorch first: its blocks go back to the driver (empty_cache) before JAX's pool grows for the same shape.
     def torch_side(section):
-      if torch is None:
-        raise ImportError("torch is not installed")
-      runner = torch_runner(stage, shape, batch, length, device="cuda" if cuda else "cpu",
+      runner = torch_runner(stage, shape, batch, length, device=_torch_device(torch),
                             autocast_dtype=torch.bfloat16 if dtype == "bfloat16" and cuda else None, fused=cuda,
                             attn_implementation="sdpa")
       try:
@@ -536,19 +547,19 @@ def part_inference(entry: dict, args, report: Report) -> None:
                      sentences_per_second_params_on_device=len(sentences) / device_seconds)
 
     def torch_side(section):
-      if torch is None:
-        raise ImportError("torch is not installed")
+      device = _torch_device(torch)
       autocast = torch.bfloat16 if dtype == "bfloat16" and cuda else None
       if not cuda:
         torch.set_num_threads(os.cpu_count())
-      pipeline = bench_infer.TorchPipeline(export, base.max_span_len, device="cuda" if cuda else "cpu",
+      pipeline = bench_infer.TorchPipeline(export, base.max_span_len, device=device,
                                            autocast_dtype=autocast, attn_implementation="sdpa")
       warm_start = time.perf_counter()
       bench_infer.torch_pass(pipeline, sentences, batch_size)
       warm = time.perf_counter() - warm_start
       outputs["torch"], seconds = bench_infer.timed(lambda: bench_infer.torch_pass(pipeline, sentences, batch_size))
       section.update(warmup_seconds=warm, seconds=seconds, sentences_per_second=len(sentences) / seconds,
-                     autocast=autocast is not None)
+                     autocast=autocast is not None, device=device,
+                     allow_tf32=bool(cuda and torch.backends.cuda.matmul.allow_tf32))
       del pipeline
 
     _guarded(row["jax"], jax_side)
@@ -659,14 +670,15 @@ def parity(smoke: bool, workdir: pathlib.Path) -> dict:
       if stage == "relation":
         config, params, _ = hf.load_relation_model(directory)
         module = RelationClassifier(config, num_labels=NUM_LABELS)
-        apply_logits = jax.jit(lambda: module.apply({"params": params}, ids, mask, types))
+        apply_logits = lambda: jax.jit(lambda p: module.apply({"params": p}, ids, mask, types))(params)
       else:
         config, params = hf.load_tagger_model(directory)
         module = EntityTagger(config)
-        apply_logits = jax.jit(lambda: module.apply({"params": params}, ids, mask, types, mask))
+        apply_logits = lambda: jax.jit(lambda p: module.apply({"params": p}, ids, mask, types, mask))(params)
       encoder = BertEncoder(config, add_pooler=stage == "relation")
-      # Jitted (eager apply dispatches op by op); the precision context is read when the function is traced.
-      hidden = lambda: jax.jit(lambda: encoder.apply({"params": params["bert"]}, ids, mask, types)[0])()
+      # Jitted (eager apply dispatches op by op), parameters as arguments rather than constants baked into the
+      # program; a new jit per call, so each traces under the precision context it is called in.
+      hidden = lambda: jax.jit(lambda p: encoder.apply({"params": p}, ids, mask, types)[0])(params["bert"])
       with jax.default_matmul_precision("highest"):
         hidden_diff = np.abs(np.asarray(hidden()) - torch_hidden)[valid].max()
         logits = np.asarray(apply_logits())
