@@ -277,7 +277,8 @@ def part_train_step(entry: dict, args, report: Report) -> None:
   dtypes = ("bfloat16",) if args.smoke else ("bfloat16", "float32")  # smoke: the float32 path is the same code
   batch, length, n_steps = (8, 32, 3) if args.smoke else (256, 128, 20)
   peak, source = peak_bf16_flops(report.env["device_kind"])
-  matmul = measured_matmul_flops(args.smoke)
+  matmul = {}
+  _guarded(matmul, lambda section: section.update(measured_matmul_flops(args.smoke)))
   if cuda:
     # Float32 rows: JAX's default matmul precision on GPUs uses TF32 tensor cores; let PyTorch do the same.
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -305,7 +306,8 @@ def part_train_step(entry: dict, args, report: Report) -> None:
 
     # PyTorch first: its blocks go back to the driver (empty_cache) before JAX's pool grows for the same shape.
     def torch_side(section):
-      runner = torch_runner(stage, shape, batch, length, device=_torch_device(torch),
+      device = _torch_device(torch)
+      runner = torch_runner(stage, shape, batch, length, device=device,
                             autocast_dtype=torch.bfloat16 if dtype == "bfloat16" and cuda else None, fused=cuda,
                             attn_implementation="sdpa")
       try:
@@ -326,7 +328,8 @@ def part_train_step(entry: dict, args, report: Report) -> None:
       section.update(compile_and_first_step_seconds=warm, seconds_per_step=per_step,
                      sentences_per_second=batch / per_step, model_flops_per_second=flops / per_step,
                      mfu=flops / per_step / peak if peak else None,
-                     mfu_vs_measured_matmul=flops / per_step / matmul["flops_per_second"])
+                     mfu_vs_measured_matmul=flops / per_step / matmul["flops_per_second"] if matmul.get(
+                         "flops_per_second") else None)
 
     _guarded(row["torch"], torch_side)
     _free_memory()
@@ -395,6 +398,7 @@ def part_loop(entry: dict, args, report: Report) -> None:
 
   # The bare step: the same model, optimizer and batches (the loop's pipeline replayed from its seed), all on
   # the device before timing, one sync at the end.
+  _free_memory()  # the loop's executables and last state
   pipeline = make_pipeline(config, data_dir, "train", batch_size=batch, train=True)
   host = [parallel.host_arrays(b) for b in itertools.islice(pipeline.batches(), steps_run)]
   lengths = [b["input_ids"].shape[1] for b in host]
@@ -568,9 +572,11 @@ def part_inference(entry: dict, args, report: Report) -> None:
       same = sum(j["relation"] == t["relation"] and (j["e1"]["start"], j["e1"]["end"]) == t["e1"]
                  and (j["e2"]["start"], j["e2"]["end"]) == t["e2"] for j, t in zip(outputs["jax"], outputs["torch"]))
       row["same_triples"] = f"{same}/{len(sentences)}"
+    if row["jax"].get("seconds") and row["torch"].get("seconds"):
       row["jax_speedup_over_torch"] = row["torch"]["seconds"] / row["jax"]["seconds"]
-      row["jax_params_on_device_speedup_over_torch"] = row["torch"]["seconds"] / row["jax"][
-          "seconds_params_on_device"]
+      if row["jax"].get("seconds_params_on_device"):
+        row["jax_params_on_device_speedup_over_torch"] = row["torch"]["seconds"] / row["jax"][
+            "seconds_params_on_device"]
     log(f"    jax {row['jax'].get('sentences_per_second', float('nan')):.0f} sent/s "
         f"({row['jax'].get('sentences_per_second_params_on_device', float('nan')):.0f} with params on device), torch "
         f"{row['torch'].get('sentences_per_second', float('nan')):.0f} sent/s, same {row.get('same_triples')}")
