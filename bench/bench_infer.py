@@ -61,14 +61,22 @@ def pipeline_flops(predictor: Predictor, rows: dict[int, int]) -> int:
 class TorchPipeline:
   """The two exported models run by transformers' PyTorch classes, as a user without JAX would."""
 
-  def __init__(self, export: pathlib.Path, max_span_len: int):
+  def __init__(self, export: pathlib.Path, max_span_len: int, *, device: str = "cpu", autocast_dtype=None,
+               attn_implementation: str | None = None):
+    """`autocast_dtype` (e.g. torch.bfloat16) runs both models under torch.autocast; None runs float32."""
+    import contextlib
+
     import torch
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
     self.torch = torch
+    self.device = device
+    self.autocast = (lambda: torch.autocast(torch.device(device).type, dtype=autocast_dtype)) if autocast_dtype \
+        else contextlib.nullcontext
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     self.meta = json.loads((export / "herberta.json").read_text())
     self.tokenizer = AutoTokenizer.from_pretrained(export / "tagger")
-    self.relation = AutoModelForSequenceClassification.from_pretrained(export / "relation").eval()
-    self.tagger = AutoModelForTokenClassification.from_pretrained(export / "tagger").eval()
+    self.relation = AutoModelForSequenceClassification.from_pretrained(export / "relation", **extra).to(device).eval()
+    self.tagger = AutoModelForTokenClassification.from_pretrained(export / "tagger", **extra).to(device).eval()
     self.max_span_len = max_span_len
     self.max_len = self.meta["max_seq_len"]
 
@@ -76,28 +84,31 @@ class TorchPipeline:
     """Greedy decoding per row: argmax of start + end logits with start <= end < start + max_span_len."""
     torch = self.torch
     n = start.shape[1]
-    allowed = torch.ones(n, n, dtype=torch.bool).triu() & ~torch.ones(n, n, dtype=torch.bool).triu(self.max_span_len)
+    ones = torch.ones(n, n, dtype=torch.bool, device=start.device)
+    allowed = ones.triu() & ~ones.triu(self.max_span_len)
     scores = (start[:, :, None] + end[:, None, :]).masked_fill(~allowed, -float("inf"))
     flat = scores.flatten(1).argmax(1)
     return flat // n, flat % n
 
   def __call__(self, sentences: list[str]) -> list[dict]:
     torch = self.torch
-    with torch.inference_mode():
+    with torch.inference_mode(), self.autocast():
       batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=self.max_len - 2,
-                             return_tensors="pt")
+                             return_tensors="pt").to(self.device)
       labels = self.relation(**batch).logits.argmax(-1).tolist()
       names = [self.relation.config.id2label[i] for i in labels]
       pairs = self.tokenizer([self.meta["relation_tokens"][name] for name in names], sentences, padding=True,
                              truncation="only_second", max_length=self.max_len, return_tensors="pt",
                              return_offsets_mapping=True)
       offsets = pairs.pop("offset_mapping")
-      in_sentence = torch.tensor([[s == 1 for s in pairs.sequence_ids(i)] for i in range(len(sentences))])
-      logits = self.tagger(**pairs).logits.masked_fill(~in_sentence[:, :, None], -1e9)
+      in_sentence = torch.tensor([[s == 1 for s in pairs.sequence_ids(i)] for i in range(len(sentences))],
+                                 device=self.device)
+      logits = self.tagger(**pairs.to(self.device)).logits.float().masked_fill(~in_sentence[:, :, None], -1e9)
       (s1, e1), (s2, e2) = self.best_spans(logits[..., 0], logits[..., 1]), self.best_spans(logits[..., 2],
                                                                                             logits[..., 3])
+    s1, e1, s2, e2 = (x.cpu() for x in (s1, e1, s2, e2))
     out = []
-    for i, text in enumerate(sentences):
+    for i in range(len(sentences)):
       span = lambda s, e: (int(offsets[i, s, 0]), int(offsets[i, e, 1]))
       out.append({"relation": names[i], "e1": span(s1[i], e1[i]), "e2": span(s2[i], e2[i])})
     return out

@@ -18,26 +18,24 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+# Run as a script from anywhere: the repository for herberta_jax, this folder for the shared step builders.
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+from step_builders import (
+  NUM_LABELS,
+  SHAPES,
+  bert_config,
+  input_length,
+  jax_runner,
+  seconds_per_step,
+  torch_runner,
+)
 
-from herberta_jax.model import inputs as model_inputs
-from herberta_jax.model.bert import BertConfig  # noqa: E402
 from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
-from herberta_jax.model.heads import EntityTagger, RelationClassifier  # noqa: E402
-from herberta_jax.training import steps  # noqa: E402
-from herberta_jax.training.state import TrainState  # noqa: E402
 
-SHAPES = {
-    "tiny": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512, vocab_size=8000),
-    "minilm": dict(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536, vocab_size=30522),
-    "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, vocab_size=28996),
-}
-BATCH, LENGTH, NUM_LABELS = 32, 64, 36
+BATCH, LENGTH = 32, 64
 
 
 def timed(fn, steps_: int) -> float:
@@ -56,71 +54,21 @@ def matmul_flops_per_second() -> float:
   return 2 * 2048 ** 3 / seconds
 
 
-def batch(rng, vocab):
-  ids = rng.integers(5, vocab, size=(BATCH, LENGTH)).astype(np.int32)
-  ids[:, 0], ids[:, -1] = 2, 3
-  return {
-      "input_ids": ids, "attention_mask": np.ones_like(ids), "label": rng.integers(0, NUM_LABELS, BATCH).astype(
-          np.int32), "spans": np.tile(np.array([[1, 2, 4, 5]], np.int32), (BATCH, 1)),
-      "valid": np.ones(BATCH, bool)}
-
-
-def jax_step_seconds(stage: str, config: BertConfig, steps_: int) -> float:
-  rng = np.random.default_rng(0)
-  data = jax.device_put(batch(rng, config.vocab_size))
-  tx = optax.adamw(1e-4)
-  schedule = optax.constant_schedule(1e-4)
-  if stage == "relation":
-    module = RelationClassifier(config, num_labels=NUM_LABELS)
-    params = module.init(jax.random.PRNGKey(0), data["input_ids"][:1], data["attention_mask"][:1])["params"]
-    loss_terms = lambda p, b, r, d: steps.relation_loss_terms(module, p, b, r, d)
-  else:
-    module = EntityTagger(config)
-    ids = data["input_ids"][:1]
-    params = module.init(jax.random.PRNGKey(0), ids, ids, ids, ids)["params"]
-    build = model_inputs.TaggerInputs(list(range(10, 10 + NUM_LABELS)), cls_id=2, sep_id=3, pad_id=0, two_segments=True)
-    loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
-  state = TrainState.create(params, tx, jax.random.PRNGKey(1))
-  step = jax.jit(steps.make_train_step(loss_terms, schedule), donate_argnums=0)
-  holder = [state]
-
-  def run():
-    holder[0], metrics = step(holder[0], data)
-    metrics["loss"].block_until_ready()
-  return timed(run, steps_)
+def jax_step_seconds(stage: str, shape: dict, steps_: int) -> float:
+  runner = jax_runner(stage, bert_config(shape), BATCH, LENGTH)
+  try:
+    return seconds_per_step(runner, steps_)[1]
+  finally:
+    runner.close()
 
 
 def torch_step_seconds(stage: str, shape: dict, steps_: int) -> float | None:
   try:
-    import torch
-    import transformers
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
   except ImportError:
     return None
-  torch.manual_seed(0)
-  hf_config = transformers.BertConfig(vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
-                                      num_hidden_layers=shape["num_layers"], num_attention_heads=shape["num_heads"],
-                                      intermediate_size=shape["intermediate_size"],
-                                      num_labels=NUM_LABELS if stage == "relation" else 4)
-  cls = transformers.BertForSequenceClassification if stage == "relation" else \
-      transformers.BertForTokenClassification
-  model = cls(hf_config).train()
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-  data = batch(np.random.default_rng(0), shape["vocab_size"])
-  ids = torch.tensor(data["input_ids"], dtype=torch.long)
-  mask = torch.tensor(data["attention_mask"], dtype=torch.long)
-  labels = torch.tensor(data["label"], dtype=torch.long)
-  spans = torch.tensor(data["spans"], dtype=torch.long)
-
-  def run():
-    optimizer.zero_grad()
-    if stage == "relation":
-      loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    else:
-      logits = model(input_ids=ids, attention_mask=mask).logits  # [B, L, 4]
-      loss = sum(torch.nn.functional.cross_entropy(logits[:, :, k], spans[:, k]) for k in range(4)) / 4
-    loss.backward()
-    optimizer.step()
-  return timed(run, steps_)
+  return seconds_per_step(torch_runner(stage, shape, BATCH, LENGTH), steps_)[1]
 
 
 def main():
@@ -137,13 +85,11 @@ def main():
   rows = []
   for name in args.shapes.split(","):
     shape = SHAPES[name]
-    config = BertConfig(vocab_size=shape["vocab_size"], hidden_size=shape["hidden_size"],
-                        num_layers=shape["num_layers"], num_heads=shape["num_heads"],
-                        intermediate_size=shape["intermediate_size"])
+    config = bert_config(shape)
     for stage in ("relation", "tagger"):
-      jax_s = jax_step_seconds(stage, config, args.steps)
+      jax_s = jax_step_seconds(stage, shape, args.steps)
       torch_s = torch_step_seconds(stage, shape, args.steps)
-      length = LENGTH + (2 if stage == "tagger" else 0)
+      length = input_length(stage, LENGTH)
       flops = train_flops_per_sequence(config, length, stage, NUM_LABELS) * BATCH
       mfu = flops / jax_s / peak
       ratio = torch_s / jax_s if torch_s else float("nan")

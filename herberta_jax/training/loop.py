@@ -261,6 +261,7 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
   bar = tqdm.tqdm(total=total_steps, initial=step, desc=stage, disable=not is_chief, dynamic_ncols=True)
   window_start, window_rows = time.perf_counter(), 0
   loop_start, first_step = window_start, step
+  first_step_end = None  # the first step compiles; steady-state speed is measured from its end
   while step < total_steps and not progress["stopped_early"]:
     batch = parallel.common_length(next(batches))
     state, metrics = train_step(state, parallel.to_global(batch, mesh))
@@ -268,6 +269,7 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
     window_rows += batch["input_ids"].shape[0] * jax.process_count()
     bar.update(1)
     loss = float(metrics["loss"])
+    first_step_end = first_step_end or time.perf_counter()
     if losses:
       losses.write(json.dumps({"step": step, "loss": loss}) + "\n")
     if not math.isfinite(loss):
@@ -304,7 +306,8 @@ def train_stage(stage: str, config, workdir: pathlib.Path, data_dir: pathlib.Pat
   if is_chief:
     # Wall time of this invocation's steps, dev evaluations and checkpoints (a resumed run counts only its own).
     summary = {"stage": stage, "final_step": step, "total_steps": total_steps, **progress,
-               "steps_run": step - first_step, "train_seconds": time.perf_counter() - loop_start}
+               "steps_run": step - first_step, "train_seconds": time.perf_counter() - loop_start,
+               "seconds_after_first_step": time.perf_counter() - (first_step_end or loop_start)}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
   ckpts.close()
   return stage_model, state.params

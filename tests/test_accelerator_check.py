@@ -1,0 +1,85 @@
+"""bench/accelerator_check.py --smoke runs every part without an error and reports positive, finite figures.
+
+The script gets one try on a GPU machine, so its plumbing is proved here first, at tiny shapes on the CPU.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "accelerator_check.py"
+
+
+def _numbers(tree, path=""):
+  """(path, value) of every number in a JSON tree (booleans left out)."""
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from _numbers(value, f"{path}.{key}")
+  elif isinstance(tree, list):
+    for i, value in enumerate(tree):
+      yield from _numbers(value, f"{path}[{i}]")
+  elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+    yield path, tree
+
+
+def _errors(tree, path=""):
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      if key in ("error", "skipped") and value:
+        yield f"{path}.{key}: {value}"
+      yield from _errors(value, f"{path}.{key}")
+  elif isinstance(tree, list):
+    for i, value in enumerate(tree):
+      yield from _errors(value, f"{path}[{i}]")
+
+
+def test_smoke_run_reports_every_part(tmp_path):
+  report_path = tmp_path / "check.json"
+  # One CPU device, as the GPU box has one GPU (conftest simulates four for the data-parallel tests).
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(report_path), "--workdir",
+                        str(tmp_path / "work")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+  report = json.loads(report_path.read_text())
+  parts = report["parts"]
+  assert set(parts) == {"train_step", "loop", "inference", "numerics"}
+  assert not list(_errors(report)), list(_errors(report))
+  for name, entry in parts.items():
+    assert entry["status"] == "ok", (name, entry)
+    assert entry["device_kind"] and entry["jax"] and entry["torch"] and entry["date"], entry
+  bad = [(p, v) for p, v in _numbers(report) if not math.isfinite(v)]
+  assert not bad, bad
+
+  key_figures = []
+  for row in parts["train_step"]["rows"]:
+    key_figures += [row["jax"]["seconds_per_step"], row["torch"]["seconds_per_step"], row["jax_speedup_over_torch"],
+                    row["jax"]["mfu_vs_measured_matmul"]]
+  loop = parts["loop"]
+  key_figures += [loop["loop_steps_per_second"], loop["bare_steps_per_second"], loop["loop_over_bare"],
+                  loop["summary"]["seconds_after_first_step"]]
+  for row in parts["inference"]["rows"]:
+    key_figures += [row["jax"]["sentences_per_second"], row["torch"]["sentences_per_second"]]
+  curves = parts["numerics"]["loss_curves"]
+  key_figures += curves["loss_float32"] + curves["loss_bfloat16"]
+  assert all(x > 0 for x in key_figures), key_figures
+  assert len(curves["loss_float32"]) == len(curves["loss_bfloat16"]) == len(curves["recorded_steps"]) > 1
+  assert curves["max_abs_diff"] < 0.1, curves
+  for stage in ("relation", "tagger"):
+    assert parts["numerics"]["parity"][stage]["within_tolerance"], parts["numerics"]["parity"]
+  assert loop["summary"]["steps_run"] >= 5
+
+
+def test_synthetic_sentences_follow_semeval_word_counts():
+  spec = importlib.util.spec_from_file_location("accelerator_check", SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  sentences = module.synthesise_sentences()
+  assert len(sentences) == sum(module.SEMEVAL_TEST_WORDS.values()) == 2717
+  counts = sorted(len(s.split()) for s in sentences)
+  assert counts == sorted(n for n, c in module.SEMEVAL_TEST_WORDS.items() for _ in range(c))
+  assert "<e1>" not in "".join(sentences)
