@@ -81,5 +81,10 @@ def main(argv):
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, dict) and "f1" in v}, indent=2))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `herberta-evaluate` console script."""
   cli.run_cli(main, positional=True)
+
+
+if __name__ == "__main__":
+  run()

@@ -25,5 +25,10 @@ def main(argv):
   print(run.export_workdir(_WORKDIR.value, _OUT.value, overwrite=_OVERWRITE.value))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `herberta-export` console script."""
   cli.run_cli(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -46,5 +46,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `herberta-prepare` console script."""
   cli.run_cli(main, positional=True)
+
+
+if __name__ == "__main__":
+  run()

@@ -52,5 +52,10 @@ def main(argv):
     logging.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `herberta-train` console script."""
   cli.run_cli(main)
+
+
+if __name__ == "__main__":
+  run()
