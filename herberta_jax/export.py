@@ -21,8 +21,8 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 def main(argv):
   del argv
-  from herberta_jax import run
-  print(run.export_workdir(_WORKDIR.value, _OUT.value, overwrite=_OVERWRITE.value))
+  from herberta_jax import run as run_lib
+  print(run_lib.export_workdir(_WORKDIR.value, _OUT.value, overwrite=_OVERWRITE.value))
 
 
 def run() -> None:

@@ -46,8 +46,8 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   quiet_library_logs()
   distributed.initialize()
-  from herberta_jax import run  # after distributed start-up: it touches devices
-  metrics = run.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from herberta_jax import run as run_lib  # after distributed start-up: it touches devices
+  metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if metrics:
     logging.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
 
