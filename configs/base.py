@@ -11,7 +11,7 @@ def stage_config(*, learning_rate: float, batch_size: int, num_epochs: float) ->
   return ml_collections.ConfigDict(dict(
       learning_rate=learning_rate,
       batch_size=batch_size,  # global: split over all devices of all hosts
-      num_epochs=num_epochs,
+      num_epochs=float(num_epochs),  # fractions allowed: --config.relation.num_epochs=0.5
       warmup_fraction=0.1,
       weight_decay=0.01,
       max_grad_norm=1.0,

@@ -97,8 +97,17 @@ def guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | N
     fail(error)
 
 
+def _show_flags_in_help(module_name: str) -> None:
+  """--help lists the key flags of `sys.argv[0]`: for a console script (`herberta-train`) that is the generated
+  launcher, so the CLI module's own flags, and --debug, are declared key flags of it too."""
+  for name in (module_name, __name__):
+    for flag in flags.FLAGS.get_key_flags_for_module(name):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run_cli(main: Callable[[list[str]], int | None], *, positional: bool = False) -> None:
   """`app.run(main)` with one-line user errors. Positional arguments are refused unless `positional`."""
+  _show_flags_in_help(main.__module__)
 
   def checked(argv: list[str]) -> int | None:
     if len(argv) > 1 and not positional:
