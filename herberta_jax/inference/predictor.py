@@ -3,9 +3,10 @@ all local devices in bounded memory.
 
 The pipeline, each part overlapping the next: a background thread tokenizes ahead (bounded queue); sentences are
 taken a window at a time (`window_batches` batches), sorted by length inside it so batches carry little padding,
-cut into static-shape batches (lengths rounded up to a multiple of `bucket_step`) sharded over the devices; batch
-i+1 is dispatched before batch i is fetched and decoded; a window's results are yielded in input order as soon as
-all its batches are back. Parameters are placed on the devices once, replicated.
+cut into static-shape batches (lengths rounded up to a multiple of `bucket_step`, a part-full batch cut to fewer
+rows) sharded over the devices; batch i+1 is dispatched before batch i is fetched and decoded; a window's results
+are yielded in input order as soon as all its batches are back. Parameters are placed on the devices once,
+replicated. Memory is bounded by two windows, whatever the input's length.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from collections import deque
+from collections import Counter, deque
 from typing import Iterable, Iterator, Sequence
 
 import jax
@@ -50,8 +51,8 @@ class Predictor:
 
   def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int = 1,
                top_m: int = 1, max_span_len: int | None = None, disjoint_entities: bool | None = None,
-               devices: Sequence[jax.Device] | None = None, dtype: str | None = None, bucket_step: int = 8,
-               window_batches: int = 16):
+               devices: Sequence[jax.Device] | None = None, dtype: str | None = None, bucket_step: int = 4,
+               window_batches: int = 32):
     """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export).
 
     `batch_size` is the global batch, split over `devices` (default: all local devices), so it must divide by
@@ -76,6 +77,9 @@ class Predictor:
     self.tokenizer = tokenizer
     self.batch_size = batch_size
     self.window = batch_size * window_batches
+    # A window's last, part-full batch is cut to a multiple of this many rows (divisible by the devices) instead of
+    # being padded with whole rows: at most four row counts per length.
+    self.row_step = -(-max(batch_size // 4, 1) // len(self.devices)) * len(self.devices)
     self.max_seq_len = meta["max_seq_len"]
     self.max_tokens = tokenize.relation_input_limit(self.max_seq_len)
     # Inference buckets finer than the run's: every distinct shape compiles once, but sorted windows make each
@@ -91,6 +95,7 @@ class Predictor:
     self.fn = make_two_stage_fn(self.relation_module, self.tagger_module, build, top_k=self.top_k, top_m=top_m,
                                 max_span_len=self.max_span_len, disjoint=self.disjoint_entities)
     self.real_tokens = self.padded_tokens = 0  # relation-input tokens of the batches run so far
+    self.batch_rows: Counter = Counter()  # rows run so far (padding rows included), by padded length
 
   @classmethod
   def from_export(cls, directory, **kwargs) -> "Predictor":
@@ -212,14 +217,16 @@ class Predictor:
       yield rows, self._bucket(len(rows[-1].input_ids))
 
   def _dispatch(self, rows: list[Encoded], length: int):
-    ids = np.full((self.batch_size, length), self.meta["pad_id"], np.int32)
-    mask = np.zeros((self.batch_size, length), np.int32)
+    batch = min(-(-len(rows) // self.row_step) * self.row_step, self.batch_size)
+    ids = np.full((batch, length), self.meta["pad_id"], np.int32)
+    mask = np.zeros((batch, length), np.int32)
     for i, e in enumerate(rows):
       ids[i, :len(e.input_ids)] = e.input_ids
       mask[i, :len(e.input_ids)] = 1
     mask[len(rows):, :2] = 1  # padding rows: a harmless [PAD] [PAD] sentence, discarded below
     self.real_tokens += sum(len(e.input_ids) for e in rows)
     self.padded_tokens += ids.size
+    self.batch_rows[length] += batch
     ids, mask = jax.device_put((ids, mask), self.batch_sharding)
     return self.fn(self.relation_params, self.tagger_params, ids, mask)  # asynchronous: returns at once
 
