@@ -45,6 +45,8 @@ def run_predict(model: str, source: pathlib.Path, output: pathlib.Path, *extra: 
   """Runs predict; returns (seconds, peak RSS MiB, seconds to the first written line, killed)."""
   command = [sys.executable, "-m", "herberta_jax.predict", "--model", model, "--input", str(source), "--output",
              str(output), *extra]
+  if "--resume" not in extra:
+    output.unlink(missing_ok=True)  # a stale file would pass for the first line
   start = time.perf_counter()
   process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
   peak = [0]

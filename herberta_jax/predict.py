@@ -6,7 +6,8 @@ r"""Raw sentences in, triples out, streamed in bounded memory:
 rows (tags are stripped) or JSONL objects with a `text` field (`herberta_jax.inference.sources`). Output: one JSON
 object per input line, in order, flushed as it goes; a line that cannot be predicted gets an `error` object, a
 sentence longer than the model reads gets `"truncated": true` and `truncated_at` (the character offset where
-reading stopped). `--resume` continues an interrupted run from the first line missing in --output.
+reading stopped). `--resume` continues an interrupted run from the first unfinished window of --output (see
+`sources.open_output`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def main(argv):
     raise app.UsageError(str(e), exitcode=2) from e
   source = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")
   _, items = sources.read_items(source, _FORMAT.value, _MAX_CHARS.value)
-  out, done = (sys.stdout, 0) if _OUTPUT.value == "-" else sources.open_output(_OUTPUT.value, _RESUME.value)
+  out, done = (sys.stdout, 0) if _OUTPUT.value == "-" else sources.open_output(_OUTPUT.value, _RESUME.value,
+                                                                                predictor.window)
   items = itertools.islice(items, done, None)  # rows already written by the interrupted run
   start, first, count, errors = time.perf_counter(), None, 0, 0
   for enc, result in predictor.run(predictor.encode_stream((item.text, item.error) for item in items)):

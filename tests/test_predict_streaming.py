@@ -123,7 +123,8 @@ def predict(export_dir, *args, check=True):
 
 def test_resume_after_a_cut_matches_a_full_run_and_truncation_is_marked(export_dir, tmp_path):
   long = " ".join(["word"] * 40)
-  lines = [SENTENCES[i % len(SENTENCES)] for i in range(30)] + [long, ""]
+  # Batch 4 sorts windows of 256 lines: the cut falls in the second window, which a resumed run redoes.
+  lines = [SENTENCES[i % len(SENTENCES)] + f" ({i})" for i in range(600)] + [long, ""]
   (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
   predict(export_dir, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "full.jsonl"),
           "--batch_size", "4")
@@ -131,7 +132,7 @@ def test_resume_after_a_cut_matches_a_full_run_and_truncation_is_marked(export_d
   rows = [json.loads(line) for line in full.decode().splitlines()]
   assert len(rows) == len(lines) and rows[-2]["truncated"] and rows[-2]["truncated_at"] > 0
   assert "truncated" not in rows[0] and "empty" in rows[-1]["error"]
-  cut = full[:full.index(b"\n", len(full) // 3) + 20]  # 11 whole lines and part of the next
+  cut = full[:full.index(b"\n", len(full) // 2) + 20]  # ~300 whole lines and part of the next
   (tmp_path / "part.jsonl").write_bytes(cut)
   predict(export_dir, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "part.jsonl"),
           "--batch_size", "4", "--resume")

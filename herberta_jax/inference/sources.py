@@ -112,17 +112,24 @@ def _sentence(line: str, fmt: str, number: int) -> tuple[str, str | None]:
   return line, None
 
 
-def open_output(path: str, resume: bool):
-  """(writable text stream, rows already done). With `resume`, the complete lines of an existing file are kept
-  and a partial last line (the run was killed mid-write) is cut off; otherwise the file starts empty."""
+def open_output(path: str, resume: bool, window: int = 1):
+  """(writable text stream, rows already done). With `resume`, an existing file keeps its complete lines up to the
+  last multiple of `window`, the rest (a partial last line included: the run was killed mid-write) is cut off;
+  otherwise the file starts empty.
+
+  The prediction sorts each window of `window` rows by length before batching, and a row's float scores depend
+  (in the last digits) on the batch it ran in; redoing the unfinished window from its start makes a resumed
+  output byte-identical to an uninterrupted one.
+  """
   if not (resume and os.path.exists(path)):
     return open(path, "w", encoding="utf-8"), 0
-  done = end = 0
+  ends = [0]  # byte offset after each complete line that is kept
   with open(path, "rb") as f:
     for line in f:
       if line.endswith(b"\n"):
-        done, end = done + 1, end + len(line)
+        ends.append(ends[-1] + len(line))
+  done = (len(ends) - 1) // window * window
   out = open(path, "r+", encoding="utf-8")
-  out.truncate(end)
-  out.seek(end)
+  out.truncate(ends[done])
+  out.seek(ends[done])
   return out, done
