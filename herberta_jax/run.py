@@ -73,8 +73,12 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   if not examples:
     logging.warning("no test split: skipping the test evaluation")
     return {}
+  # All local devices predict (each process the whole test set, see runner.predict_records); the batch is
+  # rounded up to split evenly over them rather than failing a finished run.
+  devices = jax.local_device_count()
+  batch_size = -(-config.infer.batch_size // devices) * devices
   predictor = Predictor((rel_model.module, rel_params), (tag_model.module, tag_params), meta,
-                        tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=config.infer.batch_size,
+                        tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size,
                         top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
   result = runner.evaluate_examples(predictor, examples, workdir / "report",
                                     train_sizes=runner.train_sizes_of(manifest))

@@ -38,7 +38,8 @@ SMILER_LABELS = (
 
 _ROW_HINT = "Fix the row, or read with on_error='skip' to collect bad rows in a rejects file and go on."
 _HEADER_HINT = "A SMiLER file starts with the tab-separated header: " + " ".join(HEADER) + "."
-_TAG = re.compile(r"<(/?)e([12])>")
+# An entity tag: group 1 is "/" for a closing tag, group 2 the entity number.
+TAG = re.compile(r"<(/?)e([12])>")
 _SMILER_NAME = re.compile(r"^([a-z]{2}(?:-(?:small|full))?)_corpora_(train|test|dev)$", re.IGNORECASE)
 _SPLIT_STEMS = ("train", "test", "dev")
 
@@ -272,7 +273,7 @@ def strip_tags(tagged: str) -> tuple[str, tuple[int, int], tuple[int, int]]:
   """
   # Fast path for a well-formed row (one C-level split, then only slicing); anything else takes the slow path,
   # which says precisely what is wrong.
-  parts = _TAG.split(tagged)  # text, "/"?, "1"|"2", text, ... : 13 parts for 4 tags
+  parts = TAG.split(tagged)  # text, "/"?, "1"|"2", text, ... : 13 parts for 4 tags
   if len(parts) == 13:
     order = parts[1] + parts[2] + parts[4] + parts[5] + parts[7] + parts[8] + parts[10] + parts[11]
     if order == "1/12/2" or order == "2/21/1":
@@ -300,7 +301,7 @@ def _strip_tags_checked(tagged: str) -> tuple[str, tuple[int, int], tuple[int, i
   opens: dict[str, int] = {}
   closes: dict[str, int] = {}
   pos = clean_len = 0
-  for match in _TAG.finditer(tagged):
+  for match in TAG.finditer(tagged):
     start = match.start()
     pieces.append(tagged[pos:start])
     clean_len += start - pos

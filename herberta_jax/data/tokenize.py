@@ -25,6 +25,16 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NUM_RESERVED_UNUSED = 64
 # Room the tagger input needs beyond `[CLS] sentence [SEP]`: the relation token and a second [SEP].
 TAGGER_EXTRA_TOKENS = 2
+
+
+def relation_input_limit(max_seq_len: int) -> int:
+  """Most tokens of a relation input `[CLS] sentence [SEP]` (specials included), so the tagger's fits max_seq_len.
+
+  The one truncation rule: `prepare` and inference both cut sentences by it.
+  """
+  return max_seq_len - TAGGER_EXTRA_TOKENS
+
+
 _UNUSED = re.compile(r"^\[unused(\d+)\]$")
 _HANGUL_SYLLABLE = "[\uac00-\ud7a3]"
 
@@ -234,7 +244,7 @@ def encode(examples: Sequence[Example], tokenizer, max_seq_len: int,
     from tokenizers import Tokenizer
     backend = Tokenizer.from_str(backend.to_str())
     _switch_off_truncation(backend)
-  limit = max_seq_len - 2 - TAGGER_EXTRA_TOKENS
+  limit = relation_input_limit(max_seq_len) - 2  # sentence tokens: [CLS] and [SEP] aside
   encodings = backend.encode_batch([example.text for example in examples], add_special_tokens=False)
   features = []
   for example, encoding in zip(examples, encodings):

@@ -1,0 +1,149 @@
+"""Streaming inference: all local devices, input order, resume after a kill, awkward input files, truncated rows.
+
+The model is a random one-layer BERT with the MiniLM tokenizer (seconds to build); its classifier weights are
+scaled up so that predictions are decided by clear margins and compare exactly across device counts.
+"""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from tiny_run import REPO
+
+from herberta_jax.data import tokenize
+from herberta_jax.hub import export as hub_export
+from herberta_jax.inference import sources
+from herberta_jax.inference.predictor import Predictor
+from herberta_jax.model.bert import BertConfig
+from herberta_jax.model.heads import EntityTagger, RelationClassifier
+
+LABELS = ["cause-effect", "member-collection", "other"]
+SENTENCES = [
+    "The fire was caused by a short circuit in the kitchen.",
+    "A flock of geese flew over the lake.",
+    "Marie Curie was born in Warsaw.",
+    "The committee includes three professors and a student.",
+    "Heavy rain led to flooding in the valley towns last spring after the dam broke.",
+    "The orchestra has sixty musicians.",
+    "Smoke rose.",
+]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, minilm_dir):
+  root = tmp_path_factory.mktemp("stream")
+  tokenizer = tokenize.load_tokenizer(minilm_dir)
+  tokens = tokenize.add_relation_tokens(tokenizer, LABELS)
+  tokenizer.save_pretrained(root / "data" / "tokenizer")
+  cls_id, sep_id, pad_id = tokenize.special_ids(tokenizer)
+  manifest = {"tokenizer": {"cls_id": cls_id, "sep_id": sep_id, "pad_id": pad_id}, "labels": LABELS,
+              "relation_tokens": tokens, "max_seq_len": 24,
+              "relation_token_ids": {label: tokenizer.convert_tokens_to_ids(t) for label, t in tokens.items()}}
+  meta = hub_export.export_meta(manifest, (16, 24), True, {"max_span_len": 6, "disjoint_entities": False})
+  config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                      max_position_embeddings=64)
+  ids = jnp.ones((1, 8), jnp.int32)
+  rel = RelationClassifier(config, num_labels=len(LABELS)).init(jax.random.PRNGKey(0), ids, ids)["params"]
+  tag = EntityTagger(config).init(jax.random.PRNGKey(1), ids, ids, jnp.zeros_like(ids), ids)["params"]
+  sharpen = lambda params: {**params, "classifier": jax.tree.map(lambda x: x * 200, params["classifier"])}
+  return hub_export.write_export(root / "export", root / "data", meta, (config, sharpen(rel)), (config, sharpen(tag)))
+
+
+def triples(results):
+  return [(r["relation"], r["e1"]["start"], r["e1"]["end"], r["e2"]["start"], r["e2"]["end"]) for r in results]
+
+
+def test_four_devices_share_each_batch_and_agree_with_one(export_dir):
+  assert jax.local_device_count() == 4  # tests/conftest.py simulates four CPU devices
+  texts = SENTENCES * 5
+  seen = []
+  by_devices = {}
+  for devices in (jax.local_devices(), jax.local_devices()[:1]):
+    predictor = Predictor.from_export(export_dir, batch_size=8, devices=devices, window_batches=2)
+    fn = predictor.fn
+    predictor.fn = lambda *args, fn=fn: (seen.append(len(args[2].sharding.device_set)), fn(*args))[1]
+    by_devices[len(devices)] = triples(r for _, r in predictor.run(predictor.encode(texts)))
+    assert 0 < predictor.real_token_share <= 1
+  assert seen[0] == 4 and seen[-1] == 1
+  assert by_devices[4] == by_devices[1]
+  with pytest.raises(ValueError, match="--batch_size=6"):
+    Predictor.from_export(export_dir, batch_size=6)
+
+
+def test_stream_keeps_input_order_across_windows(export_dir):
+  predictor = Predictor.from_export(export_dir, batch_size=4, window_batches=1)
+  texts = [s for i in range(4) for s in SENTENCES[i:] + SENTENCES[:i]]
+  pairs = [(t, None) if i % 5 else (None, "bad line") for i, t in enumerate(texts)]
+  out = list(predictor.run(predictor.encode_stream(iter(pairs))))
+  assert [e.text if not e.error else None for e, _ in out] == [t for t, _ in pairs]
+  whole = dict(zip(texts, triples(r for _, r in predictor.run(predictor.encode(texts)))))
+  for enc, result in out:
+    assert ("error" in result) == (enc.error is not None)
+    if enc.error is None:
+      assert triples([result])[0] == whole[enc.text]
+
+
+def test_long_sentence_is_marked_truncated(export_dir):
+  predictor = Predictor.from_export(export_dir, batch_size=4)
+  long = " ".join(["word"] * 40)
+  encoded = predictor.encode([long, SENTENCES[2]])
+  assert len(encoded[0].input_ids) == tokenize.relation_input_limit(24)
+  assert encoded[0].truncated_at == len(" ".join(["word"] * (tokenize.relation_input_limit(24) - 2)))
+  assert encoded[1].truncated_at is None
+
+
+def read_all(data: bytes, fmt="auto"):
+  import io
+  fmt, items = sources.read_items(io.BytesIO(data), fmt)
+  return fmt, [(item.text, item.error) for item in items]
+
+
+def test_sources_bom_blank_lines_and_lone_carriage_returns():
+  header = "\t".join(sources.smiler.HEADER)
+  row = "1\tfire\tcircuit\tcause\t<e1>fire</e1> from a <e2>circuit</e2>\ten"
+  fmt, items = read_all(("\ufeff\n" + header + "\r\n" + row + "\r\n").encode())
+  assert fmt == "tsv" and items[1] == ("fire from a circuit", None) and "empty" in items[0][1]
+  fmt, items = read_all(b"\xef\xbb\xbf" + b'{"text": "a\rb"}\n\n{"text": "c"}\n')
+  assert fmt == "jsonl" and items[0] == ("a\rb", None) and items[2] == ("c", None) and len(items) == 3
+  fmt, items = read_all(b"\n  \nfirst\rstill first\nsecond\r\n")
+  assert fmt == "text" and [t for t, _ in items][2:] == ["first\rstill first", "second"]
+
+
+def predict(export_dir, *args, check=True):
+  result = subprocess.run([sys.executable, "-m", "herberta_jax.predict", "--model", str(export_dir), *args],
+                          cwd=REPO, capture_output=True, text=True)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_resume_after_a_cut_matches_a_full_run_and_truncation_is_marked(export_dir, tmp_path):
+  long = " ".join(["word"] * 40)
+  # Batch 4 sorts windows of 256 lines: the cut falls in the second window, which a resumed run redoes.
+  lines = [SENTENCES[i % len(SENTENCES)] + f" ({i})" for i in range(600)] + [long, ""]
+  (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+  predict(export_dir, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "full.jsonl"),
+          "--batch_size", "4")
+  full = (tmp_path / "full.jsonl").read_bytes()
+  rows = [json.loads(line) for line in full.decode().splitlines()]
+  assert len(rows) == len(lines) and rows[-2]["truncated"] and rows[-2]["truncated_at"] > 0
+  assert "truncated" not in rows[0] and "empty" in rows[-1]["error"]
+  cut = full[:full.index(b"\n", len(full) // 2) + 20]  # ~300 whole lines and part of the next
+  (tmp_path / "part.jsonl").write_bytes(cut)
+  predict(export_dir, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "part.jsonl"),
+          "--batch_size", "4", "--resume")
+  assert (tmp_path / "part.jsonl").read_bytes() == full
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--top_k", "0"], "--top_k"), (["--top_m", "0"], "--top_m"), (["--batch_size", "0"], "--batch_size"),
+    (["--input", "/nonexistent/in.txt"], "/nonexistent/in.txt"), (["--resume"], "--resume"),
+])
+def test_bad_flags_fail_early_with_exit_code_2(export_dir, tmp_path, args, named):
+  out = tmp_path / "out.jsonl"
+  result = predict(export_dir, *args, *(["--output", str(out)] if "--resume" not in args else []), check=False)
+  assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
+  assert not out.exists()
