@@ -81,7 +81,7 @@ def jax_step_seconds(stage: str, config: BertConfig, steps_: int) -> float:
     build = model_inputs.TaggerInputs(list(range(10, 10 + NUM_LABELS)), cls_id=2, sep_id=3, pad_id=0, two_segments=True)
     loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
   state = TrainState.create(params, tx, jax.random.PRNGKey(1))
-  step = jax.jit(steps.make_train_step(loss_terms, schedule), donate_argnums=0)
+  step = jax.jit(steps.make_train_step(loss_terms, schedule, 1, rng_impl="threefry2x32"), donate_argnums=0)
   holder = [state]
 
   def run():

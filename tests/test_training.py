@@ -18,7 +18,7 @@ from herberta_jax.hub import export as exporting
 from herberta_jax.model import hf
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
-from herberta_jax.training import data_setup, loop, parallel, steps
+from herberta_jax.training import data_setup, loop, parallel, stages, steps
 from tiny_run import losses, tiny_config, train_command, workdir_with_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_tagger_can_start_from_the_trained_relation_encoder(tmp_path, prepared):
   assert jax.tree.structure(tagger["bert"]) == jax.tree.structure(relation_encoder)
   for a, b in zip(jax.tree.leaves(tagger["bert"]), jax.tree.leaves(relation_encoder)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  scratch = loop.StageModel("tagger", config, manifest, mesh).initial_params(jax.random.PRNGKey(0))
+  scratch = stages.build("tagger", config, manifest, mesh).initial_params(jax.random.PRNGKey(0))
   assert not np.allclose(np.asarray(scratch["bert"]["embeddings"]["word_embeddings"]["embedding"]),
                          np.asarray(tagger["bert"]["embeddings"]["word_embeddings"]["embedding"]))
 
