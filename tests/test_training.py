@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import time
@@ -174,14 +175,20 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, pr
   def saved_steps():
     return {int(p.name) for p in latest.iterdir() if p.name.isdigit()} if latest.exists() else set()
 
-  # First a kill between checkpoints; then two runs that save at every step, killed while they are saving.
-  for every, delay in ((10, 0.5), (1, 0.3), (1, 0.8)):
+  def saving() -> bool:  # orbax writes a step into a temporary directory, renamed when complete
+    return latest.exists() and any("tmp" in p.name for p in latest.iterdir())
+
+  # First a kill between checkpoints; then runs that save at every step, killed while they are saving; the last
+  # one the moment an asynchronous save is seen in flight.
+  for every, delay, in_flight in ((10, 0.5, False), (1, 0.3, False), (1, 0.8, False), (1, 0.0, True)):
     before = max(saved_steps(), default=0)
     proc = subprocess.Popen(train_command(killed, f"--config.relation.checkpoint_every_steps={every}"), cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and max(saved_steps(), default=0) <= before:
       time.sleep(0.05)
+    while in_flight and time.time() < deadline and not saving():
+      time.sleep(0.005)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -191,6 +198,46 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, pr
   assert losses(killed) == pytest.approx(losses(straight), rel=1e-6)
   for a, b in zip(jax.tree.leaves(latest_params(killed)), jax.tree.leaves(latest_params(straight))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_unreadable_latest_falls_back_and_best_without_latest_is_refused(tmp_path, prepared, caplog):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_config(checkpoint_every_steps=3)
+  workdir = workdir_with_data(tmp_path, prepared)
+  mesh = parallel.make_mesh(4)
+  loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  latest = workdir / "relation" / "checkpoints" / "latest"
+  final, previous = sorted((int(p.name) for p in latest.iterdir() if p.name.isdigit()), reverse=True)
+  for path in (latest / str(final) / "state").rglob("*"):  # a save cut short after orbax renamed it
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  with caplog.at_level("WARNING"):
+    loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  assert f"checkpoint step {final} is unreadable" in caplog.text and f"falling back to step {previous}" in caplog.text
+  steps_logged = [json.loads(line)["step"] for line in (workdir / "relation" / "losses.jsonl").read_text().splitlines()]
+  assert steps_logged == list(range(1, final + 1)), "a resumed run rewrites only the steps after its checkpoint"
+
+  shutil.rmtree(latest)
+  with pytest.raises(RuntimeError, match="latest/ holds nothing to resume from.*Delete"):
+    loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+
+
+def test_a_stage_restores_from_its_workdir_without_the_pretrained_checkpoint(tmp_path, prepared):
+  import transformers
+  manifest = prepare.load_manifest(prepared)
+  pretrained = tmp_path / "pretrained"
+  transformers.BertModel(transformers.BertConfig(
+      vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+      max_position_embeddings=64)).save_pretrained(pretrained)
+  config = tiny_config()
+  config.model.init_from = str(pretrained)
+  workdir = workdir_with_data(tmp_path, prepared)
+  mesh = parallel.make_mesh(4)
+  _, trained = loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  pretrained.rename(tmp_path / "moved_away")
+  _, restored = loop.restore_stage_params(workdir, "relation", config, manifest, mesh)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_config_overrides_reach_the_run_and_bad_ones_are_refused(tmp_path):

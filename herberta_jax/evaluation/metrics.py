@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from herberta_jax.data.example import NEGATIVE_LABEL
-from herberta_jax.data.scoring import Counts  # noqa: F401  (re-exported: part of this module's API)
+from herberta_jax.data.scoring import Counts  # re-exported: part of this module's API
 
 METRIC_NAMES = ("relation", "entity1", "entity2", "entity_pair", "combined")
 

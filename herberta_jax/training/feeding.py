@@ -21,7 +21,7 @@ from herberta_jax.training.prefetch import Prefetcher
 
 def bucket_lengths(boundaries, max_seq_len: int) -> list[int]:
   """The padded lengths of the run, as the pipeline derives them from its boundaries."""
-  lengths = sorted(set(int(b) for b in boundaries))
+  lengths = sorted({int(b) for b in boundaries})
   return lengths + ([max_seq_len] if max_seq_len > lengths[-1] else [])
 
 
