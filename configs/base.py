@@ -31,9 +31,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.stage = "both"  # relation | tagger | both
   config.log_every_steps = 25
   config.checkpoint_keep_latest = 2  # resumable checkpoints kept: an unreadable newest falls back to the previous
-  # Dropout keys: "unsafe_rbg" / "rbg" (XLA's RngBitGenerator, cheaper than threefry's hash on every device) or
-  # "threefry2x32". Checkpoints store the key's raw data, so changing this changes the dropout masks of a resume.
-  config.dropout_rng_impl = "unsafe_rbg"
+  # Dropout keys: "rbg" (XLA's RngBitGenerator for the bits, cheaper than threefry's hash on accelerators; on CPU
+  # the MiniLM step runs at the same speed with either, bench/bench_rng.py), "unsafe_rbg" (its fold_in, used per
+  # step, has no independence guarantee) or "threefry2x32". The masks do not depend on the device count (tested).
+  # Checkpoints store the key's raw data: a resume must use the implementation it was trained with.
+  config.dropout_rng_impl = "rbg"
   # XLA's persistent compilation cache: a restarted or repeated run with the same shapes skips compiling. Under the
   # home directory rather than the workdir so that new runs of the same model shapes share it; "" disables.
   config.compilation_cache_dir = "~/.cache/herberta_jax/xla"

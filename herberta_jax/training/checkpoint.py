@@ -53,7 +53,8 @@ class StageCheckpoints:
     return self.best.latest_step()
 
   @staticmethod
-  def _restore(manager: ocp.CheckpointManager, item: str, abstract: Any) -> tuple[Any, dict, int] | None:
+  def _restore(manager: ocp.CheckpointManager, item: str, abstract: Any, *,
+               drop_unreadable: bool = False) -> tuple[Any, dict, int] | None:
     manager.wait_until_finished()
     found = sorted(manager.all_steps(), reverse=True)
     for i, step in enumerate(found):
@@ -65,15 +66,20 @@ class StageCheckpoints:
         logging.warning("%s: checkpoint step %d is unreadable (%s: %s); %s", manager.directory, step,
                         type(error).__name__, str(error).splitlines()[0] if str(error) else "", following)
         continue
+      if drop_unreadable:
+        for newer in found[:i]:  # the resumed run saves these steps again
+          logging.warning("%s: deleting unreadable checkpoint step %d", manager.directory, newer)
+          manager.delete(newer)
       return restored[item], dict(restored["progress"]), step
     if found:
       raise RuntimeError(f"{manager.directory}: no checkpoint of steps {found} can be restored (see the warnings); "
                          "delete the stage's directory to train it again from the start")
     return None
 
-  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict, int] | None:
-    """The newest readable periodic checkpoint as (state, progress, step), or None when there is none."""
-    return self._restore(self.latest, "state", abstract_state)
+  def restore_latest(self, abstract_state: Any, *, drop_unreadable: bool) -> tuple[Any, dict, int] | None:
+    """The newest readable periodic checkpoint as (state, progress, step), or None when there is none. Newer
+    unreadable steps are deleted when `drop_unreadable` (the run that resumes: it writes those steps again)."""
+    return self._restore(self.latest, "state", abstract_state, drop_unreadable=drop_unreadable)
 
   def restore_best(self, abstract_params: Any) -> tuple[Any, dict, int] | None:
     """The best checkpoint as (params, progress, step), or None when there is none."""

@@ -124,7 +124,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints", keep_latest=config.checkpoint_keep_latest)
   # `stopped_early` is kept apart from reaching total_steps: a finished run restarted with more epochs continues.
   progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "stopped_early": False}
-  restored = ckpts.restore_latest(checkpoint.abstract_like(state, replicated))
+  restored = ckpts.restore_latest(checkpoint.abstract_like(state, replicated), drop_unreadable=True)
   if restored is not None:
     state, progress, _ = restored
     logging.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
@@ -256,7 +256,7 @@ def restore_stage_params(workdir, name: str, config, manifest: dict, mesh, *, be
       impl = config.get("dropout_rng_impl", "threefry2x32")
       key = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
       abstract = jax.eval_shape(lambda p: TrainState.create(p, tx, jnp.zeros(key.shape, key.dtype)), abstract_params)
-      latest = ckpts.restore_latest(checkpoint.abstract_like(abstract, replicated))
+      latest = ckpts.restore_latest(checkpoint.abstract_like(abstract, replicated), drop_unreadable=False)
       found = (latest[0].params,) if latest is not None else None
   finally:
     ckpts.close()
