@@ -19,7 +19,8 @@ from herberta_jax.hub import export as exporting
 from herberta_jax.model import hf
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
-from herberta_jax.training import data_setup, loop, parallel, stages, steps
+from herberta_jax.training import data_setup, feeding, loop, parallel, stages, steps
+from herberta_jax.training.prefetch import Prefetcher
 from tiny_run import losses, tiny_config, train_command, workdir_with_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -238,6 +239,68 @@ def test_a_stage_restores_from_its_workdir_without_the_pretrained_checkpoint(tmp
   _, restored = loop.restore_stage_params(workdir, "relation", config, manifest, mesh)
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(trained)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_interval_in_minutes_saves_at_log_boundaries(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_config(checkpoint_every_steps=0, checkpoint_every_minutes=1e-9)
+  config.log_every_steps = 4
+  config.checkpoint_keep_latest = 100
+  workdir = workdir_with_data(tmp_path, prepared)
+  loop.train_stage("relation", config, workdir, prepared, manifest, parallel.make_mesh(4))
+  final = json.loads((workdir / "relation" / "summary.json").read_text())["final_step"]
+  latest = workdir / "relation" / "checkpoints" / "latest"
+  assert sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) == [*range(4, final, 4), final]
+
+
+def test_prefetcher_reraises_in_the_consumer_and_closes_its_source():
+  def failing():
+    yield 1
+    yield 2
+    raise ValueError("broken record")
+
+  with Prefetcher(failing(), depth=2) as items:
+    assert [next(items), next(items)] == [1, 2]
+    with pytest.raises(ValueError, match="broken record"):
+      next(items)
+  closed = []
+
+  def endless():
+    try:
+      yield from iter(int, 1)
+    finally:
+      closed.append(True)
+
+  items = Prefetcher(endless(), depth=2)
+  assert next(items) == 0
+  items.close()
+  assert closed == [True] and not items._thread.is_alive()
+
+
+def test_feeds_send_only_the_step_fields_on_the_bucket_lengths(prepared):
+  manifest = prepare.load_manifest(prepared)
+  config, mesh = tiny_config(), parallel.make_mesh(4)
+  with pytest.raises(ValueError, match="relation.batch_size=6 .* 4 devices"):
+    feeding.StageFeed(config, prepared, "train", stages.build("relation", config, manifest, mesh), mesh,
+                      batch_size=6, batch_flag="relation.batch_size", train=True)
+  for name in loop.STAGES:
+    stage = stages.build(name, config, manifest, mesh)
+    feed = feeding.StageFeed(config, prepared, "train", stage, mesh, batch_size=8, batch_flag="b", train=True)
+    with feed.device_batches() as batches:
+      seen = [next(batches) for _ in range(12)]
+    assert {b["input_ids"].shape[1] for b in seen} == {32, 64}  # one compilation per bucket
+    assert all(set(b) == set(stage.train_fields) for b in seen)
+  # The tagger's rows leave two padding columns: its input fits the bucket and equals tagger_inputs' cut there.
+  build = stage.input_builder()
+  for batch in seen:
+    assert not np.asarray(batch["attention_mask"])[:, -2:].any()
+    fitted = build(batch["input_ids"], batch["attention_mask"], batch["label"])
+    full = build.build(batch["input_ids"], batch["attention_mask"], batch["label"])
+    length = batch["input_ids"].shape[1]
+    for cut, whole in zip(fitted, full):
+      assert cut.shape[1] == length
+      np.testing.assert_array_equal(np.asarray(cut), np.asarray(whole)[:, :length])
+    assert not np.asarray(full[1])[:, length:].any(), "the columns cut are padding"
 
 
 def test_config_overrides_reach_the_run_and_bad_ones_are_refused(tmp_path):
