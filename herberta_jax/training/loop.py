@@ -128,10 +128,10 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   if restored is not None:
     state, progress, _ = restored
     logging.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
-  elif ckpts.best_step() is not None:
+  elif (best_step := ckpts.best_step()) is not None:
     ckpts.close()
     raise RuntimeError(
-        f"{stage_dir / 'checkpoints'}: best/ holds step {ckpts.best.latest_step()} but latest/ holds nothing to "
+        f"{stage_dir / 'checkpoints'}: best/ holds step {best_step} but latest/ holds nothing to "
         f"resume from (best/ keeps parameters only, no optimizer state). Delete {stage_dir} to train the {name} "
         "stage again from the start, or restore its checkpoints/latest directory.")
 
