@@ -7,15 +7,14 @@ thread, logging every 25 steps, checkpoints every 50, one dev evaluation at the 
 after the first (summary.json's `seconds_after_first_step`). Bare: the same jitted step on the same batches
 already on the device, timed after each bucket's compilation. The goal is a ratio loop / bare >= 0.95.
 
-`--restart` also times start-to-first-step of a `herberta_jax.train` process with an empty compilation cache and
-again of a restarted one (same workdir, one epoch more) with the cache it left.
+`--restart` also times start-to-first-step of a fresh training process with an empty compilation cache, and of a
+restarted one (same workdir, resuming after the first run's steps) with the cache that run left.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import pathlib
 import platform
@@ -61,7 +60,8 @@ def bench_config(steps_per_epoch: int | None, steps: int, cache_dir: str):
   config.compilation_cache_dir = cache_dir
   config.export = False
   if steps_per_epoch:
-    config.relation.num_epochs = steps / steps_per_epoch
+    with config.ignore_type():  # a fraction of an epoch; the base config's value is an int
+      config.relation.num_epochs = steps / steps_per_epoch
     config.relation.eval_every_steps = steps  # one dev evaluation, at the end
   return config
 
@@ -92,14 +92,21 @@ def bare_rate(config, data_dir, manifest, mesh, steps_total: int) -> float:
   return (len(batches) - 1) * BATCH / (time.perf_counter() - start)
 
 
-def start_to_first_step(workdir: pathlib.Path, cache: pathlib.Path, epochs: float) -> float:
-  command = [sys.executable, "-m", "herberta_jax.train", "--config", "configs/demo.py", "--workdir", str(workdir),
-             "--config.stage=relation", "--config.data.bucket_boundaries=(32,64)", "--config.data.max_seq_len=64",
-             f"--config.relation.num_epochs={epochs}", "--config.relation.batch_size=32",
-             f"--config.compilation_cache_dir={cache}", "--config.export=False",
-             *(f"--config.model.scratch.{k}={v}" for k, v in MINILM.items())]
-  subprocess.run(command, cwd=REPO, check=True, capture_output=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+def start_to_first_step(workdir: pathlib.Path, cache: pathlib.Path, steps: int) -> float:
+  """Seconds from the stage's start to its first step in a fresh process (`--train_only`), from summary.json."""
+  command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--train_only", str(workdir), str(cache),
+             "--steps", str(steps)]
+  subprocess.run(command, cwd=REPO, check=True, capture_output=True)
   return json.loads((workdir / "relation" / "summary.json").read_text())["seconds_to_first_step"]
+
+
+def train_only(workdir: pathlib.Path, cache: str, steps: int) -> None:
+  """Trains (or resumes) the bench's relation stage in `workdir` for `steps` steps in all, cache in `cache`."""
+  data_dir = workdir / "data"
+  manifest = preparation.load_manifest(data_dir)
+  steps_per_epoch = max(1, sum(i["count"] for i in manifest["splits"]["train"].values()) // BATCH)
+  loop.train_stage("relation", bench_config(steps_per_epoch, steps, cache), workdir, data_dir, manifest,
+                   parallel.make_mesh(1))
 
 
 def main() -> None:
@@ -107,7 +114,11 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--json", action="store_true", help="write bench/results/loop_minilm.json")
   parser.add_argument("--restart", action="store_true", help="also time a cold and a warm-cache start")
+  parser.add_argument("--train_only", nargs=2, metavar=("WORKDIR", "CACHE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.train_only:
+    train_only(pathlib.Path(args.train_only[0]), args.train_only[1], args.steps)
+    return
   result = {"device": jax.devices()[0].device_kind, "platform": platform.platform(), "batch": BATCH,
             "buckets": [32, 64], "steps": args.steps, "shape": MINILM}
   with tempfile.TemporaryDirectory() as tmp:
@@ -128,9 +139,8 @@ def main() -> None:
       restart_dir, cache = tmp / "restart", tmp / "xla_restart"
       restart_dir.mkdir()
       (restart_dir / "data").symlink_to(data_dir)
-      epochs = math.ceil(RESTART_STEPS / steps_per_epoch * 1000) / 1000
-      result["cold_seconds_to_first_step"] = start_to_first_step(restart_dir, cache, epochs)
-      result["warm_seconds_to_first_step"] = start_to_first_step(restart_dir, cache, 2 * epochs)
+      result["cold_seconds_to_first_step"] = start_to_first_step(restart_dir, cache, RESTART_STEPS)
+      result["warm_seconds_to_first_step"] = start_to_first_step(restart_dir, cache, 2 * RESTART_STEPS)
       print(f"start to first step: cold cache {result['cold_seconds_to_first_step']:.2f} s, restarted with a warm "
             f"cache {result['warm_seconds_to_first_step']:.2f} s "
             f"({result['warm_seconds_to_first_step'] / result['cold_seconds_to_first_step']:.2f} of cold)")
