@@ -33,6 +33,9 @@ class StageCheckpoints:
 
   def save_latest(self, step: int, state: Any, progress: dict) -> None:
     """Starts saving the full train state; returns when the arrays are off the device."""
+    # One asynchronous save at a time over both managers: with several processes, orbax's commit barriers of
+    # the same step in two managers meet each other, and one finalizes without the other process's metadata.
+    self.best.wait_until_finished()
     self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    progress=ocp.args.JsonSave(dict(progress))), force=True)
 
@@ -40,6 +43,7 @@ class StageCheckpoints:
     """Starts saving the parameters; a step already saved (a resumed run evaluating it again) is kept as is."""
     if step in self.best.all_steps():
       return
+    self.latest.wait_until_finished()  # one asynchronous save at a time (see save_latest)
     self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
                                                  progress=ocp.args.JsonSave(dict(progress))), force=True)
 
