@@ -29,7 +29,6 @@ order 1, 3, 4, 2: the loop, longest and most likely to fail, last):
 from __future__ import annotations
 
 import argparse
-import collections
 import gc
 import itertools
 import json
@@ -61,8 +60,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from step_builders import (
   NUM_LABELS,
+  RNG_IMPL,
   SHAPES,
   bert_config,
+  dropout_key_data,
   input_length,
   jax_runner,
   seconds_per_step,
@@ -95,12 +96,6 @@ def _write_export(out_dir, data_dir, manifest, relation, tagger, buckets, decodi
 def _train_and_evaluate():
   from herberta_jax.run import train_and_evaluate
   return train_and_evaluate
-
-
-def _loop_internals():
-  """The loop's own input pipeline and stage model, so the bare step sees exactly the loop's batches and model."""
-  from herberta_jax.training import loop
-  return loop._pipeline, loop.StageModel
 
 
 def _bench_infer():
@@ -354,13 +349,11 @@ def part_train_step(entry: dict, args, report: Report) -> None:
 
 
 def part_loop(entry: dict, args, report: Report) -> None:
-  import ml_collections  # a carried wheel on the GPU box
 
   from configs import demo
-  from herberta_jax.training import data_setup, optim, parallel
+  from herberta_jax.training import data_setup, parallel
 
   train_and_evaluate = _train_and_evaluate()
-  make_pipeline, StageModel = _loop_internals()
   shape_name, shape = ("smoke", SMOKE_SHAPE) if args.smoke else ("base", SHAPES["base"])
   batch, target_steps = (8, 10) if args.smoke else (64, 100)
   config = demo.get_config()
@@ -373,8 +366,6 @@ def part_loop(entry: dict, args, report: Report) -> None:
   if args.smoke:
     config.data.demo_sentences_per_language = 40
   config.log_every_steps = 5 if args.smoke else 25
-  # num_epochs is an int field, and ConfigDicts keep a field's type: give the stage a float one.
-  config.relation = ml_collections.ConfigDict({**config.relation.to_dict(), "num_epochs": 1.0})
   rel = config.relation
   rel.batch_size = batch
   rel.learning_rate = 1e-4  # demo's 1e-3 is for its 4-layer model; BERT-base in bf16 wants less
@@ -403,39 +394,12 @@ def part_loop(entry: dict, args, report: Report) -> None:
   report.write()
   log(f"  loop: {steps_run} steps, {loop_rate:.2f} steps/s after the first step")
 
-  # The bare step: the same model, optimizer and batches (the loop's pipeline replayed from its seed), all on
-  # the device before timing, one sync at the end.
+  # The bare step: the same model, optimizer and batches (the loop's feed replayed from its seed), all on the
+  # device before timing, every shape compiled first (bench/bench_loop.py, shared with the CPU bench).
   _free_memory()  # the loop's executables and last state
-  pipeline = make_pipeline(config, data_dir, "train", batch_size=batch, train=True)
-  host = [parallel.host_arrays(b) for b in itertools.islice(pipeline.batches(), steps_run)]
-  lengths = [b["input_ids"].shape[1] for b in host]
-  device_batches = [jax.device_put(b) for b in host]
-  mesh = parallel.make_mesh(1)
-  stage_model = StageModel("relation", config, manifest, mesh)
-  tx, schedule = optim.make_optimizer(rel, summary["total_steps"])
-  state = TrainState.create(jax.jit(stage_model.init)(jax.random.PRNGKey(0)), tx, jax.random.PRNGKey(1))
-  step = jax.jit(steps.make_train_step(stage_model.loss_terms(manifest), schedule, rel.accum_steps),
-                 donate_argnums=0)
-  compile_seconds = {}
-  for length in dict.fromkeys(lengths):  # first call per shape compiles it (timed with its one step)
-    t = time.perf_counter()
-    state, metrics = step(state, device_batches[lengths.index(length)])
-    jax.block_until_ready((state, metrics))
-    compile_seconds[length] = time.perf_counter() - t
-  t = time.perf_counter()
-  for b in device_batches:
-    state, metrics = step(state, b)
-  jax.block_until_ready((state, metrics))
-  bare_seconds = time.perf_counter() - t
-  bare_rate = len(device_batches) / bare_seconds
-  # The loop compiles the train step once per bucket length after its first step; those compiles fall inside
-  # seconds_after_first_step, so the ratio is also given without them (estimated from the bare step's compiles).
-  later_compiles = sum(s for length, s in compile_seconds.items() if length != lengths[0])
-  entry.update(batch_lengths=dict(collections.Counter(lengths)), bare_compile_seconds_by_length=compile_seconds,
-               bare_seconds=bare_seconds, bare_steps_per_second=bare_rate, loop_over_bare=loop_rate / bare_rate,
-               loop_over_bare_without_later_compiles=(steps_run - 1) / max(
-                   summary["seconds_after_first_step"] - later_compiles, 1e-9) / bare_rate,
-               final_loss_bare=float(metrics["loss"]))
+  import bench_loop
+  bare_rate = bench_loop.bare_rate(config, data_dir, manifest, parallel.make_mesh(1), steps_run, batch) / batch
+  entry.update(bare_steps_per_second=bare_rate, loop_over_bare=loop_rate / bare_rate)
   log(f"  bare step: {bare_rate:.2f} steps/s; loop/bare {loop_rate / bare_rate:.2f}")
 
 
@@ -618,8 +582,8 @@ def loss_curves(smoke: bool) -> dict:
                                   data[0]["attention_mask"][:1])["params"]
     tx = optax.adamw(1e-3)
     step = jax.jit(steps.make_train_step(lambda p, b, r, d: steps.relation_loss_terms(module, p, b, r, d),
-                                         optax.constant_schedule(1e-3)), donate_argnums=0)
-    state = TrainState.create(jax.tree.map(jnp.array, init), tx, jax.random.PRNGKey(1))  # a copy: donated
+                                         optax.constant_schedule(1e-3), 1, rng_impl=RNG_IMPL), donate_argnums=0)
+    state = TrainState.create(jax.tree.map(jnp.array, init), tx, dropout_key_data(1))  # a copy: donated
     losses = []
     for i in range(n_steps):
       state, metrics = step(state, data[i % len(data)])

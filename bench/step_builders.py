@@ -58,6 +58,14 @@ class Runner:
   close: object
 
 
+RNG_IMPL = "rbg"  # the training default (configs/base.py: dropout_rng_impl)
+
+
+def dropout_key_data(seed: int) -> jax.Array:
+  """A dropout key as the train state stores it: the raw data of a key of RNG_IMPL."""
+  return jax.random.key_data(jax.random.key(seed, impl=RNG_IMPL))
+
+
 def jax_runner(stage: str, config: BertConfig, batch: int, length: int, num_labels: int = NUM_LABELS) -> Runner:
   """Our jitted, state-donating train step (herberta_jax.training.steps) with AdamW, on one device batch.
 
@@ -77,8 +85,8 @@ def jax_runner(stage: str, config: BertConfig, batch: int, length: int, num_labe
     build = TaggerInputs(list(range(10, 10 + num_labels)), cls_id=CLS_ID, sep_id=SEP_ID, pad_id=PAD_ID,
                                two_segments=True)
     loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
-  step = jax.jit(steps.make_train_step(loss_terms, schedule), donate_argnums=0)
-  holder = {"state": TrainState.create(params, tx, jax.random.PRNGKey(1)), "metrics": None}
+  step = jax.jit(steps.make_train_step(loss_terms, schedule, 1, rng_impl=RNG_IMPL), donate_argnums=0)
+  holder = {"state": TrainState.create(params, tx, dropout_key_data(1)), "metrics": None}
 
   def run():
     holder["state"], holder["metrics"] = step(holder["state"], data)

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +20,8 @@ from herberta_jax.hub import export as exporting
 from herberta_jax.model import hf
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
-from herberta_jax.training import data_setup, loop, parallel, steps
+from herberta_jax.training import data_setup, feeding, loop, parallel, stages, steps
+from herberta_jax.training.prefetch import Prefetcher
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -128,7 +130,7 @@ def test_tagger_can_start_from_the_trained_relation_encoder(tmp_path, prepared):
   assert jax.tree.structure(tagger["bert"]) == jax.tree.structure(relation_encoder)
   for a, b in zip(jax.tree.leaves(tagger["bert"]), jax.tree.leaves(relation_encoder)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  scratch = loop.StageModel("tagger", config, manifest, mesh).initial_params(jax.random.PRNGKey(0))
+  scratch = stages.build("tagger", config, manifest, mesh).initial_params(jax.random.PRNGKey(0))
   assert not np.allclose(np.asarray(scratch["bert"]["embeddings"]["word_embeddings"]["embedding"]),
                          np.asarray(tagger["bert"]["embeddings"]["word_embeddings"]["embedding"]))
 
@@ -174,14 +176,20 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, pr
   def saved_steps():
     return {int(p.name) for p in latest.iterdir() if p.name.isdigit()} if latest.exists() else set()
 
-  # First a kill between checkpoints; then two runs that save at every step, killed while they are saving.
-  for every, delay in ((10, 0.5), (1, 0.3), (1, 0.8)):
+  def saving() -> bool:  # orbax writes a step into a temporary directory, renamed when complete
+    return latest.exists() and any("tmp" in p.name for p in latest.iterdir())
+
+  # First a kill between checkpoints; then runs that save at every step, killed while they are saving; the last
+  # one the moment an asynchronous save is seen in flight.
+  for every, delay, in_flight in ((10, 0.5, False), (1, 0.3, False), (1, 0.8, False), (1, 0.0, True)):
     before = max(saved_steps(), default=0)
     proc = subprocess.Popen(train_command(killed, f"--config.relation.checkpoint_every_steps={every}"), cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and max(saved_steps(), default=0) <= before:
       time.sleep(0.05)
+    while in_flight and time.time() < deadline and not saving():
+      time.sleep(0.005)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -191,6 +199,108 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, pr
   assert losses(killed) == pytest.approx(losses(straight), rel=1e-6)
   for a, b in zip(jax.tree.leaves(latest_params(killed)), jax.tree.leaves(latest_params(straight))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_unreadable_latest_falls_back_and_best_without_latest_is_refused(tmp_path, prepared, caplog):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_config(checkpoint_every_steps=3)
+  workdir = workdir_with_data(tmp_path, prepared)
+  mesh = parallel.make_mesh(4)
+  loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  latest = workdir / "relation" / "checkpoints" / "latest"
+  final, previous = sorted((int(p.name) for p in latest.iterdir() if p.name.isdigit()), reverse=True)
+  for path in (latest / str(final) / "state").rglob("*"):  # a save cut short after orbax renamed it
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  with caplog.at_level("WARNING"):
+    loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  assert f"checkpoint step {final} is unreadable" in caplog.text and f"falling back to step {previous}" in caplog.text
+  steps_logged = [json.loads(line)["step"] for line in (workdir / "relation" / "losses.jsonl").read_text().splitlines()]
+  assert steps_logged == list(range(1, final + 1)), "a resumed run rewrites only the steps after its checkpoint"
+
+  shutil.rmtree(latest)
+  with pytest.raises(RuntimeError, match="latest/ holds nothing to resume from.*Delete"):
+    loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+
+
+def test_a_stage_restores_from_its_workdir_without_the_pretrained_checkpoint(tmp_path, prepared):
+  import transformers
+  manifest = prepare.load_manifest(prepared)
+  pretrained = tmp_path / "pretrained"
+  transformers.BertModel(transformers.BertConfig(
+      vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+      max_position_embeddings=64)).save_pretrained(pretrained)
+  config = tiny_config()
+  config.model.init_from = str(pretrained)
+  workdir = workdir_with_data(tmp_path, prepared)
+  mesh = parallel.make_mesh(4)
+  _, trained = loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  pretrained.rename(tmp_path / "moved_away")
+  _, restored = loop.restore_stage_params(workdir, "relation", config, manifest, mesh)
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoint_interval_in_minutes_saves_at_log_boundaries(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_config(checkpoint_every_steps=0, checkpoint_every_minutes=1e-9)
+  config.log_every_steps = 4
+  config.checkpoint_keep_latest = 100
+  workdir = workdir_with_data(tmp_path, prepared)
+  loop.train_stage("relation", config, workdir, prepared, manifest, parallel.make_mesh(4))
+  final = json.loads((workdir / "relation" / "summary.json").read_text())["final_step"]
+  latest = workdir / "relation" / "checkpoints" / "latest"
+  assert sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) == [*range(4, final, 4), final]
+
+
+def test_prefetcher_reraises_in_the_consumer_and_closes_its_source():
+  def failing():
+    yield 1
+    yield 2
+    raise ValueError("broken record")
+
+  with Prefetcher(failing(), depth=2) as items:
+    assert [next(items), next(items)] == [1, 2]
+    with pytest.raises(ValueError, match="broken record"):
+      next(items)
+  closed = []
+
+  def endless():
+    try:
+      yield from iter(int, 1)
+    finally:
+      closed.append(True)
+
+  items = Prefetcher(endless(), depth=2)
+  assert next(items) == 0
+  items.close()
+  assert closed == [True] and not items._thread.is_alive()
+
+
+def test_feeds_send_only_the_step_fields_on_the_bucket_lengths(prepared):
+  manifest = prepare.load_manifest(prepared)
+  config, mesh = tiny_config(), parallel.make_mesh(4)
+  with pytest.raises(ValueError, match="relation.batch_size=6 .* 4 devices"):
+    feeding.StageFeed(config, prepared, "train", stages.build("relation", config, manifest, mesh), mesh,
+                      batch_size=6, batch_flag="relation.batch_size", train=True)
+  for name in loop.STAGES:
+    stage = stages.build(name, config, manifest, mesh)
+    feed = feeding.StageFeed(config, prepared, "train", stage, mesh, batch_size=8, batch_flag="b", train=True)
+    with feed.device_batches() as batches:
+      seen = [next(batches) for _ in range(12)]
+    assert {b["input_ids"].shape[1] for b in seen} == {32, 64}  # one compilation per bucket
+    assert all(set(b) == set(stage.train_fields) for b in seen)
+  # The tagger's rows leave two padding columns: its input fits the bucket and equals tagger_inputs' cut there.
+  build = stage.input_builder()
+  for batch in seen:
+    assert not np.asarray(batch["attention_mask"])[:, -2:].any()
+    fitted = build(batch["input_ids"], batch["attention_mask"], batch["label"])
+    full = build.build(batch["input_ids"], batch["attention_mask"], batch["label"])
+    length = batch["input_ids"].shape[1]
+    for cut, whole in zip(fitted, full):
+      assert cut.shape[1] == length
+      np.testing.assert_array_equal(np.asarray(cut), np.asarray(whole)[:, :length])
+    assert not np.asarray(full[1])[:, length:].any(), "the columns cut are padding"
 
 
 def test_config_overrides_reach_the_run_and_bad_ones_are_refused(tmp_path):

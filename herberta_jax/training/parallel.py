@@ -11,7 +11,6 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -41,24 +40,6 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def host_arrays(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The numeric fields of a pipeline batch (drops host-only metadata such as text)."""
   return {k: v for k, v in batch.items() if v.dtype != object}
-
-
-def common_length(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Pads a process's batch to the longest bucket length of any process, so all processes agree on shapes."""
-  if jax.process_count() == 1:
-    return dict(batch)
-  length = batch["input_ids"].shape[1]
-  longest = int(np.max(multihost_utils.process_allgather(np.asarray([length]))))
-  if longest == length:
-    return dict(batch)
-  padded = {}
-  for key, value in batch.items():
-    if key in ("input_ids", "attention_mask", "offsets"):
-      widths = [(0, 0), (0, longest - length)] + [(0, 0)] * (value.ndim - 2)
-      padded[key] = np.pad(value, widths)
-    else:
-      padded[key] = value
-  return padded
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

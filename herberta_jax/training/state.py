@@ -12,6 +12,9 @@ import optax
 class TrainState(flax.struct.PyTreeNode):
   """Step, parameters, optimizer state and the base dropout key.
 
+  `rng` is the key's raw data (`jax.random.key_data`): plain uint32 arrays checkpoint and restore like any other
+  leaf, whatever the key's implementation; the train step wraps it back with the configured implementation.
+
   The input-pipeline position is the step itself: every step consumes exactly one batch per process, so a
   restored step tells the pipeline where to resume.
   """

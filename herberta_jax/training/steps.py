@@ -39,7 +39,7 @@ def relation_loss_terms(model, params, batch, rng, deterministic: bool, entity_l
   return jnp.sum(loss), jnp.sum(weights)
 
 
-def tagger_loss_terms(model, build: model_inputs.TaggerInputs, params, batch, rng, deterministic: bool):
+def tagger_loss_terms(model, build: Callable, params, batch, rng, deterministic: bool):
   """Mean of the four position cross-entropies, summed over rows; rows with a truncated entity get weight 0."""
   ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
   logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=deterministic,
@@ -50,8 +50,11 @@ def tagger_loss_terms(model, build: model_inputs.TaggerInputs, params, batch, rn
   return jnp.sum(ce.mean(axis=-1) * weights), jnp.sum(weights)
 
 
-def make_train_step(loss_terms: Callable, schedule: optax.Schedule, accum_steps: int = 1):
-  """A train step `(state, batch) -> (state, metrics)` for a `loss_terms(params, batch, rng, deterministic)`."""
+def make_train_step(loss_terms: Callable, schedule: optax.Schedule, accum_steps: int, *, rng_impl: str):
+  """A train step `(state, batch) -> (state, metrics)` for a `loss_terms(params, batch, rng, deterministic)`.
+
+  `state.rng` holds the raw data of a key of implementation `rng_impl` ("threefry2x32", "rbg", "unsafe_rbg").
+  """
 
   def micro_batches(batch):
     def split(x):
@@ -61,7 +64,7 @@ def make_train_step(loss_terms: Callable, schedule: optax.Schedule, accum_steps:
     return jax.tree.map(split, batch)
 
   def step(state: TrainState, batch):
-    step_rng = jax.random.fold_in(state.rng, state.step)
+    step_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=rng_impl), state.step)
     grad_fn = jax.value_and_grad(lambda p, b, r: loss_terms(p, b, r, False), has_aux=True)
 
     def accumulate(carry, indexed):
@@ -92,7 +95,17 @@ def relation_predictions(model, params, batch):
   return jnp.argmax(logits, axis=-1)
 
 
-def tagger_predictions(model, build: model_inputs.TaggerInputs, params, batch, *, max_span_len: int, disjoint: bool = False):
+def relation_counts(model, params, batch, *, negative: int):
+  """[true positives, predicted positives, gold positives] of the batch's relations, the negative label excluded
+  (micro-F1 the TACRED way), summed on device over the global batch."""
+  predicted, labels, valid = relation_predictions(model, params, batch), batch["label"], batch["valid"]
+  predicted_positive = valid & (predicted != negative)
+  gold_positive = valid & (labels != negative)
+  hits = predicted_positive & gold_positive & (predicted == labels)
+  return jnp.stack([hits.sum(), predicted_positive.sum(), gold_positive.sum()]).astype(jnp.int32)
+
+
+def tagger_predictions(model, build: Callable, params, batch, *, max_span_len: int, disjoint: bool):
   """Best (e1, e2) token spans [B, 4] in relation-input positions, given each row's gold relation."""
   ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
   logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=True)
@@ -100,3 +113,11 @@ def tagger_predictions(model, build: model_inputs.TaggerInputs, params, batch, *
   predicted = jnp.stack([best["e1_start"][:, 0], best["e1_end"][:, 0], best["e2_start"][:, 0],
                          best["e2_end"][:, 0]], axis=-1)
   return predicted - model_inputs.TAGGER_SHIFT
+
+
+def tagger_counts(model, build: Callable, params, batch, *, max_span_len: int, disjoint: bool):
+  """[exact entity-pair matches, rows, rows] of the valid rows: as Counts, F1 is then the exact-match rate."""
+  predicted = tagger_predictions(model, build, params, batch, max_span_len=max_span_len, disjoint=disjoint)
+  valid = batch["valid"]
+  hits = valid & jnp.all(predicted == batch["spans"], axis=-1)
+  return jnp.stack([hits.sum(), valid.sum(), valid.sum()]).astype(jnp.int32)
