@@ -478,15 +478,14 @@ def part_inference(entry: dict, args, report: Report) -> None:
   export = build_export(args.workdir / "inference", shape, args.smoke)
   base = Predictor.from_export(export, batch_size=batch_size, disjoint_entities=False)
   tokens = np.array([len(e.input_ids) for e in base.encode(sentences)])
-  real_tokens, rows = bench_infer.batch_shapes(base, sentences)
   entry.update(sentences=len(sentences), source=source, shape=shape_name, model=dict(shape),
-               batch_size=batch_size, export=str(export), bucket_boundaries=base.boundaries,
+               batch_size=batch_size, export=str(export),
                relation_input_tokens={"mean": float(tokens.mean()), "p50": float(np.percentile(tokens, 50)),
                                       "p90": float(np.percentile(tokens, 90)), "max": int(tokens.max())},
-               real_token_share_jax=real_tokens / sum(length * n for length, n in rows.items()),
-               timing="one full warm-up pass per side (JAX compiles one function per bucket), then one timed pass; "
-                      "both sides tokenize, run both stages and decode spans; PyTorch pads each batch to its "
-                      "longest sentence", rows=[])
+               timing="one full warm-up pass per side (JAX compiles one function per batch shape), then one timed "
+                      "pass; both sides tokenize, run both stages and decode spans; JAX runs predict's streaming "
+                      "path (parameters on the device once, sorted windows), PyTorch pads each batch to its "
+                      "longest sentence in input order", rows=[])
   report.write()
   for dtype in ("float32",) if args.smoke else ("float32", "bfloat16"):
     row = {"dtype": dtype, "jax": {}, "torch": {}}
@@ -495,31 +494,18 @@ def part_inference(entry: dict, args, report: Report) -> None:
     outputs = {}
 
     def jax_side(section):
-      predictor = base
-      if dtype != "float32":  # the export holds float32 weights; the compute dtype is the module's
-        relation = (RelationClassifier(base.relation_module.config.replace(dtype=dtype), num_labels=len(base.labels)),
-                    base.relation_params)
-        tagger = (EntityTagger(base.tagger_module.config.replace(dtype=dtype)), base.tagger_params)
-        predictor = Predictor(relation, tagger, base.meta, base.tokenizer, batch_size=batch_size,
-                              max_span_len=base.max_span_len, disjoint_entities=False)
+      predictor = Predictor.from_export(export, batch_size=batch_size, disjoint_entities=False,
+                                        dtype=None if dtype == "float32" else dtype)
       warm_start = time.perf_counter()
       bench_infer.jax_pass(predictor, sentences)
       warm = time.perf_counter() - warm_start
+      predictor.real_tokens = predictor.padded_tokens = 0
+      predictor.batch_rows.clear()
       outputs["jax"], seconds = bench_infer.timed(lambda: bench_infer.jax_pass(predictor, sentences))
+      rows = dict(predictor.batch_rows)
       section.update(warmup_seconds=warm, seconds=seconds, sentences_per_second=len(sentences) / seconds,
                      model_flops_per_second=bench_infer.pipeline_flops(predictor, rows) / seconds,
-                     params_on_device=isinstance(jax.tree.leaves(predictor.relation_params)[0], jax.Array))
-      # An export loads as numpy, so every batch copies both models to the device; the same predictor with its
-      # parameters put on the device first shows what that copy costs.
-      host = (predictor.relation_params, predictor.tagger_params)
-      predictor.relation_params, predictor.tagger_params = jax.device_put(host)
-      try:
-        bench_infer.jax_pass(predictor, sentences)  # in case device-resident inputs compile anew
-        _, device_seconds = bench_infer.timed(lambda: bench_infer.jax_pass(predictor, sentences))
-      finally:
-        predictor.relation_params, predictor.tagger_params = host
-      section.update(seconds_params_on_device=device_seconds,
-                     sentences_per_second_params_on_device=len(sentences) / device_seconds)
+                     real_token_share=predictor.real_token_share, batch_shapes=len(rows))
 
     def torch_side(section):
       device = _torch_device(torch)
@@ -545,11 +531,8 @@ def part_inference(entry: dict, args, report: Report) -> None:
       row["same_triples"] = f"{same}/{len(sentences)}"
     if row["jax"].get("seconds") and row["torch"].get("seconds"):
       row["jax_speedup_over_torch"] = row["torch"]["seconds"] / row["jax"]["seconds"]
-      if row["jax"].get("seconds_params_on_device"):
-        row["jax_params_on_device_speedup_over_torch"] = row["torch"]["seconds"] / row["jax"][
-            "seconds_params_on_device"]
     log(f"    jax {row['jax'].get('sentences_per_second', float('nan')):.0f} sent/s "
-        f"({row['jax'].get('sentences_per_second_params_on_device', float('nan')):.0f} with params on device), torch "
+        f"(real tokens {row['jax'].get('real_token_share', float('nan')):.2f}), torch "
         f"{row['torch'].get('sentences_per_second', float('nan')):.0f} sent/s, same {row.get('same_triples')}")
     _free_memory()
     report.write()
@@ -704,11 +687,10 @@ def summary_lines(report: Report) -> list[str]:
   loop = parts.get("loop", {})
   if "loop_over_bare" in loop:
     lines.append(f"  loop {loop['loop_steps_per_second']:.2f} steps/s, bare {loop['bare_steps_per_second']:.2f}, "
-                 f"ratio {loop['loop_over_bare']:.2f} ({loop['loop_over_bare_without_later_compiles']:.2f} "
-                 "without later compiles)")
+                 f"ratio {loop['loop_over_bare']:.2f}")
   for row in parts.get("inference", {}).get("rows", []):
     lines.append(f"  infer {row['dtype']:8} jax {row['jax'].get('sentences_per_second') or 0:.0f} sent/s "
-                 f"({row['jax'].get('sentences_per_second_params_on_device') or 0:.0f} params on device), torch "
+                 f"(real tokens {row['jax'].get('real_token_share') or 0:.2f}), torch "
                  f"{row['torch'].get('sentences_per_second') or 0:.0f} sent/s, same {row.get('same_triples')}")
   numerics = parts.get("numerics", {})
   if "max_abs_diff" in numerics.get("loss_curves", {}):
