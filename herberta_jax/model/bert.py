@@ -111,19 +111,41 @@ def _layer_norm(config: BertConfig, name: str = "LayerNorm"):
   return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.dtype(config.dtype), name=name)
 
 
+class _Table(nn.Module):
+  """An embedding table stored as nn.Embed stores it (`<name>/embedding`), for lookups written without a gather."""
+
+  num_embeddings: int
+  features: int
+
+  @nn.compact
+  def __call__(self):
+    return self.param("embedding", _init, (self.num_embeddings, self.features))
+
+
 class Embeddings(nn.Module):
+  """Word + position + token-type embeddings, layer-normalised.
+
+  The sum is taken in float32 and only the layer norm's output is in the compute dtype. A gather's gradient is a
+  scatter-add, and a bfloat16 scatter-add into a table that every token hits (the 2 token types, the positions) is
+  what made the bfloat16 train step slower than float32 on an H100. So positions are a slice of their table
+  (BERT's are 0..L-1) and token types a one-hot product, whose gradients are plain sums; only the word lookup stays
+  a gather, in float32.
+  """
+
   config: BertConfig
 
   @nn.compact
   def __call__(self, input_ids, token_type_ids, deterministic: bool):
     cfg = self.config
-    dtype = jnp.dtype(cfg.dtype)
-    words = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_init, dtype=dtype,
+    words = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_init, dtype=jnp.float32,
                      name="word_embeddings")(input_ids)
-    positions = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_init, dtype=dtype,
-                         name="position_embeddings")(position_ids(input_ids, cfg))
-    types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=_init, dtype=dtype,
-                     name="token_type_embeddings")(token_type_ids)
+    position_table = _Table(cfg.max_position_embeddings, cfg.hidden_size, name="position_embeddings")()
+    if cfg.is_roberta:  # positions depend on the padding
+      positions = jnp.take(position_table, position_ids(input_ids, cfg), axis=0)
+    else:
+      positions = position_table[None, :input_ids.shape[1]]
+    type_table = _Table(cfg.type_vocab_size, cfg.hidden_size, name="token_type_embeddings")()
+    types = jax.nn.one_hot(token_type_ids, cfg.type_vocab_size, dtype=jnp.float32) @ type_table
     x = _layer_norm(cfg)(words + positions + types)
     return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
 
