@@ -2,6 +2,7 @@
 killed halfway then `--resume`d gives the same file as an uninterrupted one.
 
   python bench/bench_predict_stream.py --model EXPORT_OR_RUN [--data ../shared/data/semeval2010_task8/test.tsv]
+  python bench/bench_predict_stream.py --random_export   # a random 1-layer model: memory, not quality, is measured
 
 The input is the data's sentences repeated, written under --tmp (never into the repository). Peak RSS is the
 predict process's VmHWM, sampled from /proc by a thread until it exits.
@@ -82,16 +83,24 @@ def count_lines(path: pathlib.Path) -> int:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", required=True, help="export directory or training workdir")
+  parser.add_argument("--model", default="", help="export directory or training workdir")
+  parser.add_argument("--random_export", action="store_true",
+                      help="instead of --model: a random 1-layer export (accelerator_check's smoke shape)")
   parser.add_argument("--data", default=str(DEFAULT_DATA), help="SMiLER TSV whose sentences are repeated")
   parser.add_argument("--sizes", default="10000,200000", help="input lines of the peak-memory runs")
   parser.add_argument("--resume_lines", type=int, default=20000, help="input lines of the kill-and-resume check")
   parser.add_argument("--tmp", default="/tmp/bench_predict_stream")
   args = parser.parse_args()
+  if bool(args.model) == args.random_export:
+    parser.error("give --model or --random_export")
   from herberta_jax.data import smiler
   sentences = [example.text for example in smiler.read_tsv(args.data)]
   tmp = pathlib.Path(args.tmp)
   tmp.mkdir(parents=True, exist_ok=True)
+  if args.random_export:
+    sys.path.insert(0, str(REPO / "bench"))
+    import accelerator_check
+    args.model = str(accelerator_check.build_export(tmp / "random_model", accelerator_check.SMOKE_SHAPE, smoke=True))
   result = {"model": args.model, "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores",
             "runs": {}}
   for size in (int(s) for s in args.sizes.split(",")):

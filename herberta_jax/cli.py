@@ -22,6 +22,26 @@ EXIT_USER_ERROR = 2
 _USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileExistsError)
 
 
+class ModelFlags:
+  """The flags `predict` and `evaluate` share: the trained pipeline, the batch and the span decoding.
+
+  Defined by each of those CLIs at import (flags are global: a module that defined them for every CLI would give
+  `train` a --model).
+  """
+
+  def __init__(self):
+    self.model = flags.DEFINE_string("model", None, "Export directory or training workdir.")
+    self.batch_size = flags.DEFINE_integer("batch_size", 64, "Sentences per batch over all local devices "
+                                           "(divisible by their number).")
+    self.max_span_len = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
+    self.disjoint_entities = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs "
+                                               "(default: the run's).")
+
+  def predictor_kwargs(self) -> dict:
+    return {"batch_size": self.batch_size.value, "max_span_len": self.max_span_len.value,
+            "disjoint_entities": self.disjoint_entities.value}
+
+
 def debugging(argv: Sequence[str] = ()) -> bool:
   # Flags may not be parsed yet when parsing itself fails: then the raw arguments decide.
   parsed = flags.FLAGS.is_parsed() and _DEBUG.value

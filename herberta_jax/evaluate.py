@@ -17,16 +17,13 @@ from absl import app, flags
 
 from herberta_jax import cli
 
-_MODEL = flags.DEFINE_string("model", None, "Export directory or training workdir.")
+_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --max_span_len, --disjoint_entities
 _DATA = flags.DEFINE_multi_string("data", None, "SMiLER TSV files or directories to evaluate on.")
 _SPLIT = flags.DEFINE_enum("split", None, ["dev", "test"], "Instead of --data: this split of the training "
                            "workdir given as --model, as its run prepared it.")
 _OUT = flags.DEFINE_string("out", None, "Report directory.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Bad rows: stop, or skip them into "
                               "REPORT/rejects.tsv.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
-_MAX_SPAN = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
-_DISJOINT = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs (default: the run's).")
 flags.mark_flags_as_required(["model", "out"])
 flags.register_multi_flags_validator(["data", "split"], lambda f: bool(f["data"]) != bool(f["split"]),
                                      "give either --data or --split")
@@ -62,12 +59,11 @@ def main(argv):
   from herberta_jax.inference.predictor import Predictor
   paths = data_paths(argv)
   smiler.expand_inputs(paths)  # a missing file is refused before the model loads
-  predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, max_span_len=_MAX_SPAN.value,
-                                    disjoint_entities=_DISJOINT.value)
-  manifest = workdir_manifest(pathlib.Path(_MODEL.value))
+  predictor = Predictor.from_export(_MODEL_FLAGS.model.value, **_MODEL_FLAGS.predictor_kwargs())
+  manifest = workdir_manifest(pathlib.Path(_MODEL_FLAGS.model.value))
   rejects = smiler.Rejects()
   if _SPLIT.value:
-    examples = prepared_split(pathlib.Path(_MODEL.value), manifest, _SPLIT.value)
+    examples = prepared_split(pathlib.Path(_MODEL_FLAGS.model.value), manifest, _SPLIT.value)
   else:
     examples = evaluation.read_test_files(paths, predictor.meta["labels"], _ON_ERROR.value, rejects)
   out = pathlib.Path(_OUT.value)

@@ -22,16 +22,13 @@ from absl import app, flags
 
 from herberta_jax import cli
 
-_MODEL = flags.DEFINE_string("model", None, "Export directory or training workdir.")
+_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --max_span_len, --disjoint_entities
 _INPUT = flags.DEFINE_string("input", "-", "Input file, or - for stdin.")
 _OUTPUT = flags.DEFINE_string("output", "-", "Output JSONL file, or - for stdout.")
 _FORMAT = flags.DEFINE_enum("format", "auto", ["auto", "text", "tsv", "jsonl"], "Input format.")
 _TOP_K = flags.DEFINE_integer("top_k", 1, "Relations kept per sentence.")
 _TOP_M = flags.DEFINE_integer("top_m", 1, "Entity pairs kept per relation.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch over all local devices (divisible by them).")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", 5000, "Longer lines get an error object instead of a prediction.")
-_MAX_SPAN = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
-_DISJOINT = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs (default: the run's).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (bfloat16: GPU/TPU).")
 _RESUME = flags.DEFINE_bool("resume", False, "Keep the complete lines of --output and predict the rest only.")
 flags.mark_flag_as_required("model")
@@ -39,7 +36,7 @@ flags.mark_flag_as_required("model")
 
 def check_flags() -> None:
   """Every user error that needs no model, before any work and before --output is touched."""
-  for flag in (_TOP_K, _TOP_M, _BATCH):
+  for flag in (_TOP_K, _TOP_M, _MODEL_FLAGS.batch_size):
     if flag.value < 1:
       raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
   if _INPUT.value != "-" and not os.path.isfile(_INPUT.value):
@@ -54,8 +51,8 @@ def main(argv):
   from herberta_jax.inference import sources
   from herberta_jax.inference.predictor import Predictor
   try:
-    predictor = Predictor.from_export(_MODEL.value, batch_size=_BATCH.value, top_k=_TOP_K.value, top_m=_TOP_M.value,
-                                      max_span_len=_MAX_SPAN.value, disjoint_entities=_DISJOINT.value,
+    predictor = Predictor.from_export(_MODEL_FLAGS.model.value, top_k=_TOP_K.value, top_m=_TOP_M.value,
+                                      **_MODEL_FLAGS.predictor_kwargs(),
                                       dtype=_DTYPE.value)
   except ValueError as e:  # a --batch_size the devices cannot share
     raise app.UsageError(str(e), exitcode=2) from e
