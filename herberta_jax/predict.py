@@ -59,10 +59,11 @@ def main(argv):
   source = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")
   _, items = sources.read_items(source, _FORMAT.value, _MAX_CHARS.value)
   out, done = (sys.stdout, 0) if _OUTPUT.value == "-" else sources.open_output(_OUTPUT.value, _RESUME.value,
-                                                                                predictor.window)
+                                                                                predictor.window_sizes())
   items = itertools.islice(items, done, None)  # rows already written by the interrupted run
   start, first, count, errors = time.perf_counter(), None, 0, 0
-  for enc, result in predictor.run(predictor.encode_stream((item.text, item.error) for item in items)):
+  for enc, result in predictor.run(predictor.encode_stream((item.text, item.error) for item in items),
+                                           start_row=done):
     if "error" in result:
       errors += 1
       row = {"error": result["error"]}

@@ -2,11 +2,11 @@
 all local devices in bounded memory.
 
 The pipeline, each part overlapping the next: a background thread tokenizes ahead (bounded queue); sentences are
-taken a window at a time (`window_batches` batches), sorted by length inside it so batches carry little padding,
-cut into static-shape batches (lengths rounded up to a multiple of `bucket_step`, a part-full batch cut to fewer
-rows) sharded over the devices; batch i+1 is dispatched before batch i is fetched and decoded; a window's results
-are yielded in input order as soon as all its batches are back. Parameters are placed on the devices once,
-replicated. Memory is bounded by two windows, whatever the input's length.
+taken a window at a time (1, 2, 4, ... then `window_batches` batches), sorted by length inside it so batches
+carry little padding, cut into static-shape batches (lengths rounded up to a multiple of `bucket_step`, a
+part-full batch cut to fewer rows) sharded over the devices; batch i+1 is dispatched before batch i is fetched
+and decoded; a window's results are yielded in input order as soon as all its batches are back. Parameters are
+placed on the devices once, replicated. Memory is bounded by two windows, whatever the input's length.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Predictor:
     self.tokenizer = tokenizer
     self.batch_size = batch_size
     # Sorting 64 batches' worth of sentences fills ~91% of the SemEval batches with real tokens (32: 88%, 16: 81%).
-    self.window = batch_size * window_batches
+    self.window_batches = window_batches
     # A window's last, part-full batch is cut to a multiple of this many rows (divisible by the devices) instead of
     # being padded with whole rows: at most four row counts per length.
     self.row_step = -(-max(batch_size // 4, 1) // len(self.devices)) * len(self.devices)
@@ -178,11 +178,15 @@ class Predictor:
     finally:
       stop.set()
 
-  def run(self, encoded: Iterable[Encoded]) -> Iterator[tuple[Encoded, dict]]:
-    """(sentence, prediction) in input order; a rejected sentence's prediction is `{"error": ...}`."""
+  def run(self, encoded: Iterable[Encoded], *, start_row: int = 0) -> Iterator[tuple[Encoded, dict]]:
+    """(sentence, prediction) in input order; a rejected sentence's prediction is `{"error": ...}`.
+
+    `start_row`: the stream starts at this row of a longer input, on a window boundary (a resumed `predict`), so
+    its windows, and thus its batches and scores, are the ones an uninterrupted run would have had.
+    """
     waiting: deque = deque()  # windows not yet yielded: [sentences, results, batches outstanding]
     in_flight = None
-    for window in self._windows(encoded):
+    for window in self._windows(encoded, start_row):
       state = [window, {}, 0]
       waiting.append(state)
       for rows, length in self._batches(window):
@@ -197,13 +201,31 @@ class Predictor:
       self._collect(*in_flight)
     yield from self._ready(waiting)
 
-  def _windows(self, encoded: Iterable[Encoded]) -> Iterator[list[Encoded]]:
+  def window_sizes(self) -> Iterator[int]:
+    """Rows per sort window, in order: 1, 2, 4, ... batches, then `window_batches` batches each.
+
+    The first windows are small so the first lines come out after one compiled shape rather than a full window's
+    worth (about a dozen); `sources.open_output` resumes on the same boundaries.
+    """
+    batches = 1
+    while True:
+      yield self.batch_size * batches
+      batches = min(2 * batches, self.window_batches)
+
+  def _windows(self, encoded: Iterable[Encoded], start_row: int) -> Iterator[list[Encoded]]:
+    sizes = self.window_sizes()
+    size = next(sizes)
+    while start_row > 0:
+      if start_row < size:
+        raise ValueError(f"start_row {start_row} is not on a window boundary")
+      start_row -= size
+      size = next(sizes)
     window = []
     for e in encoded:
       window.append(e)
-      if len(window) == self.window:
+      if len(window) == size:
         yield window
-        window = []
+        window, size = [], next(sizes)
     if window:
       yield window
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from herberta_jax.data import smiler
@@ -113,14 +114,14 @@ def _sentence(line: str, fmt: str, number: int) -> tuple[str, str | None]:
   return line, None
 
 
-def open_output(path: str, resume: bool, window: int = 1):
+def open_output(path: str, resume: bool, window_sizes: Iterable[int] = itertools.repeat(1)):
   """(writable text stream, rows already done). With `resume`, an existing file keeps its complete lines up to the
-  last multiple of `window`, the rest (a partial last line included: the run was killed mid-write) is cut off;
-  otherwise the file starts empty.
+  end of the last whole window (`window_sizes`: rows per window, in order), the rest (a partial last line included:
+  the run was killed mid-write) is cut off; otherwise the file starts empty.
 
-  The prediction sorts each window of `window` rows by length before batching, and a row's float scores depend
-  (in the last digits) on the batch it ran in; redoing the unfinished window from its start makes a resumed
-  output byte-identical to an uninterrupted one.
+  The prediction sorts each window by length before batching, and a row's float scores depend (in the last
+  digits) on the batch it ran in; redoing the unfinished window from its start makes a resumed output
+  byte-identical to an uninterrupted one.
   """
   if not (resume and os.path.exists(path)):
     return open(path, "w", encoding="utf-8"), 0
@@ -129,7 +130,11 @@ def open_output(path: str, resume: bool, window: int = 1):
     for line in f:
       if line.endswith(b"\n"):
         ends.append(ends[-1] + len(line))
-  done = (len(ends) - 1) // window * window
+  complete, done = len(ends) - 1, 0
+  for size in window_sizes:
+    if done + size > complete:
+      break
+    done += size
   out = open(path, "r+", encoding="utf-8")
   out.truncate(ends[done])
   out.seek(ends[done])
