@@ -11,6 +11,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # runs the whole accelerator check at tiny shapes
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "accelerator_check.py"
 

@@ -13,6 +13,8 @@ from tiny_run import REPO, tiny_config
 from herberta_jax import run as run_lib
 from herberta_jax.inference.predictor import Predictor
 
+pytestmark = pytest.mark.slow  # trains a tiny pipeline and runs the CLIs in subprocesses
+
 SENTENCES = [
     "Anna Weber wurde in Hamburg geboren.",
     "The novel Silent Harbor was written by Clara Hughes.",

@@ -12,6 +12,8 @@ from tiny_run import REPO, losses, tiny_config, train_command, workdir_with_data
 
 from herberta_jax.training import data_setup
 
+pytestmark = pytest.mark.slow  # several JAX processes talking over gloo
+
 # Every host reads the whole of each global batch and keeps its slice, so 2x2 and 1x4 see the same batches.
 SAME_BATCHES = ["--config.data.host_reading=all", "--config.relation.num_epochs=1"]
 

@@ -20,6 +20,8 @@ from herberta_jax.inference.predictor import Predictor
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import EntityTagger, RelationClassifier
 
+pytestmark = pytest.mark.slow  # predict in subprocesses and on four devices
+
 LABELS = ["cause-effect", "member-collection", "other"]
 SENTENCES = [
     "The fire was caused by a short circuit in the kitchen.",

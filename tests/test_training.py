@@ -23,6 +23,8 @@ from herberta_jax.model.heads import RelationClassifier
 from herberta_jax.training import data_setup, feeding, loop, parallel, stages, steps
 from herberta_jax.training.prefetch import Prefetcher
 
+pytestmark = pytest.mark.slow  # trains tiny models, some in subprocesses
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
