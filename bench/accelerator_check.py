@@ -88,9 +88,9 @@ def _predictor_class():
 
 
 def _write_export(out_dir, data_dir, manifest, relation, tagger, buckets, decoding):
-  from herberta_jax.hub import export
-  meta = export.export_meta(manifest, buckets, relation[0].type_vocab_size >= 2, decoding)
-  return export.write_export(out_dir, data_dir, meta, relation, tagger)
+  from herberta_jax.hub import writer
+  meta = writer.export_meta(manifest, buckets, relation[0].type_vocab_size >= 2, decoding)
+  return writer.write_export(out_dir, data_dir, meta, relation, tagger)
 
 
 def _train_and_evaluate():

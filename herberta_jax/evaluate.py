@@ -37,10 +37,10 @@ def workdir_manifest(model: pathlib.Path) -> dict | None:
 
 def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
   """The examples of a training workdir's prepared split (its dev split is carved from train by the run)."""
-  from herberta_jax.evaluation import runner as evaluation
+  from herberta_jax.evaluation import evaluator
   if manifest is None:
     raise app.UsageError(f"--split {split}: {workdir} is not a training workdir (no data/manifest.json)")
-  examples = evaluation.split_examples(workdir / "data", manifest, None, split)
+  examples = evaluator.split_examples(workdir / "data", manifest, None, split)
   if not examples:
     raise app.UsageError(f"--split {split}: {workdir / 'data'} holds no {split} examples")
   return examples
@@ -55,7 +55,7 @@ def data_paths(argv: list[str]) -> list[str]:
 
 def main(argv):
   from herberta_jax.data import smiler
-  from herberta_jax.evaluation import runner as evaluation
+  from herberta_jax.evaluation import evaluator
   from herberta_jax.inference.predictor import Predictor
   paths = data_paths(argv)
   smiler.expand_inputs(paths)  # a missing file is refused before the model loads
@@ -65,15 +65,15 @@ def main(argv):
   if _SPLIT.value:
     examples = prepared_split(pathlib.Path(_MODEL_FLAGS.model.value), manifest, _SPLIT.value)
   else:
-    examples = evaluation.read_test_files(paths, predictor.meta["labels"], _ON_ERROR.value, rejects)
+    examples = evaluator.read_test_files(paths, predictor.meta["labels"], _ON_ERROR.value, rejects)
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   if len(rejects):
     rejects.write(out / "rejects.tsv")
     print(f"{len(rejects)} rows rejected: {out / 'rejects.tsv'}", file=sys.stderr)
   # A training workdir knows its training-set sizes, which the F1-against-training-size plot needs.
-  train_sizes = evaluation.train_sizes_of(manifest) if manifest else None
-  result = evaluation.evaluate_examples(predictor, examples, out, train_sizes=train_sizes)
+  train_sizes = evaluator.train_sizes_of(manifest) if manifest else None
+  result = evaluator.evaluate_examples(predictor, examples, out, train_sizes=train_sizes)
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, dict) and "f1" in v}, indent=2))
 
 

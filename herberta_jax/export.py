@@ -3,7 +3,7 @@ r"""Exports a finished training run as HuggingFace checkpoints:
   python -m herberta_jax.export --workdir RUN --out DIR [--overwrite]
 
 Reads the best checkpoint of each stage from RUN (only reads it) and writes DIR/relation, DIR/tagger and
-DIR/herberta.json (see `herberta_jax.hub.export`). Training already writes RUN/export; this re-exports, e.g. to
+DIR/herberta.json (see `herberta_jax.hub.writer`). Training already writes RUN/export; this re-exports, e.g. to
 another place. A non-empty DIR is refused unless --overwrite, which replaces it whole.
 """
 

@@ -18,8 +18,8 @@ from herberta_jax.config_check import check_config
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import preparation, tokenize
 from herberta_jax.errors import UserError, UserFileExistsError, UserFileNotFoundError
-from herberta_jax.evaluation import runner
-from herberta_jax.hub import export as hub_export
+from herberta_jax.evaluation import evaluator
+from herberta_jax.hub import writer
 from herberta_jax.inference.predictor import Predictor
 from herberta_jax.training import data_setup, loop, parallel
 
@@ -61,27 +61,27 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   """After both stages: export to workdir/export, evaluate on the test split into workdir/report and
   workdir/metrics.json. Returns the metrics ({} when there is no test split)."""
   (rel_model, rel_params), (tag_model, tag_params) = trained["relation"], trained["tagger"]
-  rel_params, tag_params = hub_export.host_params(rel_params), hub_export.host_params(tag_params)
-  meta = hub_export.export_meta(manifest, config.data.bucket_boundaries, tag_model.bert_config.type_vocab_size >= 2,
-                                hub_export.decoding_of(config))
+  rel_params, tag_params = writer.host_params(rel_params), writer.host_params(tag_params)
+  meta = writer.export_meta(manifest, config.data.bucket_boundaries, tag_model.bert_config.type_vocab_size >= 2,
+                                writer.decoding_of(config))
   if config.export and jax.process_index() == 0:
-    out = hub_export.write_export(workdir / "export", data_dir, meta, (rel_model.bert_config, rel_params),
+    out = writer.write_export(workdir / "export", data_dir, meta, (rel_model.bert_config, rel_params),
                                   (tag_model.bert_config, tag_params))
     logging.info("exported to %s", out)
   langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
-  examples = runner.split_examples(data_dir, manifest, langs)
+  examples = evaluator.split_examples(data_dir, manifest, langs)
   if not examples:
     logging.warning("no test split: skipping the test evaluation")
     return {}
-  # All local devices predict (each process the whole test set, see runner.predict_records); the batch is
+  # All local devices predict (each process the whole test set, see evaluator.predict_records); the batch is
   # rounded up to split evenly over them rather than failing a finished run.
   devices = jax.local_device_count()
   batch_size = -(-config.infer.batch_size // devices) * devices
   predictor = Predictor((rel_model.module, rel_params), (tag_model.module, tag_params), meta,
                         tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size,
                         top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
-  result = runner.evaluate_examples(predictor, examples, workdir / "report",
-                                    train_sizes=runner.train_sizes_of(manifest))
+  result = evaluator.evaluate_examples(predictor, examples, workdir / "report",
+                                    train_sizes=evaluator.train_sizes_of(manifest))
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
   return result
@@ -125,12 +125,12 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
   for stage in loop.STAGES:
     model, params = loop.restore_stage_params(workdir, stage, config, manifest, mesh)
     restored[stage] = (model.bert_config, params)
-  meta = hub_export.export_meta(manifest, config.data.bucket_boundaries,
-                                restored["tagger"][0].type_vocab_size >= 2, hub_export.decoding_of(config))
+  meta = writer.export_meta(manifest, config.data.bucket_boundaries,
+                                restored["tagger"][0].type_vocab_size >= 2, writer.decoding_of(config))
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
   try:
-    hub_export.write_export(staging, data_dir, meta, restored["relation"], restored["tagger"])
+    writer.write_export(staging, data_dir, meta, restored["relation"], restored["tagger"])
     if out_dir.is_dir():
       shutil.rmtree(out_dir)
     elif out_dir.exists():

@@ -88,6 +88,6 @@ def test_an_upward_import_is_caught(tmp_path, source, expected):
 
 def test_training_importing_inference_is_caught(tmp_path):
   (tmp_path / "training").mkdir()
-  (tmp_path / "training" / "loop.py").write_text("from herberta_jax.evaluation import runner\n")
-  assert violations(tmp_path) == ["herberta_jax.training.loop imports herberta_jax.evaluation.runner "
+  (tmp_path / "training" / "loop.py").write_text("from herberta_jax.evaluation import evaluator\n")
+  assert violations(tmp_path) == ["herberta_jax.training.loop imports herberta_jax.evaluation.evaluator "
                                   "(training -> evaluation)"]

@@ -14,7 +14,7 @@ import pytest
 from tiny_run import REPO
 
 from herberta_jax.data import tokenize
-from herberta_jax.hub import export as hub_export
+from herberta_jax.hub import writer
 from herberta_jax.inference import sources
 from herberta_jax.inference.predictor import Predictor
 from herberta_jax.model.bert import BertConfig
@@ -44,14 +44,14 @@ def export_dir(tmp_path_factory, minilm_dir):
   manifest = {"tokenizer": {"cls_id": cls_id, "sep_id": sep_id, "pad_id": pad_id}, "labels": LABELS,
               "relation_tokens": tokens, "max_seq_len": 24,
               "relation_token_ids": {label: tokenizer.convert_tokens_to_ids(t) for label, t in tokens.items()}}
-  meta = hub_export.export_meta(manifest, (16, 24), True, {"max_span_len": 6, "disjoint_entities": False})
+  meta = writer.export_meta(manifest, (16, 24), True, {"max_span_len": 6, "disjoint_entities": False})
   config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
                       max_position_embeddings=64)
   ids = jnp.ones((1, 8), jnp.int32)
   rel = RelationClassifier(config, num_labels=len(LABELS)).init(jax.random.PRNGKey(0), ids, ids)["params"]
   tag = EntityTagger(config).init(jax.random.PRNGKey(1), ids, ids, jnp.zeros_like(ids), ids)["params"]
   sharpen = lambda params: {**params, "classifier": jax.tree.map(lambda x: x * 200, params["classifier"])}
-  return hub_export.write_export(root / "export", root / "data", meta, (config, sharpen(rel)), (config, sharpen(tag)))
+  return writer.write_export(root / "export", root / "data", meta, (config, sharpen(rel)), (config, sharpen(tag)))
 
 
 def triples(results):

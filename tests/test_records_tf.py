@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from herberta_jax.data import records
+from herberta_jax.data import records, tfrecord
 from herberta_jax.data.example import Features
 
 tf = pytest.importorskip("tensorflow")
@@ -70,7 +70,7 @@ def test_we_read_records_tensorflow_wrote(tmp_path, monkeypatch):
       writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
   assert list(records.read_features([path])) == rows
   monkeypatch.setattr(records, "_parse_slowly", None)  # TF's files must not need the slow path (a call fails)
-  chunk = records.parse_chunk(list(records.read_records(path)))
+  chunk = records.parse_chunk(list(tfrecord.read_records(path)))
   assert chunk["id"] == [row.id for row in rows]
   for i, row in enumerate(rows):
     begin, end = chunk["row_splits"][i], chunk["row_splits"][i + 1]
@@ -111,19 +111,19 @@ def test_damaged_files_raise_errors_naming_the_file(tmp_path):
   data[40] ^= 0x01  # inside the first record's payload
   bad = tmp_path / "bad.tfrecord"
   bad.write_bytes(bytes(data))
-  with pytest.raises(records.CorruptRecordError, match=r"bad\.tfrecord.*byte 0.*CRC"):
-    list(records.read_records(bad))
+  with pytest.raises(tfrecord.CorruptRecordError, match=r"bad\.tfrecord.*byte 0.*CRC"):
+    list(tfrecord.read_records(bad))
   cut = tmp_path / "cut.tfrecord"
   cut.write_bytes(path.read_bytes()[:-3])
-  with pytest.raises(records.CorruptRecordError, match=r"cut\.tfrecord: truncated record"):
-    list(records.read_records(cut))
-  with pytest.raises(records.CorruptRecordError, match="cut.tfrecord"):
+  with pytest.raises(tfrecord.CorruptRecordError, match=r"cut\.tfrecord: truncated record"):
+    list(tfrecord.read_records(cut))
+  with pytest.raises(tfrecord.CorruptRecordError, match="cut.tfrecord"):
     list(records.read_features([cut]))
 
 
 def test_pure_python_crc_matches_the_c_extension():
   google_crc32c = pytest.importorskip("google_crc32c")
-  slow = records._table_crc32c()
+  slow = tfrecord._table_crc32c()
   for data in (b"", b"a", b"123456789", bytes(range(256)) * 3):
     assert slow(data) == google_crc32c.value(data)
   assert slow(b"123456789") == 0xE3069283  # the CRC-32C check value

@@ -16,7 +16,7 @@ from tiny_run import losses, tiny_config, train_command, workdir_with_data
 
 from herberta_jax import run
 from herberta_jax.data import preparation as prepare
-from herberta_jax.hub import export as exporting
+from herberta_jax.hub import writer
 from herberta_jax.model import hf
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
@@ -103,7 +103,7 @@ def test_relation_run_with_the_entity_head_resumes_and_exports_without_it(tmp_pa
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(trained)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-  host = exporting.host_params(trained)
+  host = writer.host_params(trained)
   hf.export_relation(tmp_path / "export", stage_model.bert_config, host, dict(enumerate(manifest["labels"])))
   exported_config, exported, _ = hf.load_relation_model(tmp_path / "export")
   assert set(exported) == {"bert", "classifier"}

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from herberta_jax.data import languages as languages_lib
-from herberta_jax.data import records
+from herberta_jax.data import records, tfrecord
 
 SHUFFLE_BUFFER = 16_384  # records per language: memory stays bounded while a language's shards are mixed well
 PARSE_CHUNK = 512  # records parsed at once; does not change the batches, only the speed
@@ -213,7 +213,7 @@ class Pipeline:
       if self.shuffle and len(order) > 1:
         stream = _interleave(order, min(len(order), _MAX_OPEN_FILES))
       else:
-        stream = itertools.chain.from_iterable(map(records.read_records, order))  # one file after another
+        stream = itertools.chain.from_iterable(map(tfrecord.read_records, order))  # one file after another
       if record_sharding:
         # Fewer files than processes (a small language): every process reads them all and keeps every
         # process_count-th record. Still disjoint and covering, at the cost of reading the language fully.
@@ -249,7 +249,7 @@ class Pipeline:
 def _interleave(paths: Sequence[pathlib.Path], cycle_length: int) -> Iterator[bytes]:
   """One record from each of `cycle_length` open files in turn; a finished file's place goes to the next file."""
   pending = iter(paths)
-  open_files = [records.read_records(path) for path in itertools.islice(pending, cycle_length)]
+  open_files = [tfrecord.read_records(path) for path in itertools.islice(pending, cycle_length)]
   while open_files:
     slot = 0
     while slot < len(open_files):
@@ -261,7 +261,7 @@ def _interleave(paths: Sequence[pathlib.Path], cycle_length: int) -> Iterator[by
         if following is None:
           del open_files[slot]
         else:
-          open_files[slot] = records.read_records(following)
+          open_files[slot] = tfrecord.read_records(following)
 
 
 def _shuffle(stream: Iterable[bytes], size: int, rng: np.random.Generator) -> Iterator[bytes]:
