@@ -1,4 +1,4 @@
-"""Preparing data, streaming batches and writing TensorBoard scalars work where TensorFlow is not installed."""
+"""Where TensorFlow is not installed: preparing data, streaming batches, TensorBoard scalars, and the CLIs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 from tensorboard.backend.event_processing import event_accumulator
+from tiny_run import TINY_FLAGS
 
 from herberta_jax.data import demo_corpus
 from herberta_jax.training.summary import SummaryWriter
@@ -30,8 +32,9 @@ print("batch ok")
 """
 
 
-def test_prepare_and_pipeline_run_without_tensorflow(tmp_path, minilm_dir):
-  # A `tensorflow` package first on the path that refuses to import: what a machine without TF looks like.
+def _without_tensorflow(tmp_path) -> dict:
+  """The environment of a process where `import tensorflow` fails, as on a machine without TF: a `tensorflow`
+  package first on the path that refuses to import."""
   blocker = tmp_path / "blocker" / "tensorflow"
   blocker.mkdir(parents=True)
   (blocker / "__init__.py").write_text('raise ImportError("TensorFlow is not installed (test blocker)")\n')
@@ -39,6 +42,11 @@ def test_prepare_and_pipeline_run_without_tensorflow(tmp_path, minilm_dir):
   env.pop("XLA_FLAGS", None)
   check = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
   assert check.returncode != 0 and "test blocker" in check.stderr
+  return env
+
+
+def test_prepare_and_pipeline_run_without_tensorflow(tmp_path, minilm_dir):
+  env = _without_tensorflow(tmp_path)
 
   corpus = tmp_path / "corpus"
   demo_corpus.write_demo_corpus(corpus, seed=0, sentences_per_language=20)
@@ -71,3 +79,29 @@ def test_summary_writer_scalars_read_back_in_tensorboard(tmp_path):
   assert [step for step, _ in loss] == [1, 2, 3, 4]
   assert [value for _, value in loss] == [1.0, 0.5, float.fromhex("0x1.555556p-2"), 0.125]  # float32 1/3
   assert [(e.step, e.value) for e in accumulator.Scalars("dev/score")] == [(3, 0.75)]
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_and_export_run_without_tensorflow(tmp_path):
+  """The four CLIs of a user's day, in a process where `import tensorflow` fails."""
+  env = _without_tensorflow(tmp_path)
+  workdir, export = tmp_path / "run", tmp_path / "export_again"
+
+  def cli(name, *args):
+    done = subprocess.run([sys.executable, "-m", f"herberta_jax.{name}", *args], env=env, capture_output=True,
+                          text=True, cwd=REPO, timeout=900)
+    assert done.returncode == 0, f"{name}: {done.stderr[-3000:]}"
+    assert "tensorflow" not in done.stderr.lower(), done.stderr[-3000:]
+    return done
+
+  cli("train", "--config", "configs/demo.py", "--workdir", str(workdir), *TINY_FLAGS)
+  (tmp_path / "in.txt").write_text("Anna Berg was born in Oslo.\nThe company was founded by Karl Ruiz.\n")
+  cli("predict", "--model", str(workdir), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.jsonl"),
+      "--batch_size", "8")
+  assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+  tests = sorted((workdir / "demo_corpus").glob("*_test.tsv"))
+  cli("evaluate", "--model", str(workdir / "export"), "--data", *map(str, tests), "--out", str(tmp_path / "report"),
+      "--batch_size", "8")
+  assert (tmp_path / "report" / "metrics.json").is_file()
+  cli("export", "--workdir", str(workdir), "--out", str(export))
+  assert (export / "herberta.json").is_file() and (export / "tagger" / "model.safetensors").is_file()

@@ -3,6 +3,7 @@
 import csv
 import zipfile
 
+from herberta_jax import cli, fetch_semeval
 from herberta_jax.data import semeval, smiler
 
 TRAIN = (
@@ -24,7 +25,7 @@ def _zip(path, files: dict[str, str]):
 def test_converts_the_distribution_to_smiler_rows_that_the_reader_accepts(tmp_path):
   source = _zip(tmp_path / "all.zip", {"SemEval2010_task8_training/TRAIN_FILE.TXT": TRAIN,
                                        "SemEval2010_task8_testing_keys/TEST_FILE_FULL.TXT": TEST})
-  assert semeval.main(["--source", str(source), "--out", str(tmp_path / "out")]) == 0
+  assert cli.invoke(fetch_semeval.main, ["--source", str(source), "--out", str(tmp_path / "out")]) == 0
   train = list(smiler.read_tsv(tmp_path / "out" / "train.tsv"))
   assert [(ex.id, ex.label) for ex in train] == [("1", "Component-Whole(e2,e1)"), ("2", "no_relation")]
   assert train[1].text == 'The child said "hello" to the cradle.'
@@ -35,7 +36,7 @@ def test_converts_the_distribution_to_smiler_rows_that_the_reader_accepts(tmp_pa
 
 def test_a_file_of_another_format_is_refused_with_file_and_line(tmp_path, capsys):
   source = _zip(tmp_path / "bad.zip", {"TRAIN_FILE.TXT": "id\ttext\n", "TEST_FILE_FULL.TXT": TEST})
-  assert semeval.main(["--source", str(source), "--out", str(tmp_path / "out")]) == 2
+  assert cli.invoke(fetch_semeval.main, ["--source", str(source), "--out", str(tmp_path / "out")]) == 2
   assert "TRAIN_FILE.TXT:1: expected" in capsys.readouterr().err
 
 

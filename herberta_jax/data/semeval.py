@@ -1,7 +1,4 @@
-r"""Fetches SemEval-2010 Task 8 from its public distribution and writes it in SMiLER's TSV layout:
-
-  python -m herberta_jax.data.semeval --out data/semeval2010_task8
-  python -m herberta_jax.data.semeval --source SemEval2010_task8_all_data.zip --out data/semeval2010_task8
+"""SemEval-2010 Task 8 from its public distribution, in SMiLER's TSV layout (`python -m herberta_jax.fetch_semeval`).
 
 The distribution (Hendrickx et al., 2010; CC BY 3.0) is a zip holding `TRAIN_FILE.TXT` (8,000 sentences) and
 `TEST_FILE_FULL.TXT` (2,717), four lines per sentence:
@@ -18,18 +15,17 @@ The output is `train.tsv` and `test.tsv` with SMiLER's header, the tagged text a
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import pathlib
 import re
-import sys
 import urllib.request
 import zipfile
 from collections.abc import Iterator
 
 from herberta_jax.data.example import NEGATIVE_LABEL
 from herberta_jax.data.smiler import HEADER
+from herberta_jax.errors import UserError
 
 # A mirror of the original zip (the organisers' Google Drive link asks for a confirmation page).
 DEFAULT_SOURCE = ("https://github.com/sahitya0000/Relation-Classification/raw/master/corpus/"
@@ -39,7 +35,7 @@ _SENTENCE = re.compile(r'^(\d+)\t"(.*)"$')
 _ENTITY = {name: re.compile(rf"<{name}>(.*?)</{name}>") for name in ("e1", "e2")}
 
 
-class SemEvalFormatError(ValueError):
+class SemEvalFormatError(UserError):
   """The distribution file does not look like SemEval-2010 Task 8's: names the file and line."""
 
 
@@ -97,21 +93,3 @@ def open_source(source: str) -> zipfile.ZipFile:
     with urllib.request.urlopen(source, timeout=60) as response:
       return zipfile.ZipFile(io.BytesIO(response.read()))
   return zipfile.ZipFile(source)
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m herberta_jax.data.semeval", description=__doc__.split("\n")[0])
-  parser.add_argument("--source", default=DEFAULT_SOURCE, help="the distribution zip: a local file or a URL")
-  parser.add_argument("--out", required=True, help="directory for train.tsv and test.tsv")
-  args = parser.parse_args(argv)
-  try:
-    counts = convert_zip(open_source(args.source), pathlib.Path(args.out))
-  except (OSError, zipfile.BadZipFile, SemEvalFormatError) as error:
-    print(f"error: {args.source}: {error}", file=sys.stderr)
-    return 2
-  print(", ".join(f"{split}: {count} rows" for split, count in counts.items()) + f" in {args.out}")
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())
