@@ -137,3 +137,22 @@ def test_readme_pytorch_snippet_matches_the_jax_pipeline(run, capsys):
     assert torch_result == {"relation": jax_result["relation"], "e1": jax_result["e1"]["text"],
                             "e2": jax_result["e2"]["text"]}, encoded.text
   assert np.isfinite(predictor.meta["max_seq_len"])
+
+
+def test_export_and_evaluate_need_only_the_workdir_not_the_pretrained_checkpoint(tmp_path):
+  """A run fine-tuned from a local checkpoint, which is then moved away: re-export and evaluation still work."""
+  import transformers
+  pretrained = tmp_path / "pretrained"
+  transformers.BertModel(transformers.BertConfig(
+      vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+      max_position_embeddings=64)).save_pretrained(pretrained)
+  config = tiny_config()
+  config.model.init_from = str(pretrained)
+  workdir = tmp_path / "run"
+  run_lib.train_and_evaluate(config, workdir)
+  pretrained.rename(tmp_path / "moved_away")
+  cli("export", "--workdir", str(workdir), "--out", str(tmp_path / "export"))
+  assert json.loads((tmp_path / "export" / "herberta.json").read_text()) == json.loads(
+      (workdir / "export" / "herberta.json").read_text())
+  cli("evaluate", "--model", str(workdir), "--split", "test", "--out", str(tmp_path / "report"), "--batch_size", "8")
+  assert json.loads((tmp_path / "report" / "metrics.json").read_text())["combined"]["gold"] > 0
