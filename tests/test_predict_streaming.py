@@ -124,8 +124,8 @@ def predict(export_dir, *args, check=True):
 
 def test_resume_after_a_cut_matches_a_full_run_and_truncation_is_marked(export_dir, tmp_path):
   long = " ".join(["word"] * 40)
-  # Batch 4 sorts windows of 4, 8, ... 256 lines (ending at lines 4, 12, ... 252, 508): the cut falls in the one
-  # from 252 to 508, which a resumed run redoes with the same batches.
+  # Batch 4 sorts a window of 4 lines, then windows of 256 (ending at lines 4, 260, 516): the cut falls in the one
+  # from 260 to 516, which a resumed run redoes with the same batches.
   lines = [SENTENCES[i % len(SENTENCES)] + f" ({i})" for i in range(600)] + [long, ""]
   (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
   predict(export_dir, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "full.jsonl"),

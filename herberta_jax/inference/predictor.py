@@ -2,7 +2,7 @@
 all local devices in bounded memory.
 
 The pipeline, each part overlapping the next: a background thread tokenizes ahead (bounded queue); sentences are
-taken a window at a time (1, 2, 4, ... then `window_batches` batches), sorted by length inside it so batches
+taken a window at a time (one batch, then `window_batches` batches each), sorted by length inside it so batches
 carry little padding, cut into static-shape batches (lengths rounded up to a multiple of `bucket_step`, a
 part-full batch cut to fewer rows) sharded over the devices; batch i+1 is dispatched before batch i is fetched
 and decoded; a window's results are yielded in input order as soon as all its batches are back. Parameters are
@@ -202,15 +202,15 @@ class Predictor:
     yield from self._ready(waiting)
 
   def window_sizes(self) -> Iterator[int]:
-    """Rows per sort window, in order: 1, 2, 4, ... batches, then `window_batches` batches each.
+    """Rows per sort window, in order: one batch, then `window_batches` batches each.
 
-    The first windows are small so the first lines come out after one compiled shape rather than a full window's
-    worth (about a dozen); `sources.open_output` resumes on the same boundaries.
+    The first window is one batch so the first lines come out after one compiled shape rather than a full
+    window's worth (about a dozen); the later ones are long, since longer windows sort into fuller batches.
+    `sources.open_output` resumes on the same boundaries.
     """
-    batches = 1
+    yield self.batch_size
     while True:
-      yield self.batch_size * batches
-      batches = min(2 * batches, self.window_batches)
+      yield self.batch_size * self.window_batches
 
   def _windows(self, encoded: Iterable[Encoded], start_row: int) -> Iterator[list[Encoded]]:
     sizes = self.window_sizes()
