@@ -7,14 +7,15 @@ thread, logging every 25 steps, checkpoints every 50, one dev evaluation at the 
 after the first (summary.json's `seconds_after_first_step`). Bare: the same jitted step on the same batches
 already on the device, timed after each bucket's compilation. The goal is a ratio loop / bare >= 0.95.
 
-`--restart` also times start-to-first-step of a fresh training process with an empty compilation cache, and of a
-restarted one (same workdir, resuming after the first run's steps) with the cache that run left.
+`--restart` also times start-to-first-step of a fresh training process with an empty compilation cache (killed
+after a checkpoint), and of the same run restarted (resuming from that checkpoint) with the cache it left.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import platform
@@ -44,7 +45,7 @@ from herberta_jax.training.state import TrainState
 
 MINILM = dict(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536)
 LOG_EVERY, CHECKPOINT_EVERY, BATCH = 25, 50, 32
-RESTART_STEPS = 3  # steps of the cold run; the restarted run resumes after them and runs as many again
+RESTART_STEPS = 3  # the cold run is killed after its checkpoint at this step; the restart resumes from it
 
 
 def bench_config(steps_per_epoch: int | None, steps: int, cache_dir: str):
@@ -92,21 +93,48 @@ def bare_rate(config, data_dir, manifest, mesh, steps_total: int, batch_size: in
   return (len(batches) - 1) * batch_size / (time.perf_counter() - start)
 
 
-def start_to_first_step(workdir: pathlib.Path, cache: pathlib.Path, steps: int) -> float:
-  """Seconds from the stage's start to its first step in a fresh process (`--train_only`), from summary.json."""
-  command = [sys.executable, str(pathlib.Path(__file__).resolve()), "--train_only", str(workdir), str(cache),
-             "--steps", str(steps)]
-  subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-  return json.loads((workdir / "relation" / "summary.json").read_text())["seconds_to_first_step"]
+def _train_only_command(workdir: pathlib.Path, cache: pathlib.Path, steps: int) -> list[str]:
+  return [sys.executable, str(pathlib.Path(__file__).resolve()), "--train_only", str(workdir), str(cache),
+          "--steps", str(steps)]
+
+
+def restart_timings(workdir: pathlib.Path, cache: pathlib.Path) -> tuple[float, float]:
+  """(cold, warm) seconds from the stage's start to its first step, each in a fresh process (`--train_only`).
+
+  Cold: an empty compilation cache; the process is killed (SIGKILL) once its checkpoint at step RESTART_STEPS is
+  complete. Warm: the same command again, which resumes from that checkpoint with the cache the first left: a
+  restart of the same run (same config, so the same programs; a run with other total steps has another learning
+  rate schedule baked into its step, and compiles anew).
+  """
+  total = 4 * RESTART_STEPS
+  log = workdir / "cold.log"
+  with open(log, "w") as stderr:
+    process = subprocess.Popen(_train_only_command(workdir, cache, total), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=stderr)
+    checkpoint = workdir / "relation" / "checkpoints" / "latest" / str(RESTART_STEPS)
+    while process.poll() is None and not checkpoint.is_dir():
+      time.sleep(0.05)
+    process.kill()
+    process.wait()
+  if (workdir / "relation" / "summary.json").exists():
+    raise RuntimeError("the cold run finished before it could be killed: raise RESTART_STEPS' multiple")
+  text = log.read_text()
+  cold = float(text.split("first step done ")[1].split(" s")[0])  # the loop's log line
+  subprocess.run(_train_only_command(workdir, cache, total), cwd=REPO, check=True, capture_output=True)
+  warm = json.loads((workdir / "relation" / "summary.json").read_text())["seconds_to_first_step"]
+  return cold, warm
 
 
 def train_only(workdir: pathlib.Path, cache: str, steps: int) -> None:
-  """Trains (or resumes) the bench's relation stage in `workdir` for `steps` steps in all, cache in `cache`."""
+  """Trains (or resumes) the bench's relation stage in `workdir` for `steps` steps in all, cache in `cache`,
+  checkpointing every RESTART_STEPS steps."""
   data_dir = workdir / "data"
   manifest = preparation.load_manifest(data_dir)
   steps_per_epoch = max(1, sum(i["count"] for i in manifest["splits"]["train"].values()) // BATCH)
-  loop.train_stage("relation", bench_config(steps_per_epoch, steps, cache), workdir, data_dir, manifest,
-                   parallel.make_mesh(1))
+  config = bench_config(steps_per_epoch, steps, cache)
+  config.relation.checkpoint_every_steps = RESTART_STEPS
+  config.log_every_steps = 1  # the step's loss is seen, so its checkpoint may be written
+  loop.train_stage("relation", config, workdir, data_dir, manifest, parallel.make_mesh(1))
 
 
 def main() -> None:
@@ -117,6 +145,7 @@ def main() -> None:
   parser.add_argument("--train_only", nargs=2, metavar=("WORKDIR", "CACHE"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.train_only:
+    logging.getLogger().setLevel(logging.INFO)  # the loop's "first step done" line is what the cold run reports
     train_only(pathlib.Path(args.train_only[0]), args.train_only[1], args.steps)
     return
   result = {"device": jax.devices()[0].device_kind, "platform": platform.platform(), "batch": BATCH,
@@ -139,8 +168,7 @@ def main() -> None:
       restart_dir, cache = tmp / "restart", tmp / "xla_restart"
       restart_dir.mkdir()
       (restart_dir / "data").symlink_to(data_dir)
-      result["cold_seconds_to_first_step"] = start_to_first_step(restart_dir, cache, RESTART_STEPS)
-      result["warm_seconds_to_first_step"] = start_to_first_step(restart_dir, cache, 2 * RESTART_STEPS)
+      result["cold_seconds_to_first_step"], result["warm_seconds_to_first_step"] = restart_timings(restart_dir, cache)
       print(f"start to first step: cold cache {result['cold_seconds_to_first_step']:.2f} s, restarted with a warm "
             f"cache {result['warm_seconds_to_first_step']:.2f} s "
             f"({result['warm_seconds_to_first_step'] / result['cold_seconds_to_first_step']:.2f} of cold)")
