@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_run import REPO, tiny_config
+from tiny_run import REPO, tiny_config, tiny_pretrained_config
 
 from herberta_jax import run as run_lib
 from herberta_jax.data import smiler
@@ -141,13 +141,8 @@ def test_readme_pytorch_snippet_matches_the_jax_pipeline(run, capsys):
 
 def test_export_and_evaluate_need_only_the_workdir_not_the_pretrained_checkpoint(tmp_path):
   """A run fine-tuned from a local checkpoint, which is then moved away: re-export and evaluation still work."""
-  import transformers
   pretrained = tmp_path / "pretrained"
-  transformers.BertModel(transformers.BertConfig(
-      vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-      max_position_embeddings=64)).save_pretrained(pretrained)
-  config = tiny_config()
-  config.model.init_from = str(pretrained)
+  config = tiny_pretrained_config(pretrained)
   workdir = tmp_path / "run"
   run_lib.train_and_evaluate(config, workdir)
   pretrained.rename(tmp_path / "moved_away")

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_run import losses, tiny_config, train_command, workdir_with_data
+from tiny_run import losses, tiny_config, tiny_pretrained_config, train_command, workdir_with_data
 
 from herberta_jax import run
 from herberta_jax.data import preparation as prepare
@@ -226,14 +226,9 @@ def test_unreadable_latest_falls_back_and_best_without_latest_is_refused(tmp_pat
 
 
 def test_a_stage_restores_from_its_workdir_without_the_pretrained_checkpoint(tmp_path, prepared):
-  import transformers
   manifest = prepare.load_manifest(prepared)
   pretrained = tmp_path / "pretrained"
-  transformers.BertModel(transformers.BertConfig(
-      vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-      max_position_embeddings=64)).save_pretrained(pretrained)
-  config = tiny_config()
-  config.model.init_from = str(pretrained)
+  config = tiny_pretrained_config(pretrained)
   workdir = workdir_with_data(tmp_path, prepared)
   mesh = parallel.make_mesh(4)
   _, trained = loop.train_stage("relation", config, workdir, prepared, manifest, mesh)

@@ -24,6 +24,17 @@ def tiny_config(**stage_overrides):
   return config
 
 
+def tiny_pretrained_config(directory: pathlib.Path):
+  """`tiny_config` fine-tuning a random one-layer BERT saved as a local HuggingFace checkpoint in `directory`."""
+  import transformers
+  transformers.BertModel(transformers.BertConfig(
+      vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+      max_position_embeddings=64)).save_pretrained(directory)
+  config = tiny_config()
+  config.model.init_from = str(directory)
+  return config
+
+
 TINY_FLAGS = [
     "--config.data.demo_sentences_per_language=60", "--config.data.wordpiece_vocab_size=800",
     "--config.data.max_seq_len=64", "--config.data.bucket_boundaries=(32,64)",
