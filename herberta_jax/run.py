@@ -63,10 +63,10 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   (rel_model, rel_params), (tag_model, tag_params) = trained["relation"], trained["tagger"]
   rel_params, tag_params = writer.host_params(rel_params), writer.host_params(tag_params)
   meta = writer.export_meta(manifest, config.data.bucket_boundaries, tag_model.bert_config.type_vocab_size >= 2,
-                                writer.decoding_of(config))
+                            writer.decoding_of(config))
   if config.export and jax.process_index() == 0:
     out = writer.write_export(workdir / "export", data_dir, meta, (rel_model.bert_config, rel_params),
-                                  (tag_model.bert_config, tag_params))
+                              (tag_model.bert_config, tag_params))
     logging.info("exported to %s", out)
   langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
   examples = evaluator.split_examples(data_dir, manifest, langs)
@@ -81,7 +81,7 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
                         tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size,
                         top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
   result = evaluator.evaluate_examples(predictor, examples, workdir / "report",
-                                    train_sizes=evaluator.train_sizes_of(manifest))
+                                       train_sizes=evaluator.train_sizes_of(manifest))
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
   return result
@@ -126,7 +126,7 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
     model, params = loop.restore_stage_params(workdir, stage, config, manifest, mesh)
     restored[stage] = (model.bert_config, params)
   meta = writer.export_meta(manifest, config.data.bucket_boundaries,
-                                restored["tagger"][0].type_vocab_size >= 2, writer.decoding_of(config))
+                            restored["tagger"][0].type_vocab_size >= 2, writer.decoding_of(config))
   out_dir.parent.mkdir(parents=True, exist_ok=True)
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
   try:
