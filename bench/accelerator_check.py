@@ -36,6 +36,7 @@ import os
 import pathlib
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -77,6 +78,7 @@ from herberta_jax.model.bert import BertEncoder  # noqa: E402
 from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
 from herberta_jax.model.heads import TAGGER_OUTPUTS, EntityTagger, RelationClassifier  # noqa: E402
 from herberta_jax.training import steps  # noqa: E402
+from herberta_jax.training.loop import enable_compilation_cache  # noqa: E402
 from herberta_jax.training.state import TrainState  # noqa: E402
 
 
@@ -109,6 +111,7 @@ PEAK_BF16_DENSE = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989.4e1
 # --smoke's model: one small layer, since compile time grows with layers and is most of a smoke run.
 SMOKE_SHAPE = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256, vocab_size=1000)
 TRAIN_STEP_SHARE = 0.55  # part 1 starts no new row past this share of the budget: later parts need their time
+SLOW_RATIO = 0.7  # a JAX step below this share of PyTorch's speed gets diagnose_step's variants
 # Word counts of the 2,717 sentences of SemEval-2010 task 8's test split (tags stripped): count -> sentences.
 # Synthetic sentences follow it when the data is not on the machine.
 SEMEVAL_TEST_WORDS = {
@@ -292,6 +295,7 @@ def part_train_step(entry: dict, args, report: Report) -> None:
                             "autocast": "bfloat16 on bfloat16 rows" if cuda else None, "fused_adamw": cuda})
   rows = entry["rows"] = []
   deadline = TRAIN_STEP_SHARE * args.budget_s
+  diagnosed = False  # only the first row slower than SLOW_RATIO of PyTorch is taken apart: it costs compiles
   for dtype, shape_name, stage in itertools.product(dtypes, shapes, ("relation", "tagger")):
     shape = shapes[shape_name]
     config = bert_config(shape, dtype)
@@ -338,11 +342,40 @@ def part_train_step(entry: dict, args, report: Report) -> None:
     _free_memory()
     if row["jax"].get("seconds_per_step") and row["torch"].get("seconds_per_step"):
       row["jax_speedup_over_torch"] = row["torch"]["seconds_per_step"] / row["jax"]["seconds_per_step"]
+      if row["jax_speedup_over_torch"] < SLOW_RATIO and not diagnosed:
+        diagnosed = True
+        row["diagnosis"] = {}
+        _guarded(row["diagnosis"], lambda section: diagnose_step(section, stage, config, batch, length, n_steps, args))
+        _free_memory()
     j, t = row["jax"], row["torch"]
     log(f"    jax {j.get('seconds_per_step', float('nan')):.4f} s/step (MFU {j.get('mfu') or float('nan'):.1%}), "
         f"torch {t.get('seconds_per_step', float('nan')):.4f} s/step, "
         f"speedup {row.get('jax_speedup_over_torch', float('nan')):.2f}")
     report.write()
+
+
+def diagnose_step(section: dict, stage: str, config, batch: int, length: int, n_steps: int, args) -> None:
+  """Where a slow JAX step loses its time: the same step without dropout and with threefry dropout bits, and
+  (with --profile_dir) a profiler trace of a few steps of the step as configured."""
+  variants = {"no_dropout": (config.replace(hidden_dropout=0.0, attention_dropout=0.0), RNG_IMPL),
+              "threefry_dropout": (config, "threefry2x32")}
+  for name, (variant, rng_impl) in variants.items():
+    runner = jax_runner(stage, variant, batch, length, rng_impl=rng_impl)
+    try:
+      section[f"{name}_seconds_per_step"] = seconds_per_step(runner, n_steps)[1]
+    finally:
+      runner.close()
+    _free_memory()
+    log(f"    diagnosis: {name} {section[f'{name}_seconds_per_step']:.4f} s/step")
+  if args.profile_dir:
+    runner = jax_runner(stage, config, batch, length)
+    try:
+      seconds_per_step(runner, 2)
+      with jax.profiler.trace(args.profile_dir):
+        seconds_per_step(runner, 3, warmup=0)
+      section["profile_dir"] = args.profile_dir
+    finally:
+      runner.close()
 
 
 # ---------------------------------------------------------------------------------------------- part 2: loop
@@ -372,7 +405,8 @@ def part_loop(entry: dict, args, report: Report) -> None:
   rel.checkpoint_every_steps = 5 if args.smoke else 50
   rel.eval_every_steps = 10 ** 9  # the loop evaluates at its last step too: one dev evaluation
   rel.patience = 0
-  workdir = args.workdir / "loop"
+  config.compilation_cache_dir = str(args.workdir / "xla_cache")  # main() turned it on; the loop keeps it
+  workdir = args.workdir / "loop_cold"
 
   start = time.perf_counter()
   data_dir = data_setup.prepare_run_data(config, workdir)  # the loop reuses it; we need its size first
@@ -381,18 +415,31 @@ def part_loop(entry: dict, args, report: Report) -> None:
   rel.num_epochs = target_steps / max(1, train_rows // batch)
   prepare_seconds = time.perf_counter() - start
   log(f"  data prepared in {prepare_seconds:.1f} s ({train_rows} train rows); loop of ~{target_steps} steps")
-  start = time.perf_counter()
-  train_and_evaluate(config, workdir)
-  loop_wall = time.perf_counter() - start
-  summary = json.loads((workdir / "relation" / "summary.json").read_text())
-  steps_run = summary["steps_run"]
-  loop_rate = (steps_run - 1) / summary["seconds_after_first_step"]
   entry.update(shape=shape_name, model=dict(shape), dtype="bfloat16", batch=batch,
                bucket_boundaries=list(config.data.bucket_boundaries), train_rows=train_rows,
-               data_prepare_seconds=prepare_seconds, loop_wall_seconds=loop_wall, summary=summary,
-               loop_steps_per_second=loop_rate)
-  report.write()
-  log(f"  loop: {steps_run} steps, {loop_rate:.2f} steps/s after the first step")
+               data_prepare_seconds=prepare_seconds,
+               timing="two runs of the same loop in fresh workdirs: `cold` compiles every program (and fills the "
+                      "persistent compilation cache), `warm` reads them from that cache, as a restarted run does; "
+                      "in-memory caches are cleared between them. The ratio uses the warm run's steps after its "
+                      "first.")
+  for run in ("cold", "warm"):
+    run_dir = args.workdir / f"loop_{run}"
+    if run == "warm":
+      _free_memory()  # drops the in-memory executables: only the persistent cache is left
+      for keep in ("demo_corpus", "wordpiece", "data"):  # the prepared records, not the stage's checkpoints
+        if (workdir / keep).exists():
+          shutil.copytree(workdir / keep, run_dir / keep)
+    start = time.perf_counter()
+    train_and_evaluate(config, run_dir)
+    wall = time.perf_counter() - start
+    summary = json.loads((run_dir / "relation" / "summary.json").read_text())
+    steps_run = summary["steps_run"]
+    rate = (steps_run - 1) / summary["seconds_after_first_step"]
+    entry[run] = {"loop_wall_seconds": wall, "summary": summary, "loop_steps_per_second": rate}
+    report.write()
+    log(f"  loop ({run}): {steps_run} steps, {summary['seconds_to_first_step']:.1f} s to the first step, "
+        f"{rate:.2f} steps/s after it")
+  loop_rate = entry["loop_steps_per_second"] = entry["warm"]["loop_steps_per_second"]
 
   # The bare step: the same model, optimizer and batches (the loop's feed replayed from its seed), all on the
   # device before timing, every shape compiled first (bench/bench_loop.py, shared with the CPU bench).
@@ -711,8 +758,12 @@ def main(argv=None) -> int:
   parser.add_argument("--sentences", default="", help="inference sentences: SMiLER TSV or one sentence a line")
   parser.add_argument("--workdir", default="", help="scratch directory (default: a new temporary one)")
   parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+  parser.add_argument("--profile_dir", default="", help="a profiler trace of the first slow train step goes here")
   args = parser.parse_args(argv)
   args.workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="accelerator_check_"))
+  # Before the first compilation (JAX decides once per process): the loop part's second run reads what its first
+  # wrote, as a restarted training run would.
+  enable_compilation_cache(str(args.workdir / "xla_cache"))
   unknown = set(args.parts.split(",")) - set(PARTS)
   if unknown:
     parser.error(f"--parts: unknown {sorted(unknown)}")

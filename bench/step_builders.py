@@ -61,12 +61,13 @@ class Runner:
 RNG_IMPL = "rbg"  # the training default (configs/base.py: dropout_rng_impl)
 
 
-def dropout_key_data(seed: int) -> jax.Array:
-  """A dropout key as the train state stores it: the raw data of a key of RNG_IMPL."""
-  return jax.random.key_data(jax.random.key(seed, impl=RNG_IMPL))
+def dropout_key_data(seed: int, rng_impl: str = RNG_IMPL) -> jax.Array:
+  """A dropout key as the train state stores it: the raw data of a key of `rng_impl`."""
+  return jax.random.key_data(jax.random.key(seed, impl=rng_impl))
 
 
-def jax_runner(stage: str, config: BertConfig, batch: int, length: int, num_labels: int = NUM_LABELS) -> Runner:
+def jax_runner(stage: str, config: BertConfig, batch: int, length: int, num_labels: int = NUM_LABELS,
+               rng_impl: str = RNG_IMPL) -> Runner:
   """Our jitted, state-donating train step (herberta_jax.training.steps) with AdamW, on one device batch.
 
   Parameters are initialised by a jitted init: one compile, where eager init dispatches every operation alone.
@@ -85,8 +86,8 @@ def jax_runner(stage: str, config: BertConfig, batch: int, length: int, num_labe
     build = TaggerInputs(list(range(10, 10 + num_labels)), cls_id=CLS_ID, sep_id=SEP_ID, pad_id=PAD_ID,
                                two_segments=True)
     loss_terms = lambda p, b, r, d: steps.tagger_loss_terms(module, build, p, b, r, d)
-  step = jax.jit(steps.make_train_step(loss_terms, schedule, 1, rng_impl=RNG_IMPL), donate_argnums=0)
-  holder = {"state": TrainState.create(params, tx, dropout_key_data(1)), "metrics": None}
+  step = jax.jit(steps.make_train_step(loss_terms, schedule, 1, rng_impl=rng_impl), donate_argnums=0)
+  holder = {"state": TrainState.create(params, tx, dropout_key_data(1, rng_impl)), "metrics": None}
 
   def run():
     holder["state"], holder["metrics"] = step(holder["state"], data)
