@@ -20,7 +20,7 @@ from herberta_jax.hub import writer
 from herberta_jax.model import hf
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
-from herberta_jax.training import data_setup, feeding, loop, parallel, stages, steps
+from herberta_jax.training import data_setup, feeding, loop, parallel, precompile, stages, steps
 from herberta_jax.training.prefetch import Prefetcher
 
 pytestmark = pytest.mark.slow  # trains tiny models, some in subprocesses
@@ -298,6 +298,31 @@ def test_feeds_send_only_the_step_fields_on_the_bucket_lengths(prepared):
       assert cut.shape[1] == length
       np.testing.assert_array_equal(np.asarray(cut), np.asarray(whole)[:, :length])
     assert not np.asarray(full[1])[:, length:].any(), "the columns cut are padding"
+
+
+def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared):
+  """feed.abstract_batch describes each real batch exactly, so the programs compiled before the first step are
+  the ones the loop runs: the jitted function itself never compiles."""
+  manifest = prepare.load_manifest(prepared)
+  config, mesh = tiny_config(), parallel.make_mesh(4)
+  for name in loop.STAGES:
+    stage = stages.build(name, config, manifest, mesh)
+    feeds = {train: feeding.StageFeed(config, prepared, "train" if train else "dev", stage, mesh, batch_size=8,
+                                      batch_flag="b", train=train) for train in (True, False)}
+    params = jax.device_put(stage.initial_params(jax.random.key(0)), parallel.replicated(mesh))
+    loss = jax.jit(lambda p, b: stage.loss_terms()(p, b, jax.random.key(1), False)[0])
+    counts = jax.jit(stage.dev_counts())
+    by_length = precompile.ahead_of_time([(loss, params, feeds[True]), (counts, params, feeds[False])], name=name)
+    for (train, feed), compiled in zip(feeds.items(), by_length):
+      with feed.device_batches() as batches:
+        seen = [next(batches) for _ in range(12)] if train else list(batches)
+      assert {b["input_ids"].shape[1] for b in seen} == set(feed.lengths) == {32, 64}
+      for batch in seen:
+        spec = feed.abstract_batch(batch["input_ids"].shape[1])
+        assert {k: (v.shape, v.dtype, v.sharding) for k, v in batch.items()} == \
+            {k: (v.shape, v.dtype, v.sharding) for k, v in spec.items()}
+        compiled(params, batch)
+    assert loss._cache_size() == counts._cache_size() == 0, "a batch missed the programs compiled ahead"
 
 
 def test_config_overrides_reach_the_run_and_bad_ones_are_refused(tmp_path):

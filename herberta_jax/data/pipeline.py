@@ -154,6 +154,11 @@ class Pipeline:
           else:
             yield self._assemble(self.bucket_lengths[bucket], queue)
 
+  def empty_batch(self, length: int) -> dict[str, np.ndarray]:
+    """A batch of padded length `length` holding only invalid filler rows: the fields, shapes and dtypes of every
+    batch of that length, for compiling a step before the data arrives."""
+    return self._assemble(length, [])
+
   def _assemble(self, length: int, rows: list[tuple[dict, int]]) -> dict[str, np.ndarray]:
     """One batch of `batch_size` rows padded to `length`; missing rows are invalid `[CLS] [SEP]` fillers."""
     size = self.batch_size

@@ -51,6 +51,7 @@ class StageFeed:
     if config.data.host_reading not in ("all", "shards"):
       raise ValueError(f"--config.data.host_reading={config.data.host_reading!r}: use shards or all")
     self.mesh, self.fields, self.extra = mesh, stage.train_fields if train else stage.dev_fields, stage.extra_columns
+    self.batch_size = batch_size
     self.pad_id = stage.manifest["tokenizer"]["pad_id"]
     self.depth = config.data.prefetch_batches
     lengths = bucket_lengths(config.data.bucket_boundaries, int(stage.manifest["max_seq_len"]))
@@ -59,6 +60,8 @@ class StageFeed:
     # others waiting in a collective). Training streams repeat, so no host runs out.
     every_host_reads_all = config.data.host_reading == "all" or not train
     self.fixed_length = max(lengths) if count > 1 and not every_host_reads_all else None
+    self.lengths = [self.fixed_length] if self.fixed_length else lengths  # the padded lengths a batch can have
+    self._shortest_bucket = lengths[0]
     langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
     # Buckets `extra` shorter than the padded lengths leave the room the stage needs after each row (the tagger's
     # two prefix tokens), so the padded lengths are still the run's bucket lengths.
@@ -68,6 +71,7 @@ class StageFeed:
                         repeat=train, process_index=0 if every_host_reads_all else index,
                         process_count=1 if every_host_reads_all else count)
     self.pipeline = RowSlice(pipeline, index, count) if every_host_reads_all and count > 1 else pipeline
+    self._empty_batch = pipeline.empty_batch
 
   def num_examples(self) -> int:
     return self.pipeline.num_examples()
@@ -83,6 +87,16 @@ class StageFeed:
                        constant_values=self.pad_id if key == "input_ids" else 0)
       out[key] = value
     return out
+
+  def abstract_batch(self, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch of padded length `length` (one of `self.lengths`) as the step receives it: shapes,
+    dtypes and shardings, nothing read."""
+    # With a fixed length, every bucket is padded to it: the shortest stands for all.
+    bucket = self._shortest_bucket if self.fixed_length else length
+    host = self._padded(self._empty_batch(bucket - self.extra))
+    sharding = parallel.batch_sharded(self.mesh)
+    return {key: jax.ShapeDtypeStruct((self.batch_size,) + value.shape[1:], value.dtype, sharding=sharding)
+            for key, value in parallel.host_arrays(host).items()}
 
   def _placed(self, start_batch: int):
     for batch in self.pipeline.batches(start_batch=start_batch):

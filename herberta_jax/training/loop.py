@@ -21,7 +21,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from herberta_jax.data.scoring import Counts
-from herberta_jax.training import checkpoint, feeding, optim, parallel, stages, steps
+from herberta_jax.training import checkpoint, feeding, optim, parallel, precompile, stages, steps
 from herberta_jax.training.state import TrainState
 from herberta_jax.training.summary import SummaryWriter
 
@@ -142,6 +142,10 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   # a copy made on the device.
   copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
   dev = DevScorer(stage, config, data_dir) if has_split(manifest, "dev") else None
+  jobs = [(train_step, state, feed)] + ([(dev.counts, state.params, dev.feed)] if dev else [])
+  train_step, *dev_counts = precompile.ahead_of_time(jobs, name=name)
+  if dev:
+    dev.counts = dev_counts[0]
   writer = SummaryWriter(stage_dir / "tensorboard") if is_chief else None
   step = first_step = int(state.step)
   # Every step's loss in plain text too: cheap, greppable, and what tests compare across topologies.
@@ -182,6 +186,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   bar = tqdm.tqdm(total=total_steps, initial=step, desc=name, disable=not is_chief, dynamic_ncols=True)
   loop_start = window_start = last_save = time.perf_counter()
   window_rows, first_step_done, loop_end = 0, None, None
+  window_rates = []  # sentences/s of each logging window (a window pays the saves and evaluation before it)
   try:
     while step < total_steps and not progress["stopped_early"]:
       state, metrics = train_step(state, next(batches))
@@ -198,6 +203,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       if step % config.log_every_steps == 0 or at_end:
         scalars = fetch_window()
         scalars["sentences_per_second"] = window_rows / max(time.perf_counter() - window_start, 1e-9)
+        window_rates.append(scalars["sentences_per_second"])
         bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}")
         if writer:
           for key, value in scalars.items():
@@ -235,7 +241,8 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
     summary = {"stage": name, "final_step": step, "total_steps": total_steps, **progress,
                "steps_run": step - first_step, "train_seconds": loop_end - loop_start,
                "seconds_to_first_step": first_step_done - started if first_step_done else None,
-               "seconds_after_first_step": loop_end - first_step_done if first_step_done else None}
+               "seconds_after_first_step": loop_end - first_step_done if first_step_done else None,
+               "window_sentences_per_second": window_rates}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
   return stage, params
 
