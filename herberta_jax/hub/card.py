@@ -40,7 +40,7 @@ def dataset_of(config: dict) -> tuple[str, str | None]:
 def base_model_of(config: dict) -> tuple[str | None, str]:
   """(the Hub id the run fine-tuned, or None; a sentence saying where the encoder came from)."""
   card, init_from = config.get("card") or {}, (config.get("model") or {}).get("init_from", "")
-  if card.get("base_model"):
+  if card.get("base_model") and init_from:  # a run from scratch has no base model, whatever the config names
     return card["base_model"], f"fine-tuned from `{card['base_model']}`" + (
         f" (a local copy: `{init_from}`)" if init_from and init_from != card["base_model"] else "")
   if init_from and not looks_like_path(init_from):
