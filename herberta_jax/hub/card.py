@@ -34,7 +34,8 @@ def dataset_of(config: dict) -> tuple[str, str | None]:
   if data.get("demo"):
     return "the herberta_jax demo corpus (generated, SMiLER format)", None
   files = [f for f in str(data.get("train_files", "")).split(",") if f]
-  return (", ".join(pathlib.Path(f).name for f in files) or "unnamed SMiLER-format data"), card.get("dataset_id") or None
+  names = ", ".join(f"{pathlib.Path(f).parent.name}/{pathlib.Path(f).name}".lstrip("/") for f in files)
+  return (names or "unnamed SMiLER-format data"), card.get("dataset_id") or None
 
 
 def base_model_of(config: dict) -> tuple[str | None, str]:
