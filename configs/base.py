@@ -84,4 +84,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.infer = ml_collections.ConfigDict(dict(batch_size=64, max_span_len=32, top_k=1, top_m=1,
                                                 disjoint_entities=False))
   config.mesh = ml_collections.ConfigDict(dict(num_devices=-1))  # -1: every device of every process
+  # What the export's model card (its README.md, the Hub's model page) cannot infer from the run: its name, the
+  # Hub id of the base model where model.init_from is a local copy (override it with init_from), and the
+  # dataset's readable name and Hub id. "" = derived (workdir name, init_from when it is a Hub name, file names).
+  config.card = ml_collections.ConfigDict(dict(name="", base_model="", dataset_name="", dataset_id=""))
   return config

@@ -40,4 +40,5 @@ def get_config(arg: str = "EN,bert-base-cased"):
     stage.update(learning_rate=3e-5, batch_size=32, num_epochs=3, eval_every_steps=2000, patience=3,
                  checkpoint_every_steps=1000)
   config.data.mixture = "proportional"
+  config.card.dataset_name = "SMiLER"
   return config

@@ -19,15 +19,19 @@ from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import preparation, tokenize
 from herberta_jax.errors import UserError, UserFileExistsError, UserFileNotFoundError
 from herberta_jax.evaluation import evaluator
-from herberta_jax.hub import writer
+from herberta_jax.hub import card, writer
 from herberta_jax.inference.predictor import Predictor
 from herberta_jax.training import data_setup, loop, parallel
 
+COMMANDS_FILE = "train_commands.jsonl"  # each invocation's command line, for the model card
 
-def train_and_evaluate(config, workdir) -> dict:
+
+def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> dict:
   """Prepares data, trains the configured stages, then exports the two-stage pipeline and evaluates it.
 
-  Returns the test metrics (an empty dict when only one stage was trained or there is no test split).
+  `command`: the command line that started this invocation (the train CLI passes it), recorded in the workdir so
+  the export's model card can say how the model was trained. Returns the test metrics (an empty dict when only one
+  stage was trained or there is no test split).
   """
   workdir = pathlib.Path(workdir)
   check_config(config)
@@ -40,6 +44,9 @@ def train_and_evaluate(config, workdir) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    if command:
+      with open(workdir / COMMANDS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"command": list(command)}, ensure_ascii=False) + "\n")
   mesh = parallel.make_mesh(config.mesh.num_devices)
   logging.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
   data_dir = data_setup.prepare_run_data(config, workdir)
@@ -72,6 +79,8 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   examples = evaluator.split_examples(data_dir, manifest, langs)
   if not examples:
     logging.warning("no test split: skipping the test evaluation")
+    if config.export and jax.process_index() == 0:
+      write_model_cards(workdir / "export", workdir, manifest, meta)  # a card that says there are no scores
     return {}
   # All local devices predict (each process the whole test set, see evaluator.predict_records); the batch is
   # rounded up to split evenly over them rather than failing a finished run.
@@ -84,7 +93,24 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
                                        train_sizes=evaluator.train_sizes_of(manifest))
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    if config.export:
+      write_model_cards(workdir / "export", workdir, manifest, meta)
   return result
+
+
+def write_model_cards(export_dir, workdir: pathlib.Path, manifest: dict, meta: dict) -> None:
+  """README.md cards for an export of `workdir`: its resolved config, recorded commands and test metrics (if
+  the run evaluated on a test split; the card never shows scores from anywhere else)."""
+  config = json.loads((workdir / "config.json").read_text())
+  metrics_file = workdir / "metrics.json"
+  metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+  commands_file = workdir / COMMANDS_FILE
+  commands = [json.loads(line)["command"] for line in commands_file.read_text(encoding="utf-8").splitlines()
+              if line.strip()] if commands_file.exists() else []
+  data = config.get("data", {})
+  name = (config.get("card") or {}).get("name") or f"herberta-{'demo' if data.get('demo') else workdir.name}"
+  card.write_cards(export_dir, meta=meta, manifest=manifest, config=config, metrics=metrics, commands=commands,
+                   name=name)
 
 
 def has_checkpoint(workdir, stage: str) -> bool:
@@ -131,6 +157,7 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
   try:
     writer.write_export(staging, data_dir, meta, restored["relation"], restored["tagger"])
+    write_model_cards(staging, workdir, manifest, meta)
     if out_dir.is_dir():
       shutil.rmtree(out_dir)
     elif out_dir.exists():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,7 +48,9 @@ def main(argv):
   quiet_library_logs()
   distributed.initialize()
   from herberta_jax import run as run_lib  # after distributed start-up: it touches devices
-  metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  # Recorded for the export's model card, as a command that reruns it (whichever way the CLI was started).
+  command = ["python", "-m", "herberta_jax.train", *sys.argv[1:]]
+  metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, command=command)
   if metrics:
     logging.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
 

@@ -4,12 +4,16 @@
     DIR/tagger/         BertForTokenClassification with labels e1_start, e1_end, e2_start, e2_end (+ tokenizer
                         with its relation tokens)
     DIR/herberta.json   labels, relation-token mapping, max length, negative label, format version
+    DIR/config.json, DIR/herberta_pipeline.py, DIR/tokenizer*
+                        the root as a transformers custom pipeline (`pipeline(model=DIR, trust_remote_code=True)`):
+                        a config naming the pipeline code beside it, the code, and the tagger's tokenizer
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -62,4 +66,36 @@ def write_export(out_dir, data_dir, meta: dict, relation, tagger) -> pathlib.Pat
   hf.export_relation(out_dir / "relation", rel_config, host_params(rel_params), id2label, tokenizer)
   hf.export_tagger(out_dir / "tagger", tag_config, host_params(tag_params), tokenizer)
   (out_dir / "herberta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+  write_pipeline_files(out_dir, meta, tokenizer)
   return out_dir
+
+
+PIPELINE_SOURCE = pathlib.Path(__file__).with_name("herberta_pipeline.py")  # shipped as-is (torch, transformers)
+PIPELINE_MODULE = PIPELINE_SOURCE.stem
+
+
+def pipeline_config(meta: dict) -> dict:
+  """The export root's config.json: transformers finds the pipeline class and its model class through it
+  (`custom_pipelines`, `auto_map`, both loaded with trust_remote_code) in the module copied beside it."""
+  import transformers
+  return {
+      "model_type": "herberta-two-stage",
+      "architectures": ["HerbertaTwoStageModel"],
+      "auto_map": {"AutoConfig": f"{PIPELINE_MODULE}.HerbertaConfig",
+                   "AutoModel": f"{PIPELINE_MODULE}.HerbertaTwoStageModel"},
+      "custom_pipelines": {"relation-extraction": {"impl": f"{PIPELINE_MODULE}.RelationExtractionPipeline",
+                                                   "pt": ["AutoModel"], "tf": [], "type": "text"}},
+      "relation": "relation",
+      "tagger": "tagger",
+      "herberta": meta,
+      "transformers_version": transformers.__version__,
+  }
+
+
+def write_pipeline_files(out_dir, meta: dict, tokenizer) -> None:
+  """Makes the export root loadable by `transformers.pipeline`: config.json, the pipeline's code, and the
+  tagger's tokenizer (the one whose vocabulary holds the relation tokens), which `pipeline` loads from the root."""
+  out_dir = pathlib.Path(out_dir)
+  (out_dir / "config.json").write_text(json.dumps(pipeline_config(meta), indent=2, ensure_ascii=False) + "\n")
+  shutil.copyfile(PIPELINE_SOURCE, out_dir / PIPELINE_SOURCE.name)
+  tokenizer.save_pretrained(str(out_dir))
