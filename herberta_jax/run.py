@@ -23,6 +23,8 @@ from herberta_jax.hub import writer
 from herberta_jax.inference.predictor import Predictor
 from herberta_jax.training import data_setup, loop, parallel
 
+log = logging.getLogger(__name__)
+
 
 def train_and_evaluate(config, workdir) -> dict:
   """Prepares data, trains the configured stages, then exports the two-stage pipeline and evaluates it.
@@ -41,7 +43,7 @@ def train_and_evaluate(config, workdir) -> dict:
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   mesh = parallel.make_mesh(config.mesh.num_devices)
-  logging.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
+  log.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
   data_dir = data_setup.prepare_run_data(config, workdir)
   manifest = preparation.load_manifest(data_dir)
 
@@ -67,11 +69,11 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   if config.export and jax.process_index() == 0:
     out = writer.write_export(workdir / "export", data_dir, meta, (rel_model.bert_config, rel_params),
                               (tag_model.bert_config, tag_params))
-    logging.info("exported to %s", out)
+    log.info("exported to %s", out)
   langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
   examples = evaluator.split_examples(data_dir, manifest, langs)
   if not examples:
-    logging.warning("no test split: skipping the test evaluation")
+    log.warning("no test split: skipping the test evaluation")
     return {}
   # All local devices predict (each process the whole test set, see evaluator.predict_records); the batch is
   # rounded up to split evenly over them rather than failing a finished run.
@@ -81,7 +83,7 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
                         tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size,
                         top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
   result = evaluator.evaluate_examples(predictor, examples, workdir / "report",
-                                       train_sizes=evaluator.train_sizes_of(manifest))
+                                       train_sizes=evaluator.train_sizes_of(manifest), progress=True)
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
   return result
