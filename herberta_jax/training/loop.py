@@ -194,9 +194,9 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
         jax.block_until_ready(metrics)
         first_step_done = time.perf_counter()
         bar.first_done()  # the first step compiles: counted in the rate, it would make the ETA hours long
+        log.info("%s: first step done %.2f s after the stage started", name, first_step_done - started)
       else:
         bar.update(1)
-        log.info("%s: first step done %.2f s after the stage started", name, first_step_done - started)
       at_end = step == total_steps
       save = at_end or bool(cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0)
       if step % config.log_every_steps == 0 or at_end:
