@@ -26,12 +26,15 @@ QUIET = -1  # absl's WARNING level: the CLIs' default
 
 
 class Progress(tqdm.tqdm):
-  """The progress bar of every command: on stderr, fitted to the terminal width, `unit` per second."""
+  """The progress bar of every command: on stderr, fitted to the terminal width, `unit` per second; redrawn at most
+  every 0.1 s on a terminal, every 10 s into a file or pipe."""
 
   def __init__(self, total: int | None = None, *, desc: str, unit: str = "it", initial: int = 0,
                disable: bool = False):
+    # Into a file or pipe (a log, a batch job) a frame every 10 s rather than 10 a second.
+    interactive = sys.stderr.isatty()
     super().__init__(total=total, desc=desc, unit=unit, initial=initial, disable=disable, file=sys.stderr,
-                     dynamic_ncols=True, unit_scale=False, smoothing=0.1)
+                     dynamic_ncols=True, unit_scale=False, smoothing=0.1, mininterval=0.1 if interactive else 10.0)
 
   def first_done(self, n: int = 1) -> None:
     """Counts the first `n` items, whose time is mostly compilation, and starts the clock after them."""
