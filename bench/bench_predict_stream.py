@@ -17,6 +17,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -44,12 +45,14 @@ def vm_hwm_kib(pid: int) -> int | None:
 
 def run_predict(model: str, source: pathlib.Path, output: pathlib.Path, *extra: str, kill_after_lines: int = 0):
   """Runs predict; returns (seconds, peak RSS MiB, seconds to the first written line, killed)."""
-  command = [sys.executable, "-m", "herberta_jax.predict", "--model", model, "--input", str(source), "--output",
+  command = [sys.executable, "-m", "herberta_jax.predict", "--model", model, "--input", str(source), "--out",
              str(output), *extra]
   if "--resume" not in extra:
     output.unlink(missing_ok=True)  # a stale file would pass for the first line
   start = time.perf_counter()
-  process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+  # stderr to a file, not a pipe: predict's progress bar would fill a pipe nobody reads until the end.
+  stderr_file = tempfile.TemporaryFile("w+", encoding="utf-8")
+  process = subprocess.Popen(command, cwd=REPO, stderr=stderr_file, text=True)
   peak = [0]
 
   def sample():
@@ -68,8 +71,11 @@ def run_predict(model: str, source: pathlib.Path, output: pathlib.Path, *extra: 
       killed = True
       break
     time.sleep(0.05)
-  _, stderr = process.communicate()
+  process.wait()
   sampler.join()
+  stderr_file.seek(0)
+  stderr = stderr_file.read().replace("\r", "\n")
+  stderr_file.close()
   if not killed and process.returncode != 0:
     raise RuntimeError(f"predict failed:\n{stderr[-3000:]}")
   summary = stderr.strip().splitlines()[-1] if stderr.strip() else ""

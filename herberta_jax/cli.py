@@ -4,6 +4,10 @@ Known user errors are `errors.UserError` (the data layer's DataError, TokenizerM
 derive from it), absl flag errors, a misspelt `--config.` key, and FileNotFoundError / FileExistsError (in a CLI
 these come from the paths it was given). Anything else is a bug and keeps its full traceback, and `--debug` (or
 HERBERTA_DEBUG=1) shows the traceback of user errors too.
+
+What a CLI prints besides its results: a progress bar, its own status lines and every library's warnings. absl's
+`--verbosity` (`-v`; default from HERBERTA_VERBOSITY, else -1) turns more on: 0 adds every library's INFO lines (XLA,
+Orbax, transformers) in absl's format, 1 debug lines (`console.configure_logging`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from herberta_jax import console
 from herberta_jax.errors import UserError
+
+# Before the CLI imports jax or transformers, which read these once: XLA's C++ logs and transformers' import-time
+# advice stay off unless asked for (the env var; --verbosity is parsed too late for them).
+console.quiet_environment(console.verbosity_from_env())
 
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of user errors (also HERBERTA_DEBUG=1).")
 EXIT_USER_ERROR = 2
@@ -23,7 +32,8 @@ _USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileE
 
 
 class ModelFlags:
-  """The flags `predict` and `evaluate` share: the trained pipeline, the batch and the span decoding.
+  """The flags `predict` and `evaluate` share: the trained pipeline, the batch, the compute dtype and the span
+  decoding.
 
   Defined by each of those CLIs at import (flags are global: a module that defined them for every CLI would give
   `train` a --model).
@@ -36,10 +46,12 @@ class ModelFlags:
     self.max_span_len = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
     self.disjoint_entities = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs "
                                                "(default: the run's).")
+    self.dtype = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (bfloat16: GPU/TPU; "
+                                   "parameters stay float32).")
 
   def predictor_kwargs(self) -> dict:
     return {"batch_size": self.batch_size.value, "max_span_len": self.max_span_len.value,
-            "disjoint_entities": self.disjoint_entities.value}
+            "disjoint_entities": self.disjoint_entities.value, "dtype": self.dtype.value}
 
 
 def debugging(argv: Sequence[str] = ()) -> bool:
@@ -125,11 +137,20 @@ def _show_flags_in_help(module_name: str) -> None:
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
+def verbosity() -> int:
+  """--verbosity when given on the command line, else HERBERTA_VERBOSITY, else -1 (absl's own default, after
+  `app.run`, is 0: every library's INFO lines)."""
+  flag = flags.FLAGS["verbosity"]
+  return flag.value if flag.present else console.verbosity_from_env()
+
+
 def run_cli(main: Callable[[list[str]], int | None], *, positional: bool = False) -> None:
-  """`app.run(main)` with one-line user errors. Positional arguments are refused unless `positional`."""
+  """`app.run(main)` with one-line user errors and quiet logs (see the module docstring). Positional arguments are
+  refused unless `positional`."""
   _show_flags_in_help(main.__module__)
 
   def checked(argv: list[str]) -> int | None:
+    console.configure_logging(verbosity())
     if len(argv) > 1 and not positional:
       raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}: every input is given with a --flag")
     return main(argv)

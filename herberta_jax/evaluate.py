@@ -1,6 +1,6 @@
 r"""Scores a trained pipeline on SMiLER-format test files and writes a report:
 
-  python -m herberta_jax.evaluate --model DIR --data a_test.tsv [b_test.tsv ...] --out REPORT   # or --data a,b
+  python -m herberta_jax.evaluate --model DIR --input a_test.tsv [b_test.tsv ...] --out REPORT   # or --input a,b
   python -m herberta_jax.evaluate --model WORKDIR --split dev --out REPORT   # tune decoding on the dev split
 
 REPORT gets metrics.json, predictions.jsonl (every prediction, errors included), report.md and the paper's plots;
@@ -17,16 +17,18 @@ from absl import app, flags
 
 from herberta_jax import cli
 
-_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --max_span_len, --disjoint_entities
-_DATA = flags.DEFINE_multi_string("data", None, "SMiLER TSV files or directories to evaluate on.")
-_SPLIT = flags.DEFINE_enum("split", None, ["dev", "test"], "Instead of --data: this split of the training "
+_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities
+_INPUT = flags.DEFINE_multi_string("input", None, "SMiLER TSV files or directories to evaluate on (more may follow "
+                                   "as arguments).")
+flags.DEFINE_alias("data", "input")  # the flag's name before 0.2
+_SPLIT = flags.DEFINE_enum("split", None, ["dev", "test"], "Instead of --input: this split of the training "
                            "workdir given as --model, as its run prepared it.")
 _OUT = flags.DEFINE_string("out", None, "Report directory.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Bad rows: stop, or skip them into "
                               "REPORT/rejects.tsv.")
 flags.mark_flags_as_required(["model", "out"])
-flags.register_multi_flags_validator(["data", "split"], lambda f: bool(f["data"]) != bool(f["split"]),
-                                     "give either --data or --split")
+flags.register_multi_flags_validator(["input", "split"], lambda f: bool(f["input"]) != bool(f["split"]),
+                                     "give either --input or --split")
 
 
 def workdir_manifest(model: pathlib.Path) -> dict | None:
@@ -47,10 +49,10 @@ def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
 
 
 def data_paths(argv: list[str]) -> list[str]:
-  """--data values (each may be a comma list) plus the arguments a shell glob after --data leaves behind."""
-  if argv[1:] and not _DATA.value:
-    raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}: data files follow --data")
-  return [part for value in (_DATA.value or []) + argv[1:] for part in value.split(",") if part]
+  """--input values (each may be a comma list) plus the arguments a shell glob after --input leaves behind."""
+  if argv[1:] and not _INPUT.value:
+    raise app.UsageError(f"unexpected arguments {' '.join(argv[1:])!r}: data files follow --input")
+  return [part for value in (_INPUT.value or []) + argv[1:] for part in value.split(",") if part]
 
 
 def main(argv):
@@ -73,7 +75,7 @@ def main(argv):
     print(f"{len(rejects)} rows rejected: {out / 'rejects.tsv'}", file=sys.stderr)
   # A training workdir knows its training-set sizes, which the F1-against-training-size plot needs.
   train_sizes = evaluator.train_sizes_of(manifest) if manifest else None
-  result = evaluator.evaluate_examples(predictor, examples, out, train_sizes=train_sizes)
+  result = evaluator.evaluate_examples(predictor, examples, out, train_sizes=train_sizes, progress=True)
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, dict) and "f1" in v}, indent=2))
 
 

@@ -30,7 +30,6 @@ flags.mark_flags_as_required(["input", "tokenizer", "out"])
 
 def main(argv: list[str]) -> int:
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # batch encoding on every core
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   # A shell glob after --input (`--input data/*.tsv`) leaves all files but the first as arguments: inputs too.
   manifest = preparation.prepare(_INPUT.value + argv[1:], _TOKENIZER.value, _OUT.value, max_seq_len=_MAX_SEQ_LEN.value,
                                  on_error=_ON_ERROR.value, dev_fraction=_DEV_FRACTION.value, seed=_SEED.value,

@@ -24,6 +24,7 @@ from herberta_jax.inference.predictor import Predictor
 from herberta_jax.training import data_setup, loop, parallel
 
 COMMANDS_FILE = "train_commands.jsonl"  # each invocation's command line, for the model card
+log = logging.getLogger(__name__)
 
 
 def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> dict:
@@ -48,7 +49,7 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
       with open(workdir / COMMANDS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps({"command": list(command)}, ensure_ascii=False) + "\n")
   mesh = parallel.make_mesh(config.mesh.num_devices)
-  logging.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
+  log.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
   data_dir = data_setup.prepare_run_data(config, workdir)
   manifest = preparation.load_manifest(data_dir)
 
@@ -74,11 +75,11 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   if config.export and jax.process_index() == 0:
     out = writer.write_export(workdir / "export", data_dir, meta, (rel_model.bert_config, rel_params),
                               (tag_model.bert_config, tag_params))
-    logging.info("exported to %s", out)
+    log.info("exported to %s", out)
   langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
   examples = evaluator.split_examples(data_dir, manifest, langs)
   if not examples:
-    logging.warning("no test split: skipping the test evaluation")
+    log.warning("no test split: skipping the test evaluation")
     if config.export and jax.process_index() == 0:
       write_model_cards(workdir / "export", workdir, manifest, meta)  # a card that says there are no scores
     return {}
@@ -90,7 +91,7 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
                         tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size,
                         top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
   result = evaluator.evaluate_examples(predictor, examples, workdir / "report",
-                                       train_sizes=evaluator.train_sizes_of(manifest))
+                                       train_sizes=evaluator.train_sizes_of(manifest), progress=True)
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     if config.export:

@@ -7,35 +7,20 @@ Flags parse the config file (overridable with `--config.a.b=value`); everything 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from herberta_jax import cli  # noqa: E402
-from herberta_jax.config_check import check_config  # noqa: E402
-from herberta_jax.errors import ConfigError  # noqa: E402
-from herberta_jax.training import distributed  # noqa: E402
+from herberta_jax import cli  # first: it sets the environment jax and transformers read on import
+from herberta_jax.config_check import check_config
+from herberta_jax.errors import ConfigError
+from herberta_jax.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and the export.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-class _LibraryInfoFilter(logging.Filter):
-  """Drops INFO records of Orbax and TF (one per checkpoint manager and save), keeping their warnings."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    noisy = any(part in record.pathname for part in ("orbax", "tensorflow"))
-    return record.levelno >= logging.WARNING or not noisy
-
-
-def quiet_library_logs() -> None:
-  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
-    handler.addFilter(_LibraryInfoFilter())
+log = logging.getLogger("herberta_jax.train")  # not __name__, which is __main__ under `python -m`
 
 
 def main(argv):
@@ -44,15 +29,13 @@ def main(argv):
     check_config(_CONFIG.value)  # before any work: a bad value would otherwise surface minutes in
   except OSError as error:  # config_flags defers a config file that failed to load until it is read
     raise ConfigError(f"--config: {cli.one_line(error)}") from error
-  logging.getLogger().setLevel(logging.INFO)
-  quiet_library_logs()
   distributed.initialize()
   from herberta_jax import run as run_lib  # after distributed start-up: it touches devices
   # Recorded for the export's model card, as a command that reruns it (whichever way the CLI was started).
   command = ["python", "-m", "herberta_jax.train", *sys.argv[1:]]
   metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, command=command)
   if metrics:
-    logging.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
+    log.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
 
 
 def run() -> None:

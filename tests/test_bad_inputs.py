@@ -159,7 +159,7 @@ def train(*extra: str):
 
 
 def predict(*extra: str, model=lambda w, d: w.export, input_=lambda w, d: w.sentences):
-  return lambda w, d: ["--model", str(model(w, d)), "--input", str(input_(w, d)), "--output", str(d / "out.jsonl"),
+  return lambda w, d: ["--model", str(model(w, d)), "--input", str(input_(w, d)), "--out", str(d / "out.jsonl"),
                        *extra]
 
 
@@ -266,23 +266,25 @@ CASES = [
          check=nothing_at("out.jsonl")),
     Case("predict-model-flag-missing", "predict", lambda w, d: ["--input", str(w.sentences)], ("--model",)),
     # evaluate
-    Case("evaluate-data-globbed", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", *w.demo_tests()], code=0,
+    Case("evaluate-data-globbed", "evaluate", lambda w, d: [*evaluate()(w, d), "--input", *w.demo_tests()], code=0,
          check=evaluated_count(World.demo_tests)),
-    Case("evaluate-data-comma-list", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", ",".join(w.demo_tests())],
+    Case("evaluate-data-comma-list", "evaluate", lambda w, d: [*evaluate()(w, d), "--input", ",".join(w.demo_tests())],
          code=0, check=evaluated_count(World.demo_tests)),
-    Case("evaluate-unknown-label", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", str(d / "x_test.tsv")],
+    Case("evaluate-data-alias", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", ",".join(w.demo_tests())],
+         code=0, check=evaluated_count(World.demo_tests)),  # --data: --input's name before 0.2
+    Case("evaluate-unknown-label", "evaluate", lambda w, d: [*evaluate()(w, d), "--input", str(d / "x_test.tsv")],
          ("{d}/x_test.tsv:3", "unknown label 'never-seen'"), check=nothing_at("report"),
          setup=lambda w, d: write(d / "x_test.tsv", "".join(pathlib.Path(w.demo_tests()[0]).read_text(
              encoding="utf-8").splitlines(keepends=True)[1:2]) + good_row(1, "never-seen"))),
-    Case("evaluate-missing-data", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", str(d / "nope_test.tsv")],
+    Case("evaluate-missing-data", "evaluate", lambda w, d: [*evaluate()(w, d), "--input", str(d / "nope_test.tsv")],
          ("{d}/nope_test.tsv", "no such file"), check=nothing_at("report")),
-    Case("evaluate-header-only", "evaluate", lambda w, d: [*evaluate()(w, d), "--data", str(d / "x_test.tsv")],
+    Case("evaluate-header-only", "evaluate", lambda w, d: [*evaluate()(w, d), "--input", str(d / "x_test.tsv")],
          ("{d}/x_test.tsv", "no rows after the header"), check=nothing_at("report"),
          setup=lambda w, d: write(d / "x_test.tsv", "")),
     Case("evaluate-model-not-a-model", "evaluate",
-         lambda w, d: [*evaluate(model=lambda w, d: d)(w, d), "--data", w.demo_tests()[0]], ("herberta.json",),
+         lambda w, d: [*evaluate(model=lambda w, d: d)(w, d), "--input", w.demo_tests()[0]], ("herberta.json",),
          check=nothing_at("report")),
-    Case("evaluate-neither-data-nor-split", "evaluate", evaluate(), ("either --data or --split",),
+    Case("evaluate-neither-data-nor-split", "evaluate", evaluate(), ("either --input or --split",),
          check=nothing_at("report")),
     Case("evaluate-positional-without-data", "evaluate",
          lambda w, d: [*evaluate(model=lambda w, d: w.workdir)(w, d), "--split", "dev", "stray.tsv"],

@@ -97,13 +97,16 @@ def test_best_entity_pairs_is_the_exact_top_m_of_all_pairs():
   mask[1, 2:7] = 1
   out = jax.jit(lambda x, m: spans.best_entity_pairs(x, m, max_span_len=max_len, top_m=top_m))(logits, mask)
   out = {k: np.asarray(v) for k, v in out.items()}
-  assert set(out) == {"e1_start", "e1_end", "e2_start", "e2_end", "score"}
+  assert set(out) == {"e1_start", "e1_end", "e2_start", "e2_end", "score", "e1_score", "e2_score"}
+  np.testing.assert_allclose(out["e1_score"] + out["e2_score"], out["score"], rtol=1e-6)
   for row in range(batch):
     e1 = _brute_force(logits[row, :, 0], logits[row, :, 1], mask[row], max_len)
     e2 = _brute_force(logits[row, :, 2], logits[row, :, 3], mask[row], max_len)
     pairs = sorted(((a[0] + b[0], a[1], a[2], b[1], b[2]) for a, b in itertools.product(e1, e2)),
                    key=lambda t: -t[0])[:top_m]
     np.testing.assert_allclose(out["score"][row], [p[0] for p in pairs], rtol=1e-5)
+    np.testing.assert_allclose(out["e1_score"][row], [e1[[x[1:] for x in e1].index(p[1:3])][0] for p in pairs],
+                               rtol=1e-5)
     got = list(zip(out["e1_start"][row], out["e1_end"][row], out["e2_start"][row], out["e2_end"][row]))
     assert got == [p[1:] for p in pairs]
 
@@ -126,6 +129,8 @@ def test_disjoint_pairs_are_the_exact_top_m_of_non_overlapping_pairs_when_every_
     pairs = sorted(((a[0] + b[0], a[1], a[2], b[1], b[2]) for a, b in itertools.product(e1, e2)
                     if a[2] < b[1] or b[2] < a[1]), key=lambda t: -t[0])[:top_m]
     np.testing.assert_allclose(out["score"][row], [p[0] for p in pairs], rtol=1e-5)
+    np.testing.assert_allclose(out["e1_score"][row], [e1[[x[1:] for x in e1].index(p[1:3])][0] for p in pairs],
+                               rtol=1e-5)
     got = list(zip(out["e1_start"][row], out["e1_end"][row], out["e2_start"][row], out["e2_end"][row]))
     assert got == [p[1:] for p in pairs]
     e1_span = (int(independent["e1_start"][row, 0]), int(independent["e1_end"][row, 0]))

@@ -65,7 +65,7 @@ def test_predict_keeps_output_aligned_with_input_and_reports_bad_lines(run, tmp_
   workdir, _ = run
   lines = [SENTENCES[0].encode(), b"", b"x" * 300, b"caf\xe9 \xff broken", SENTENCES[1].encode()]
   (tmp_path / "in.txt").write_bytes(b"\n".join(lines) + b"\n")
-  cli("predict", "--model", str(workdir), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out"),
+  cli("predict", "--model", str(workdir), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "out"),
       "--top_k", "2", "--top_m", "2", "--max_chars", "200")
   out = [json.loads(line) for line in (tmp_path / "out").read_text().splitlines()]
   assert len(out) == len(lines)
@@ -97,7 +97,7 @@ def test_evaluate_on_the_test_files_reproduces_the_runs_metrics(run, tmp_path):
   workdir, metrics = run
   test_files = sorted(str(p) for p in (workdir / "demo_corpus").glob("*_test.tsv"))
   cli("evaluate", "--model", str(workdir / "export"), "--out", str(tmp_path / "report"),
-      *[f"--data={f}" for f in test_files])
+      *[f"--input={f}" for f in test_files])
   evaluated = json.loads((tmp_path / "report" / "metrics.json").read_text())
   for name in ("relation", "entity1", "entity2", "combined"):
     assert evaluated[name]["f1"] == pytest.approx(metrics[name]["f1"], abs=1e-9)
@@ -114,8 +114,8 @@ def test_evaluate_reads_the_prepared_dev_and_test_splits_of_a_workdir(run, tmp_p
     assert (tmp_path / split / "f1_vs_train_size.png").exists()  # a workdir knows its training-set sizes
   assert evaluated["combined"]["f1"] == pytest.approx(metrics["combined"]["f1"], abs=1e-9)
   both = subprocess.run([sys.executable, "-m", "herberta_jax.evaluate", "--model", str(workdir), "--split", "dev",
-                         "--data", "x.tsv", "--out", str(tmp_path / "both")], cwd=REPO, capture_output=True)
-  assert both.returncode != 0 and b"either --data or --split" in both.stderr
+                         "--input", "x.tsv", "--out", str(tmp_path / "both")], cwd=REPO, capture_output=True)
+  assert both.returncode != 0 and b"either --input or --split" in both.stderr
 
 
 def readme_snippet() -> str:

@@ -96,11 +96,11 @@ def test_train_predict_evaluate_and_export_run_without_tensorflow(tmp_path):
 
   cli("train", "--config", "configs/demo.py", "--workdir", str(workdir), *TINY_FLAGS)
   (tmp_path / "in.txt").write_text("Anna Berg was born in Oslo.\nThe company was founded by Karl Ruiz.\n")
-  cli("predict", "--model", str(workdir), "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.jsonl"),
+  cli("predict", "--model", str(workdir), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "out.jsonl"),
       "--batch_size", "8")
   assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
   tests = sorted((workdir / "demo_corpus").glob("*_test.tsv"))
-  cli("evaluate", "--model", str(workdir / "export"), "--data", *map(str, tests), "--out", str(tmp_path / "report"),
+  cli("evaluate", "--model", str(workdir / "export"), "--input", *map(str, tests), "--out", str(tmp_path / "report"),
       "--batch_size", "8")
   assert (tmp_path / "report" / "metrics.json").is_file()
   cli("export", "--workdir", str(workdir), "--out", str(export))

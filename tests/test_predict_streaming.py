@@ -128,7 +128,7 @@ def test_resume_after_a_cut_matches_a_full_run_and_truncation_is_marked(export_d
   # from 260 to 516, which a resumed run redoes with the same batches.
   lines = [SENTENCES[i % len(SENTENCES)] + f" ({i})" for i in range(600)] + [long, ""]
   (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-  predict(export_dir, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "full.jsonl"),
+  predict(export_dir, "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "full.jsonl"),
           "--batch_size", "4")
   full = (tmp_path / "full.jsonl").read_bytes()
   rows = [json.loads(line) for line in full.decode().splitlines()]
@@ -136,7 +136,7 @@ def test_resume_after_a_cut_matches_a_full_run_and_truncation_is_marked(export_d
   assert "truncated" not in rows[0] and "empty" in rows[-1]["error"]
   cut = full[:full.index(b"\n", len(full) // 2) + 20]  # ~300 whole lines and part of the next
   (tmp_path / "part.jsonl").write_bytes(cut)
-  predict(export_dir, "--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "part.jsonl"),
+  predict(export_dir, "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "part.jsonl"),
           "--batch_size", "4", "--resume")
   assert (tmp_path / "part.jsonl").read_bytes() == full
 
@@ -146,7 +146,7 @@ def test_resume_after_a_cut_matches_a_full_run_and_truncation_is_marked(export_d
     (["--input", "/nonexistent/in.txt"], "/nonexistent/in.txt"), (["--resume"], "--resume"),
 ])
 def test_bad_flags_fail_early_with_exit_code_2(export_dir, tmp_path, args, named):
-  out = tmp_path / "out.jsonl"
+  out = tmp_path / "out.jsonl"  # --output: --out's name before 0.2, still accepted
   result = predict(export_dir, *args, *(["--output", str(out)] if "--resume" not in args else []), check=False)
   assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
   assert not out.exists()

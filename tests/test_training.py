@@ -310,7 +310,8 @@ def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared
     feeds = {train: feeding.StageFeed(config, prepared, "train" if train else "dev", stage, mesh, batch_size=8,
                                       batch_flag="b", train=train) for train in (True, False)}
     params = jax.device_put(stage.initial_params(jax.random.key(0)), parallel.replicated(mesh))
-    loss = jax.jit(lambda p, b: stage.loss_terms()(p, b, jax.random.key(1), False)[0])
+    terms = stage.loss_terms()
+    loss = jax.jit(lambda p, b, terms=terms: terms(p, b, jax.random.key(1), False)[0])
     counts = jax.jit(stage.dev_counts())
     by_length = precompile.ahead_of_time([(loss, params, feeds[True]), (counts, params, feeds[False])], name=name)
     for (train, feed), compiled in zip(feeds.items(), by_length):

@@ -20,9 +20,9 @@ import math
 import pathlib
 import re
 import shutil
-import sys
 from collections.abc import Iterator, Sequence
 
+from herberta_jax import console
 from herberta_jax.data import records, smiler, splits, tokenize
 from herberta_jax.data.example import NEGATIVE_LABEL, Example, Features
 from herberta_jax.errors import ArgumentError, UserError, UserFileExistsError
@@ -150,8 +150,6 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
     UserError: bad arguments (ArgumentError), no training file or no usable training row (with on_error="skip",
       rejects.tsv is still written), or `out_dir` holds earlier prepared data and `overwrite` is False.
   """
-  from tqdm import tqdm
-
   if on_error not in ("fail", "skip"):
     raise ArgumentError(f"prepare(on_error={on_error!r}) / --on_error: use fail or skip")
   if not 0 <= dev_fraction < 1:
@@ -208,7 +206,7 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
   label_ids = {label: i for i, label in enumerate(labels)}
   total = sum(len(rows) for by_lang in examples.values() for rows in by_lang.values())
   split_info: dict[str, dict] = {}
-  with tqdm(total=total, unit="rows", desc="prepare", file=sys.stderr, disable=not progress) as bar:
+  with console.Progress(total, desc="prepare", unit="row", disable=not progress) as bar:
     for split in SPLITS:
       for lang in sorted(examples[split]):
         rows = examples[split][lang]

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 
 import jax
 
+from herberta_jax import console
 from herberta_jax.data import smiler
 from herberta_jax.data.example import Example
 from herberta_jax.evaluation import metrics, report
@@ -20,16 +21,22 @@ def gold_record(ex_id: str, lang: str, text: str, label: str, e1, e2, truncated:
           "gold": {"label": label, "e1": [int(e1[0]), int(e1[1])], "e2": [int(e2[0]), int(e2[1])]}}
 
 
-def predict_records(predictor: Predictor, golds: Sequence[dict]) -> list[dict]:
+def predict_records(predictor: Predictor, golds: Sequence[dict], *, progress: bool = False) -> list[dict]:
   """Adds each gold record's prediction (`pred`); a sentence the predictor rejects keeps its error.
 
   The same streaming path as `predict` (all local devices, sorted windows). In a multi-process run every process
   predicts every row on its own devices and process 0 writes the report: simple and exact, and a test set is
-  small next to the training set.
+  small next to the training set. `progress`: a progress bar on stderr (process 0 only).
   """
   encoded = predictor.encode([g["text"] for g in golds])
   records = []
+  bar = console.Progress(len(golds), desc="evaluate", unit="sentence",
+                         disable=not progress or jax.process_index() != 0)
   for (enc, pred), gold in zip(predictor.run(encoded), golds):
+    if records:
+      bar.update(1)
+    else:
+      bar.first_done()  # the first batch compiles: the rate counts from its end
     record = dict(gold)
     if "error" in pred:
       record["pred"] = {"label": None, "e1": None, "e2": None, "error": pred["error"]}
@@ -42,15 +49,16 @@ def predict_records(predictor: Predictor, golds: Sequence[dict]) -> list[dict]:
         # The tokenizer's truncation may cut an entity that the gold record did not know about.
         record["truncated"] = max(gold["gold"]["e1"][1], gold["gold"]["e2"][1]) > enc.truncated_at
     records.append(record)
+  bar.close()
   return records
 
 
 def evaluate_examples(predictor: Predictor, examples: Iterable[Example], out_dir, *,
-                      train_sizes: dict | None = None) -> dict:
-  """Predicts, scores and writes the report for SMiLER examples; returns the metrics."""
+                      train_sizes: dict | None = None, progress: bool = False) -> dict:
+  """Predicts, scores and writes the report for SMiLER examples; returns the metrics. `progress`: a progress bar."""
   golds = [gold_record(ex.id, ex.lang, ex.text, ex.label, ex.e1, ex.e2, False) for ex in examples]
   start = time.perf_counter()
-  records = predict_records(predictor, golds)
+  records = predict_records(predictor, golds, progress=progress)
   seconds = time.perf_counter() - start  # tokenizing, compiling each bucket shape once, and the two stages
   result = metrics.compute_metrics(records, negative_label=predictor.meta["negative_label"])
   result.update(inference_seconds=seconds, sentences_per_second=len(golds) / max(seconds, 1e-9))

@@ -12,6 +12,7 @@ placed on the devices once, replicated. Memory is bounded by two windows, whatev
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import queue
 import threading
 from collections import Counter, deque
@@ -44,6 +45,27 @@ class Encoded:
   offsets: list[tuple[int, int]] | None = None
   error: str | None = None
   truncated_at: int | None = None
+
+
+@dataclasses.dataclass
+class LoadedExport:
+  """What `load_export` reads: the export's directory, (module, params) of each stage, its metadata, tokenizer."""
+
+  directory: pathlib.Path
+  relation: tuple
+  tagger: tuple
+  meta: dict
+  tokenizer: object
+
+
+def load_export(directory) -> LoadedExport:
+  """Reads an export directory (or a training workdir holding `export/`) into host memory."""
+  directory, meta = export_format.read_meta(directory)
+  rel_config, rel_params, _ = hf.load_relation_model(directory / "relation")
+  tag_config, tag_params = hf.load_tagger_model(directory / "tagger")
+  relation = (RelationClassifier(rel_config, num_labels=len(meta["labels"])), rel_params)
+  tagger = (EntityTagger(tag_config), tag_params)
+  return LoadedExport(pathlib.Path(directory), relation, tagger, meta, tokenize.load_tokenizer(directory / "tagger"))
 
 
 class Predictor:
@@ -101,12 +123,8 @@ class Predictor:
   @classmethod
   def from_export(cls, directory, **kwargs) -> Predictor:
     """Loads an export directory (or a training workdir holding `export/`)."""
-    directory, meta = export_format.read_meta(directory)
-    rel_config, rel_params, _ = hf.load_relation_model(directory / "relation")
-    tag_config, tag_params = hf.load_tagger_model(directory / "tagger")
-    relation = (RelationClassifier(rel_config, num_labels=len(meta["labels"])), rel_params)
-    tagger = (EntityTagger(tag_config), tag_params)
-    return cls(relation, tagger, meta, tokenize.load_tokenizer(directory / "tagger"), **kwargs)
+    loaded = load_export(directory)
+    return cls(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, **kwargs)
 
   @property
   def real_token_share(self) -> float:

@@ -21,8 +21,9 @@ def make_two_stage_fn(relation_module, tagger_module, build: model_inputs.Tagger
   """`fn(relation_params, tagger_params, input_ids, attention_mask) -> dict of arrays`, jitted.
 
   Outputs ([B, K] or [B, K, M]): `relation` label ids and `relation_logprob`; `e1_start`, `e1_end`, `e2_start`,
-  `e2_end` as positions in the relation input (ends inclusive), `pair_logprob` of the spans given the relation,
-  and `joint_logprob` = relation + pair log-probabilities, the n-best ranking key.
+  `e2_end` as positions in the relation input (ends inclusive), `pair_logprob` of the spans given the relation
+  (the sum of `e1_logprob` and `e2_logprob`, each span's own), and `joint_logprob` = relation + pair
+  log-probabilities, the n-best ranking key.
   """
 
   def fn(relation_params, tagger_params, input_ids, attention_mask):
@@ -42,6 +43,8 @@ def make_two_stage_fn(relation_module, tagger_module, build: model_inputs.Tagger
     for key in ("e1_start", "e1_end", "e2_start", "e2_end"):
       out[key] = pairs[key].reshape(batch, top_k, top_m) - model_inputs.TAGGER_SHIFT
     out["pair_logprob"] = pairs["score"].reshape(batch, top_k, top_m)
+    out["e1_logprob"] = pairs["e1_score"].reshape(batch, top_k, top_m)
+    out["e2_logprob"] = pairs["e2_score"].reshape(batch, top_k, top_m)
     out["joint_logprob"] = out["pair_logprob"] + relation_logprob[:, :, None]
     return out
 
@@ -62,8 +65,10 @@ def decode_row(outputs: dict, row: int, offsets: np.ndarray, text: str, labels: 
           "relation": labels[int(outputs["relation"][row, k])],
           "relation_score": float(np.exp(outputs["relation_logprob"][row, k])),
           "score": float(np.exp(outputs["joint_logprob"][row, k, m])),
-          "e1": {"text": text[e1[0]:e1[1]], "start": e1[0], "end": e1[1]},
-          "e2": {"text": text[e2[0]:e2[1]], "start": e2[0], "end": e2[1]},
+          "e1": {"text": text[e1[0]:e1[1]], "start": e1[0], "end": e1[1],
+                 "score": float(np.exp(outputs["e1_logprob"][row, k, m]))},
+          "e2": {"text": text[e2[0]:e2[1]], "start": e2[0], "end": e2[1],
+                 "score": float(np.exp(outputs["e2_logprob"][row, k, m]))},
       })
   nbest.sort(key=lambda t: -t["score"])
   best = nbest[0]

@@ -108,8 +108,9 @@ def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, 
     candidates: spans kept per entity for disjoint decoding.
 
   Returns:
-    A dict of [B, top_m] arrays: `e1_start`, `e1_end`, `e2_start`, `e2_end` (int32 positions, ends inclusive)
-    and `score` (float32 joint log-probability). A pair that does not exist has score -inf and positions -1.
+    A dict of [B, top_m] arrays: `e1_start`, `e1_end`, `e2_start`, `e2_end` (int32 positions, ends inclusive),
+    `score` (float32 joint log-probability) and `e1_score`, `e2_score` (each span's own log-probability; they sum
+    to `score`). A pair that does not exist has scores -inf and positions -1.
   """
   if logits.ndim != 3 or logits.shape[-1] != 4:
     raise ValueError(f"best_entity_pairs: logits must be [B, L, 4] (e1 start, e1 end, e2 start, e2 end); "
@@ -133,10 +134,13 @@ def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, 
   def pick(values, index):
     return jnp.where(found, jnp.take_along_axis(values, index, axis=1), NO_SPAN).astype(jnp.int32)
 
+  def pick_score(values, index):
+    return jnp.where(found, jnp.take_along_axis(values, index, axis=1), -jnp.inf)
+
   return {
       "e1_start": pick(e1_start, first), "e1_end": pick(e1_end, first),
       "e2_start": pick(e2_start, second), "e2_end": pick(e2_end, second),
-      "score": score,
+      "score": score, "e1_score": pick_score(e1_score, first), "e2_score": pick_score(e2_score, second),
   }
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+log = logging.getLogger(__name__)
+
 
 class StageCheckpoints:
   """Periodic and best checkpoints of one stage, each with a JSON record of the run's progress."""
@@ -67,12 +69,12 @@ class StageCheckpoints:
             **{item: ocp.args.StandardRestore(abstract)}, progress=ocp.args.JsonRestore()))
       except Exception as error:  # noqa: BLE001 - any unreadable step: try the one before
         following = f"falling back to step {found[i + 1]}" if i + 1 < len(found) else "no older checkpoint left"
-        logging.warning("%s: checkpoint step %d is unreadable (%s: %s); %s", manager.directory, step,
+        log.warning("%s: checkpoint step %d is unreadable (%s: %s); %s", manager.directory, step,
                         type(error).__name__, str(error).splitlines()[0] if str(error) else "", following)
         continue
       if drop_unreadable:
         for newer in found[:i]:  # the resumed run saves these steps again
-          logging.warning("%s: deleting unreadable checkpoint step %d", manager.directory, newer)
+          log.warning("%s: deleting unreadable checkpoint step %d", manager.directory, newer)
           manager.delete(newer)
       return restored[item], dict(restored["progress"]), step
     if found:

@@ -17,6 +17,8 @@ from herberta_jax.data import demo_corpus, smiler, tokenize
 from herberta_jax.data import preparation as prepare
 from herberta_jax.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 def _split_paths(value: str) -> list[str]:
   return [p.strip() for p in value.split(",") if p.strip()]
@@ -50,7 +52,7 @@ def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path)
     train_files = [p for p in inputs if smiler.parse_file_name(p)[1] != "test"]
     texts = (ex.text for path in train_files for ex in smiler.read_tsv(path, on_error="skip",
                                                                        rejects=smiler.Rejects()))
-    logging.info("training a WordPiece vocabulary of %d on %d files", config.data.wordpiece_vocab_size,
+    log.info("training a WordPiece vocabulary of %d on %d files", config.data.wordpiece_vocab_size,
                  len(train_files))
     tokenize.train_wordpiece(texts, out, vocab_size=config.data.wordpiece_vocab_size,
                              lowercase=config.data.lowercase)

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 
 import jax
 
+log = logging.getLogger(__name__)
+
 # Step ids Slurm gives to what is not an srun step: the batch script's own step and the external (ssh) step.
 _NOT_SRUN_STEPS = ("4294967294", "4294967295")
 # What JAX's SlurmCluster.is_env_present requires (jax/_src/clusters/slurm_cluster.py).
@@ -103,7 +105,7 @@ def initialize() -> None:
     else:
       # num_processes=None lets JAX read it; for SLURM it is the step's count the decision was made on.
       jax.distributed.initialize(num_processes=cluster.num_processes, **_timeouts())
-  logging.info("start-up: %s; process %d of %d, %d local / %d global %s devices", cluster.reason,
+  log.info("start-up: %s; process %d of %d, %d local / %d global %s devices", cluster.reason,
                jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
   check_devices()

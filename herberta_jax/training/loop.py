@@ -17,13 +17,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 from jax.experimental import multihost_utils
 
+from herberta_jax import console
 from herberta_jax.data.scoring import Counts
 from herberta_jax.training import checkpoint, feeding, optim, parallel, precompile, stages, steps
 from herberta_jax.training.state import TrainState
 from herberta_jax.training.summary import SummaryWriter
+
+log = logging.getLogger(__name__)
 
 STAGES = stages.STAGES
 
@@ -127,7 +129,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   restored = ckpts.restore_latest(checkpoint.abstract_like(state, replicated), drop_unreadable=True)
   if restored is not None:
     state, progress, _ = restored
-    logging.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
+    log.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
   elif (best_step := ckpts.best_step()) is not None:
     ckpts.close()
     raise RuntimeError(
@@ -178,12 +180,12 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       ckpts.save_best(at, copy(state.params), progress)
     else:
       progress["evals_without_improvement"] += 1
-    logging.info("%s step %d: dev score %.4f (best %.4f at step %d)", name, at, score, progress["best_score"],
-                 progress["best_step"])
+    log.info("%s step %d: dev score %.4f (best %.4f at step %d)", name, at, score, progress["best_score"],
+             progress["best_step"])
     return bool(cfg.patience) and progress["evals_without_improvement"] >= cfg.patience
 
   batches = feed.device_batches(start_batch=step)
-  bar = tqdm.tqdm(total=total_steps, initial=step, desc=name, disable=not is_chief, dynamic_ncols=True)
+  bar = console.Progress(total_steps, desc=name, unit="step", initial=step, disable=not is_chief)
   loop_start = window_start = last_save = time.perf_counter()
   window_rows, first_step_done, loop_end = 0, None, None
   window_rates = []  # sentences/s of each logging window (a window pays the saves and evaluation before it)
@@ -193,11 +195,13 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       step += 1
       window.append((step, metrics))
       window_rows += cfg.batch_size
-      bar.update(1)
       if first_step_done is None:
         jax.block_until_ready(metrics)
         first_step_done = time.perf_counter()
-        logging.info("%s: first step done %.2f s after the stage started", name, first_step_done - started)
+        bar.first_done()  # the first step compiles: counted in the rate, it would make the ETA hours long
+        log.info("%s: first step done %.2f s after the stage started", name, first_step_done - started)
+      else:
+        bar.update(1)
       at_end = step == total_steps
       save = at_end or bool(cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0)
       if step % config.log_every_steps == 0 or at_end:

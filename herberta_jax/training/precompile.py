@@ -15,6 +15,8 @@ import time
 
 import jax
 
+log = logging.getLogger(__name__)
+
 
 class ByLength:
   """`jitted(leading, batch)`, calling the program compiled ahead for the batch's padded length.
@@ -47,5 +49,5 @@ def ahead_of_time(jobs: list[tuple[object, object, object]], *, name: str) -> li
     compiled = [{} for _ in jobs]
     for (index, length, *_), future in zip(tasks, futures):
       compiled[index][length] = future.result()
-  logging.info("%s: %d programs compiled ahead in %.1f s", name, len(tasks), time.perf_counter() - start)
+  log.info("%s: %d programs compiled ahead in %.1f s", name, len(tasks), time.perf_counter() - start)
   return [ByLength(jitted, programs) for (jitted, _, _), programs in zip(jobs, compiled)]

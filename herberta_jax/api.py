@@ -1,0 +1,232 @@
+"""The Python API: load a trained pipeline, get (relation, entity 1, entity 2) triples with character offsets.
+
+    import herberta_jax
+
+    model = herberta_jax.load("/tmp/herberta_demo")  # a training workdir or an export directory
+    [result] = model.extract(["Paul Schmidt wurde in Hamburg geboren."])
+    print(result.relation, result.e1.text, result.e2.text, result.tagged)
+
+`herberta_jax.load` returns a `Model`; `Model.extract` takes sentences and returns one `Extraction` per sentence, in
+order: the best relation with its probability, both entities as `Entity` (text, character offsets, probability),
+the sentence re-tagged with `<e1>..</e1>` / `<e2>..</e2>`, and the n-best list of `Candidate`s (`top_k` relations x
+`top_m` entity pairs each). `Model.extract_iter` streams in bounded memory, which `predict` uses: the CLI is this API
+plus files. The work is done by `herberta_jax.inference.predictor.Predictor` (all local devices, one jitted function
+for both stages); importing this module (or `herberta_jax`) does not import JAX, `load` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+  from herberta_jax.inference.predictor import Predictor
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+  """An entity span of the input sentence: `text == sentence[start:end]` (character offsets, end exclusive).
+
+  `score`: the tagger's probability of this span (start times end) given the relation; the two entities' scores
+  multiply to the pair's probability.
+  """
+
+  text: str
+  start: int
+  end: int
+  score: float
+
+  @classmethod
+  def from_dict(cls, d: dict) -> Entity:
+    return cls(d["text"], int(d["start"]), int(d["end"]), float(d["score"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """One n-best candidate: a relation and an entity pair tagged for it.
+
+  `relation_score` is the relation's probability; `score` = relation_score x e1.score x e2.score, the ranking key.
+  """
+
+  relation: str
+  relation_score: float
+  score: float
+  e1: Entity
+  e2: Entity
+
+  @classmethod
+  def from_dict(cls, d: dict) -> Candidate:
+    return cls(d["relation"], float(d["relation_score"]), float(d["score"]), Entity.from_dict(d["e1"]),
+               Entity.from_dict(d["e2"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Extraction:
+  """The prediction for one sentence, or the reason there is none (`error`; every other field then None/empty).
+
+  Attributes:
+    text: the sentence as given.
+    relation: the best relation (the classifier's top label, possibly the run's negative label `no_relation`).
+    score: its probability.
+    e1, e2: the entities tagged for it.
+    tagged: `text` with `<e1>..</e1>` and `<e2>..</e2>` around the entities.
+    nbest: every candidate (top_k relations x top_m pairs), best `score` first.
+    truncated_at: for a sentence longer than the model reads, the character offset where reading stopped
+      (entities are only found before it); None otherwise.
+    error: why the sentence was not predicted (empty, or rejected by the reader), else None.
+  """
+
+  text: str
+  relation: str | None
+  score: float | None
+  e1: Entity | None
+  e2: Entity | None
+  tagged: str | None
+  nbest: tuple[Candidate, ...] = ()
+  truncated_at: int | None = None
+  error: str | None = None
+
+  @classmethod
+  def from_prediction(cls, text: str, prediction: dict, truncated_at: int | None = None) -> Extraction:
+    """From the Predictor's plain-data prediction (`inference.two_stage.decode_row`, or `{"error": ...}`)."""
+    if "error" in prediction:
+      return cls(text, None, None, None, None, None, error=prediction["error"])
+    return cls(text, prediction["relation"], float(prediction["score"]), Entity.from_dict(prediction["e1"]),
+               Entity.from_dict(prediction["e2"]), prediction["tagged"],
+               tuple(Candidate.from_dict(c) for c in prediction["nbest"]), truncated_at)
+
+  def to_dict(self) -> dict[str, Any]:
+    """The JSON object `predict` writes for this sentence (an error row holds only `error`)."""
+    if self.error is not None:
+      return {"error": self.error}
+    row: dict[str, Any] = {"text": self.text, "relation": self.relation, "score": self.score,
+                           "e1": dataclasses.asdict(self.e1), "e2": dataclasses.asdict(self.e2),
+                           "tagged": self.tagged, "nbest": [dataclasses.asdict(c) for c in self.nbest]}
+    if self.truncated_at is not None:
+      row.update(truncated=True, truncated_at=self.truncated_at)
+    return row
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+  """A placeholder for an input that cannot be predicted, passed to `Model.extract_iter` in its place: the output
+  keeps one `Extraction` per input (its `error` is `reason`), so output N still answers input N."""
+
+  reason: str
+
+
+class Model:
+  """A trained two-stage pipeline, ready to extract triples. Made by `herberta_jax.load`."""
+
+  def __init__(self, path: pathlib.Path, relation, tagger, meta: dict, tokenizer, *, top_k: int, top_m: int,
+               options: dict):
+    self.path = path
+    self._parts = (relation, tagger, meta, tokenizer)
+    self._options = options
+    self._predictors: dict[tuple[int, int], Predictor] = {}
+    self.top_k, self.top_m = top_k, top_m
+    self.predictor()  # places the parameters on the devices and checks the options now, not on the first call
+
+  @property
+  def labels(self) -> tuple[str, ...]:
+    """The relations the model knows, `no_relation` included."""
+    return tuple(self._parts[2]["labels"])
+
+  @property
+  def max_seq_len(self) -> int:
+    """The longest input in tokens: longer sentences are read up to `max_seq_len - 2` tokens (`truncated_at`)."""
+    return int(self._parts[2]["max_seq_len"])
+
+  def predictor(self, top_k: int | None = None, top_m: int | None = None) -> Predictor:
+    """The `Predictor` behind `extract` for these n-best sizes (compiled once per pair, parameters shared)."""
+    key = (self.top_k if top_k is None else top_k, self.top_m if top_m is None else top_m)
+    for name, value in zip(("top_k", "top_m"), key):
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be an integer of at least 1")
+    if key not in self._predictors:
+      from herberta_jax.inference.predictor import Predictor
+      relation, tagger, meta, tokenizer = self._parts
+      self._predictors[key] = Predictor(relation, tagger, meta, tokenizer, top_k=key[0], top_m=key[1],
+                                        **self._options)
+    return self._predictors[key]
+
+  @overload
+  def extract(self, sentences: str, *, top_k: int | None = None, top_m: int | None = None) -> Extraction: ...
+
+  @overload
+  def extract(self, sentences: Iterable[str], *, top_k: int | None = None,
+              top_m: int | None = None) -> list[Extraction]: ...
+
+  def extract(self, sentences, *, top_k=None, top_m=None):
+    """Triples for `sentences`, in order: a list of `Extraction`s (one `Extraction` for a single string).
+
+    Args:
+      sentences: raw sentences (no entity tags), or one sentence as a string.
+      top_k: relations kept per sentence in `nbest` (default: `load`'s, 1).
+      top_m: entity pairs kept per relation in `nbest` (default: `load`'s, 1).
+
+    An empty sentence gets an `Extraction` whose `error` says so; nothing is raised for it.
+    """
+    if isinstance(sentences, str):
+      return self.extract([sentences], top_k=top_k, top_m=top_m)[0]
+    return list(self.extract_iter(sentences, top_k=top_k, top_m=top_m))
+
+  def extract_iter(self, sentences: Iterable[str | Rejected], *, top_k: int | None = None, top_m: int | None = None,
+                   start_row: int = 0) -> Iterator[Extraction]:
+    """`extract` as a stream, in bounded memory: sentences are read and tokenized ahead on a thread, predicted in
+    sorted windows and yielded in input order as each window finishes (so the first ones come out early).
+
+    A `Rejected` in place of a sentence yields an `Extraction` with its reason as `error`. `start_row` (for a
+    resumed run) says that `sentences` starts at that row of a longer input, on a window boundary
+    (`predictor().window_sizes()`), so batches, and thus scores to the last digit, match an uninterrupted run.
+    """
+    predictor = self.predictor(top_k, top_m)
+    pairs = ((None, s.reason) if isinstance(s, Rejected) else (s, None) for s in sentences)
+    for enc, prediction in predictor.run(predictor.encode_stream(pairs), start_row=start_row):
+      yield Extraction.from_prediction(enc.text, prediction, enc.truncated_at)
+
+  def __repr__(self) -> str:
+    return f"Model({str(self.path)!r}, {len(self.labels)} relations, top_k={self.top_k}, top_m={self.top_m})"
+
+
+def _import_transformers_quietly() -> None:
+  """Imports transformers without its import-time advice ("PyTorch was not found": the API needs no PyTorch),
+  leaving its logging as it would otherwise be. A TRANSFORMERS_VERBOSITY the user set is kept."""
+  if "transformers" in sys.modules or "TRANSFORMERS_VERBOSITY" in os.environ:
+    return
+  os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+  try:
+    import transformers.utils.logging as hf_logging
+  finally:
+    del os.environ["TRANSFORMERS_VERBOSITY"]
+  hf_logging.set_verbosity(hf_logging.WARNING)  # transformers' default
+
+
+def load(path: str | os.PathLike, *, top_k: int = 1, top_m: int = 1, batch_size: int = 64,
+         dtype: str | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None) -> Model:
+  """Loads a trained pipeline for `Model.extract`.
+
+  Args:
+    path: an export directory (holding `herberta.json`, `relation/`, `tagger/`) or a finished training workdir
+      (its `export/` is used).
+    top_k, top_m: the default n-best sizes of `extract` (relations per sentence, entity pairs per relation).
+    batch_size: sentences per batch over all local devices (must divide by their number).
+    dtype: compute dtype, e.g. "bfloat16" on GPU/TPU (parameters stay float32); None: float32.
+    max_span_len, disjoint_entities: span decoding; None takes the run's own (recorded in the export).
+
+  Raises:
+    herberta_jax.errors.UserError: `path` is not an export or workdir, or its files are incomplete.
+    ValueError: a `batch_size` the devices cannot share, or a `top_k`/`top_m` under 1.
+  """
+  _import_transformers_quietly()
+  from herberta_jax.inference.predictor import load_export
+
+  loaded = load_export(path)
+  options = {"batch_size": batch_size, "dtype": dtype, "max_span_len": max_span_len,
+             "disjoint_entities": disjoint_entities}
+  return Model(loaded.directory, loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=top_k,
+               top_m=top_m, options=options)
