@@ -41,7 +41,8 @@ def test_torch_span_decoding_equals_jax(top_m, max_span_len, disjoint):
                              top_m=top_m, disjoint=disjoint)
   for key in PAIR_KEYS:
     np.testing.assert_array_equal(got[key].numpy(), np.asarray(expected[key]), err_msg=key)
-  np.testing.assert_allclose(got["score"].numpy(), np.asarray(expected["score"]), rtol=1e-5, atol=1e-5)
+  for key in ("score", "e1_score", "e2_score"):
+    np.testing.assert_allclose(got[key].numpy(), np.asarray(expected[key]), rtol=1e-5, atol=1e-5, err_msg=key)
 
 
 @pytest.mark.parametrize("two_segments", [True, False])
@@ -125,8 +126,11 @@ def test_pipeline_without_jax_gives_the_jax_predictors_triples(run, tmp_path):
     assert spans(got) == spans(expected), sentence
     assert [spans(n) for n in got["nbest"]] == [spans(n) for n in expected["nbest"]], sentence
     assert got["tagged"] == expected["tagged"]
-    np.testing.assert_allclose([n["score"] for n in got["nbest"]], [n["score"] for n in expected["nbest"]],
-                               rtol=1e-3)
+    for key in ("score", "relation_score"):
+      np.testing.assert_allclose([n[key] for n in got["nbest"]], [n[key] for n in expected["nbest"]], rtol=1e-3)
+    for entity in ("e1", "e2"):  # each entity's own score, as predict writes it
+      np.testing.assert_allclose([n[entity]["score"] for n in got["nbest"]],
+                                 [n[entity]["score"] for n in expected["nbest"]], rtol=1e-3)
     assert got.get("truncated_at") == encoded.truncated_at
     truncated += encoded.truncated_at is not None
   assert truncated > 0  # the demo corpus has sentences longer than the model reads

@@ -105,6 +105,8 @@ class HerbertaTwoStageModel(PreTrainedModel):
     for key in ("e1_start", "e1_end", "e2_start", "e2_end"):
       out[key] = pairs[key].reshape(batch, top_k, -1) - TAGGER_SHIFT
     out["pair_logprob"] = pairs["score"].reshape(batch, top_k, -1)
+    out["e1_logprob"] = pairs["e1_score"].reshape(batch, top_k, -1)
+    out["e2_logprob"] = pairs["e2_score"].reshape(batch, top_k, -1)
     out["joint_logprob"] = out["pair_logprob"] + relation_logprob[:, :, None]
     return out
 
@@ -178,8 +180,10 @@ class RelationExtractionPipeline(Pipeline):
             "relation": labels[relation],
             "relation_score": float(torch.tensor(values["relation_logprob"][k]).exp()),
             "score": float(torch.tensor(joint).exp()),
-            "e1": {"text": text[e1[0]:e1[1]], "start": e1[0], "end": e1[1]},
-            "e2": {"text": text[e2[0]:e2[1]], "start": e2[0], "end": e2[1]},
+            "e1": {"text": text[e1[0]:e1[1]], "start": e1[0], "end": e1[1],
+                   "score": float(torch.tensor(values["e1_logprob"][k][m]).exp())},
+            "e2": {"text": text[e2[0]:e2[1]], "start": e2[0], "end": e2[1],
+                   "score": float(torch.tensor(values["e2_logprob"][k][m]).exp())},
         })
     nbest.sort(key=lambda t: -t["score"])
     best = nbest[0]
@@ -274,8 +278,12 @@ def best_entity_pairs(logits, mask, *, max_span_len: int, top_m: int = 1, disjoi
   def pick(values, index):
     return torch.where(found, torch.gather(values, 1, index), torch.full_like(index, NO_SPAN))
 
+  def pick_score(values, index):
+    return torch.where(found, torch.gather(values, 1, index), torch.full_like(score, float("-inf")))
+
   return {"e1_start": pick(e1_start, first), "e1_end": pick(e1_end, first), "e2_start": pick(e2_start, second),
-          "e2_end": pick(e2_end, second), "score": score}
+          "e2_end": pick(e2_end, second), "score": score, "e1_score": pick_score(e1_score, first),
+          "e2_score": pick_score(e2_score, second)}
 
 
 def token_span_to_chars(offsets, start: int, end: int) -> tuple[int, int]:
