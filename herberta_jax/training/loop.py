@@ -8,6 +8,7 @@ training goes on (checkpoint.py). Stage differences live in stages.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from herberta_jax.data.scoring import Counts
-from herberta_jax.training import checkpoint, feeding, optim, parallel, stages, steps
+from herberta_jax.training import checkpoint, feeding, optim, parallel, resume, stages, steps
 from herberta_jax.training.state import TrainState
 from herberta_jax.training.summary import SummaryWriter
 
@@ -104,40 +105,66 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   started = time.perf_counter()
   enable_compilation_cache(config.compilation_cache_dir)
   cfg, stage_dir, is_chief = config[name], workdir / name, jax.process_index() == 0
-  stage = stages.build(name, config, manifest, mesh, load_pretrained=encoder is None)
-  if encoder is not None:
-    stage.pretrained = encoder
-  if is_chief:
-    stage.save_model_config(stage_dir)
-
-  feed = feeding.StageFeed(config, data_dir, "train", stage, mesh, batch_size=cfg.batch_size,
-                           batch_flag=f"{name}.batch_size", train=True)
-  steps_per_epoch = max(1, feed.num_examples() // cfg.batch_size)
-  total_steps = max(1, int(math.ceil(cfg.num_epochs * steps_per_epoch)))
-  eval_every = cfg.eval_every_steps or steps_per_epoch
-  tx, schedule = optim.make_optimizer(cfg, total_steps)
-  replicated = parallel.replicated(mesh)
-  init_rng = jax.random.fold_in(jax.random.key(config.seed), STAGES.index(name))
-  state = jax.jit(lambda p: TrainState.create(p, tx, dropout_key_data(config, STAGES.index(name))),
-                  out_shardings=replicated)(stage.initial_params(init_rng))
-
   ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints", keep_latest=config.checkpoint_keep_latest)
-  # `stopped_early` is kept apart from reaching total_steps: a finished run restarted with more epochs continues.
-  progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "stopped_early": False}
-  restored = ckpts.restore_latest(checkpoint.abstract_like(state, replicated), drop_unreadable=True)
-  if restored is not None:
-    state, progress, _ = restored
-    logging.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
-  elif (best_step := ckpts.best_step()) is not None:
-    ckpts.close()
-    raise RuntimeError(
-        f"{stage_dir / 'checkpoints'}: best/ holds step {best_step} but latest/ holds nothing to "
-        f"resume from (best/ keeps parameters only, no optimizer state). Delete {stage_dir} to train the {name} "
-        "stage again from the start, or restore its checkpoints/latest directory.")
+  prefetcher = None  # the train batches, read ahead in a thread
+  try:
+    # A stage with a periodic checkpoint resumes from it (or raises): its pretrained weights would go unread.
+    resuming = ckpts.latest_step() is not None
+    stage = stages.build(name, config, manifest, mesh, load_pretrained=encoder is None and not resuming)
+    if encoder is not None and not resuming:
+      stage.pretrained = encoder
+    if is_chief:
+      stage.save_model_config(stage_dir)
 
-  train_step = jax.jit(steps.make_train_step(stage.loss_terms(), schedule, cfg.accum_steps,
-                                             rng_impl=config.dropout_rng_impl),
-                       donate_argnums=0, out_shardings=(replicated, replicated))
+    feed = feeding.StageFeed(config, data_dir, "train", stage, mesh, batch_size=cfg.batch_size,
+                             batch_flag=f"{name}.batch_size", train=True)
+    steps_per_epoch = max(1, feed.num_examples() // cfg.batch_size)
+    total_steps = max(1, int(math.ceil(cfg.num_epochs * steps_per_epoch)))
+    eval_every = cfg.eval_every_steps or steps_per_epoch
+    tx, schedule = optim.make_optimizer(cfg, total_steps)
+    replicated = parallel.replicated(mesh)
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), STAGES.index(name))
+
+    def create_state(params) -> TrainState:
+      return TrainState.create(params, tx, dropout_key_data(config, STAGES.index(name)))
+
+    train_step = jax.jit(steps.make_train_step(stage.loss_terms(), schedule, cfg.accum_steps,
+                                               rng_impl=config.dropout_rng_impl),
+                         donate_argnums=0, out_shardings=(replicated, replicated))
+
+    # `stopped_early` is kept apart from reaching total_steps: a finished run restarted with more epochs continues.
+    progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "stopped_early": False}
+    first_batch = None
+    if resuming:
+      abstract = resume.abstract_state(lambda: create_state(stage.init(init_rng)), replicated)
+      # The pipeline position is the step (state.py): read ahead from the newest checkpoint's, and compile the
+      # step for that batch's shape during the restore. Only a fallback to an older step reads anew.
+      expected_step, expected = ckpts.latest_step(), ckpts.latest_progress()
+      compile_step = None  # a finished stage runs no step: nothing to compile
+      if expected is not None and expected_step < total_steps and not expected["stopped_early"]:
+        prefetcher = feed.device_batches(start_batch=expected_step)
+        first_batch = next(prefetcher)
+
+        def compile_step():
+          train_step.lower(abstract, first_batch).compile()
+      state, progress, _ = resume.restore_while_compiling(ckpts, abstract, compile_step)
+      logging.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
+      if prefetcher is not None and int(state.step) != expected_step:
+        prefetcher.close()
+        prefetcher, first_batch = None, None
+    elif (best_step := ckpts.best_step()) is not None:
+      raise RuntimeError(
+          f"{stage_dir / 'checkpoints'}: best/ holds step {best_step} but latest/ holds nothing to "
+          f"resume from (best/ keeps parameters only, no optimizer state). Delete {stage_dir} to train the {name} "
+          "stage again from the start, or restore its checkpoints/latest directory.")
+    else:
+      state = jax.jit(create_state, out_shardings=replicated)(stage.initial_params(init_rng))
+  except BaseException:
+    if prefetcher is not None:
+      prefetcher.close()
+    ckpts.close()
+    raise
+
   # The next step donates the state's buffers while an asynchronous save may still hold views of them: saves get
   # a copy made on the device.
   copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
@@ -178,7 +205,9 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
                  progress["best_step"])
     return bool(cfg.patience) and progress["evals_without_improvement"] >= cfg.patience
 
-  batches = feed.device_batches(start_batch=step)
+  if prefetcher is None:
+    prefetcher = feed.device_batches(start_batch=step)
+  batches = itertools.chain([first_batch] if first_batch is not None else [], prefetcher)
   bar = tqdm.tqdm(total=total_steps, initial=step, desc=name, disable=not is_chief, dynamic_ncols=True)
   loop_start = window_start = last_save = time.perf_counter()
   window_rows, first_step_done, loop_end = 0, None, None
@@ -223,7 +252,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       best = ckpts.restore_best(checkpoint.abstract_like(state.params, replicated))
       params = best[0] if best is not None else params
   finally:
-    batches.close()
+    prefetcher.close()
     bar.close()
     if writer:
       writer.close()
