@@ -164,7 +164,7 @@ def restart_runs(data_dir: pathlib.Path, tmp: pathlib.Path, runs: int) -> dict:
           "load_average_1min_at_end": os.getloadavg()[0]}
 
 
-def train_only(workdir: pathlib.Path, cache: str, steps: int, launched_at: float) -> None:
+def train_only(workdir: pathlib.Path, cache: str, steps: int, launched_at: float | None) -> None:
   """Trains (or resumes) the bench's relation stage in `workdir` for `steps` steps in all, cache in `cache`,
   checkpointing every RESTART_STEPS steps."""
   data_dir = workdir / "data"
@@ -175,7 +175,8 @@ def train_only(workdir: pathlib.Path, cache: str, steps: int, launched_at: float
   config.log_every_steps = 1  # the step's loss is seen, so its checkpoint may be written
   mesh = parallel.make_mesh(1)
   # Imports, the backend's start and the manifest: what a restart spends before the stage, from its launch.
-  logging.info("stage starts %.2f s after the process was launched", time.time() - launched_at)
+  if launched_at is not None:
+    logging.info("stage starts %.2f s after the process was launched", time.time() - launched_at)
   loop.train_stage("relation", config, workdir, data_dir, manifest, mesh)
 
 

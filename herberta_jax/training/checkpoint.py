@@ -52,17 +52,6 @@ class StageCheckpoints:
     self.latest.wait_until_finished()
     return self.latest.latest_step()
 
-  def latest_progress(self) -> dict | None:
-    """The run's progress record in the newest periodic checkpoint, read alone (a few bytes), or None when there
-    is none or it is unreadable: a hint for what to prepare before the full restore, which decides."""
-    step = self.latest_step()
-    if step is None:
-      return None
-    try:
-      return dict(self.latest.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"])
-    except Exception:  # noqa: BLE001 - the restore reports an unreadable step, with the fallback it takes
-      return None
-
   def best_step(self) -> int | None:
     self.best.wait_until_finished()
     return self.best.latest_step()

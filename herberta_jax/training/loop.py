@@ -8,7 +8,6 @@ training goes on (checkpoint.py). Stage differences live in stages.py.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from herberta_jax.data.scoring import Counts
-from herberta_jax.training import checkpoint, feeding, optim, parallel, resume, stages, steps
+from herberta_jax.training import checkpoint, feeding, optim, parallel, stages, steps
 from herberta_jax.training.state import TrainState
 from herberta_jax.training.summary import SummaryWriter
 
@@ -106,7 +105,6 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   enable_compilation_cache(config.compilation_cache_dir)
   cfg, stage_dir, is_chief = config[name], workdir / name, jax.process_index() == 0
   ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints", keep_latest=config.checkpoint_keep_latest)
-  prefetcher = None  # the train batches, read ahead in a thread
   try:
     # A stage with a periodic checkpoint resumes from it (or raises): its pretrained weights would go unread.
     resuming = ckpts.latest_step() is not None
@@ -134,24 +132,12 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
 
     # `stopped_early` is kept apart from reaching total_steps: a finished run restarted with more epochs continues.
     progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "stopped_early": False}
-    first_batch = None
     if resuming:
-      abstract = resume.abstract_state(lambda: create_state(stage.init(init_rng)), replicated)
-      # The pipeline position is the step (state.py): read ahead from the newest checkpoint's, and compile the
-      # step for that batch's shape during the restore. Only a fallback to an older step reads anew.
-      expected_step, expected = ckpts.latest_step(), ckpts.latest_progress()
-      compile_step = None  # a finished stage runs no step: nothing to compile
-      if expected is not None and expected_step < total_steps and not expected["stopped_early"]:
-        prefetcher = feed.device_batches(start_batch=expected_step)
-        first_batch = next(prefetcher)
-
-        def compile_step():
-          train_step.lower(abstract, first_batch).compile()
-      state, progress, _ = resume.restore_while_compiling(ckpts, abstract, compile_step)
+      # The restore's target is shapes and shardings alone: no initial parameters or optimizer state are computed
+      # (and compiled) to be replaced. `restore_latest` returns a state or raises, as `latest_step` found one.
+      abstract = jax.eval_shape(lambda: create_state(stage.init(init_rng)))
+      state, progress, _ = ckpts.restore_latest(checkpoint.abstract_like(abstract, replicated), drop_unreadable=True)
       logging.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
-      if prefetcher is not None and int(state.step) != expected_step:
-        prefetcher.close()
-        prefetcher, first_batch = None, None
     elif (best_step := ckpts.best_step()) is not None:
       raise RuntimeError(
           f"{stage_dir / 'checkpoints'}: best/ holds step {best_step} but latest/ holds nothing to "
@@ -160,8 +146,6 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
     else:
       state = jax.jit(create_state, out_shardings=replicated)(stage.initial_params(init_rng))
   except BaseException:
-    if prefetcher is not None:
-      prefetcher.close()
     ckpts.close()
     raise
 
@@ -205,9 +189,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
                  progress["best_step"])
     return bool(cfg.patience) and progress["evals_without_improvement"] >= cfg.patience
 
-  if prefetcher is None:
-    prefetcher = feed.device_batches(start_batch=step)
-  batches = itertools.chain([first_batch] if first_batch is not None else [], prefetcher)
+  batches = feed.device_batches(start_batch=step)
   bar = tqdm.tqdm(total=total_steps, initial=step, desc=name, disable=not is_chief, dynamic_ncols=True)
   loop_start = window_start = last_save = time.perf_counter()
   window_rows, first_step_done, loop_end = 0, None, None
@@ -252,7 +234,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       best = ckpts.restore_best(checkpoint.abstract_like(state.params, replicated))
       params = best[0] if best is not None else params
   finally:
-    prefetcher.close()
+    batches.close()
     bar.close()
     if writer:
       writer.close()
