@@ -1,6 +1,6 @@
 """The real training loop against the bare jitted train step, MiniLM shape, on this machine.
 
-  python bench/bench_loop.py [--steps 100] [--json] [--restart]
+  python bench/bench_loop.py [--steps 100] [--json] [--restart | --restart_only] [--restart_runs 3]
 
 Loop: `loop.train_stage` of the relation stage on the demo corpus (prepared records, the pipeline, the prefetch
 thread, logging every 25 steps, checkpoints every 50, one dev evaluation at the end); sentences/s over the steps
@@ -8,17 +8,22 @@ after the first (summary.json's `seconds_after_first_step`). Bare: the same jitt
 already on the device, timed after each bucket's compilation. The goal is a ratio loop / bare >= 0.95.
 
 `--restart` also times start-to-first-step of a fresh training process with an empty compilation cache (killed
-after a checkpoint), and of the same run restarted (resuming from that checkpoint) with the cache it left.
+after a checkpoint), and of the same run restarted (resuming from that checkpoint) with the cache it left, each
+from the stage's start (`train_stage`, what summary.json reports) and from the process's launch (adding imports,
+the backend's start and reading the manifest); `--restart_runs` pairs, each figure printed and their medians.
+The goal is warm / cold <= 1/3. `--restart_only` skips the loop against the bare step.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +52,7 @@ from herberta_jax.training.state import TrainState
 MINILM = dict(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536)
 LOG_EVERY, CHECKPOINT_EVERY, BATCH = 25, 50, 32
 RESTART_STEPS = 3  # the cold run is killed after its checkpoint at this step; the restart resumes from it
+RESULT = REPO / "bench" / "results" / "loop_minilm.json"
 
 
 def bench_config(steps_per_epoch: int | None, steps: int, cache_dir: str):
@@ -96,11 +102,19 @@ def bare_rate(config, data_dir, manifest, mesh, steps_total: int, batch_size: in
 
 def _train_only_command(workdir: pathlib.Path, cache: pathlib.Path, steps: int) -> list[str]:
   return [sys.executable, str(pathlib.Path(__file__).resolve()), "--train_only", str(workdir), str(cache),
-          "--steps", str(steps)]
+          "--steps", str(steps), "--launched_at", repr(time.time())]
 
 
-def restart_timings(workdir: pathlib.Path, cache: pathlib.Path) -> tuple[float, float]:
-  """(cold, warm) seconds from the stage's start to its first step, each in a fresh process (`--train_only`).
+def _seconds_to_first_step(log: str) -> dict:
+  """From a `--train_only` run's log: seconds from the stage's start and from the process's launch."""
+  stage = float(log.split("first step done ")[1].split(" s")[0])  # the loop's log line
+  before_stage = float(log.split("stage starts ")[1].split(" s")[0])  # train_only's log line
+  return {"stage": stage, "process": before_stage + stage}
+
+
+def restart_timings(workdir: pathlib.Path, cache: pathlib.Path) -> dict:
+  """Seconds to the first step, from the stage's start and from the process's launch, of a cold start and of its
+  restart: {"cold": {"stage": s, "process": s}, "warm": {...}}, each a fresh process (`--train_only`).
 
   Cold: an empty compilation cache; the process is killed (SIGKILL) once its checkpoint at step RESTART_STEPS is
   complete. Warm: the same command again, which resumes from that checkpoint with the cache the first left: a
@@ -119,14 +133,39 @@ def restart_timings(workdir: pathlib.Path, cache: pathlib.Path) -> tuple[float, 
     process.wait()
   if (workdir / "relation" / "summary.json").exists():
     raise RuntimeError("the cold run finished before it could be killed: raise RESTART_STEPS' multiple")
-  text = log.read_text()
-  cold = float(text.split("first step done ")[1].split(" s")[0])  # the loop's log line
-  subprocess.run(_train_only_command(workdir, cache, total), cwd=REPO, check=True, capture_output=True)
-  warm = json.loads((workdir / "relation" / "summary.json").read_text())["seconds_to_first_step"]
-  return cold, warm
+  cold = _seconds_to_first_step(log.read_text())
+  warm_run = subprocess.run(_train_only_command(workdir, cache, total), cwd=REPO, check=True, capture_output=True,
+                            text=True)
+  if "resumed from step" not in warm_run.stderr:
+    raise RuntimeError(f"the restart did not resume:\n{warm_run.stderr[-2000:]}")
+  (workdir / "warm.log").write_text(warm_run.stderr)
+  return {"cold": cold, "warm": _seconds_to_first_step(warm_run.stderr)}
 
 
-def train_only(workdir: pathlib.Path, cache: str, steps: int) -> None:
+def restart_runs(data_dir: pathlib.Path, tmp: pathlib.Path, runs: int) -> dict:
+  """`runs` cold/warm pairs, each in a fresh workdir with an empty cache; every figure and their medians."""
+  pairs = []
+  for run in range(runs):
+    restart_dir, cache = tmp / f"restart{run}", tmp / f"xla_restart{run}"
+    restart_dir.mkdir()
+    (restart_dir / "data").symlink_to(data_dir)
+    pair = restart_timings(restart_dir, cache)
+    pair["ratio"] = {start: pair["warm"][start] / pair["cold"][start] for start in ("stage", "process")}
+    pairs.append(pair)
+    print(f"restart run {run + 1}/{runs}: start to first step, cold cache {pair['cold']['stage']:.2f} s, restarted "
+          f"with a warm cache {pair['warm']['stage']:.2f} s, ratio {pair['ratio']['stage']:.2f} (from the stage's "
+          f"start); from the process's launch {pair['cold']['process']:.2f} s, {pair['warm']['process']:.2f} s, "
+          f"ratio {pair['ratio']['process']:.2f}", flush=True)
+  median = {start: {kind: statistics.median(p[kind][start] for p in pairs) for kind in ("cold", "warm", "ratio")}
+            for start in ("stage", "process")}
+  for start, figures in median.items():
+    print(f"median of {runs}, from the {start}'s start: cold {figures['cold']:.2f} s, warm {figures['warm']:.2f} s, "
+          f"warm / cold {figures['ratio']:.2f} (goal <= 0.33)")
+  return {"runs": pairs, "median": median, "date": datetime.date.today().isoformat(),
+          "load_average_1min_at_end": os.getloadavg()[0]}
+
+
+def train_only(workdir: pathlib.Path, cache: str, steps: int, launched_at: float | None) -> None:
   """Trains (or resumes) the bench's relation stage in `workdir` for `steps` steps in all, cache in `cache`,
   checkpointing every RESTART_STEPS steps."""
   data_dir = workdir / "data"
@@ -135,52 +174,65 @@ def train_only(workdir: pathlib.Path, cache: str, steps: int) -> None:
   config = bench_config(steps_per_epoch, steps, cache)
   config.relation.checkpoint_every_steps = RESTART_STEPS
   config.log_every_steps = 1  # the step's loss is seen, so its checkpoint may be written
-  loop.train_stage("relation", config, workdir, data_dir, manifest, parallel.make_mesh(1))
+  mesh = parallel.make_mesh(1)
+  # Imports, the backend's start and the manifest: what a restart spends before the stage, from its launch.
+  if launched_at is not None:
+    logging.info("stage starts %.2f s after the process was launched", time.time() - launched_at)
+  loop.train_stage("relation", config, workdir, data_dir, manifest, mesh)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--steps", type=int, default=100)
-  parser.add_argument("--json", action="store_true", help="write bench/results/loop_minilm.json")
-  parser.add_argument("--restart", action="store_true", help="also time a cold and a warm-cache start")
+  parser.add_argument("--json", action="store_true", help=f"write {RESULT.relative_to(REPO)}")
+  parser.add_argument("--restart", action="store_true", help="also time cold and warm-cache starts")
+  parser.add_argument("--restart_only", action="store_true",
+                      help="time only the cold and warm-cache starts (--json updates only their part of the file)")
+  parser.add_argument("--restart_runs", type=int, default=3, help="cold/warm pairs timed (default 3)")
   parser.add_argument("--train_only", nargs=2, metavar=("WORKDIR", "CACHE"), help=argparse.SUPPRESS)
+  parser.add_argument("--launched_at", type=float, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.train_only:
-    logging.getLogger().setLevel(logging.INFO)  # the loop's "first step done" line is what the cold run reports
-    train_only(pathlib.Path(args.train_only[0]), args.train_only[1], args.steps)
+    logging.basicConfig(level=logging.INFO)  # the loop's "first step done" line is what the runs report
+    train_only(pathlib.Path(args.train_only[0]), args.train_only[1], args.steps, args.launched_at)
     return
-  result = {"device": jax.devices()[0].device_kind, "platform": platform.platform(), "batch": BATCH,
-            "buckets": [32, 64], "steps": args.steps, "shape": MINILM}
+  result = json.loads(RESULT.read_text()) if args.restart_only and RESULT.exists() else {}
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     data_dir = data_setup.prepare_run_data(bench_config(None, args.steps, ""), tmp / "run")
-    manifest = preparation.load_manifest(data_dir)
-    mesh = parallel.make_mesh(1)
-    steps_per_epoch = max(1, sum(i["count"] for i in manifest["splits"]["train"].values()) // BATCH)
-    config = bench_config(steps_per_epoch, args.steps, str(tmp / "xla"))
-    loop.train_stage("relation", config, tmp / "run", data_dir, manifest, mesh)
-    summary = json.loads((tmp / "run" / "relation" / "summary.json").read_text())
-    result["loop_sentences_per_second"] = (summary["steps_run"] - 1) * BATCH / summary["seconds_after_first_step"]
-    result["bare_sentences_per_second"] = bare_rate(config, data_dir, manifest, mesh, summary["steps_run"])
-    result["ratio"] = result["loop_sentences_per_second"] / result["bare_sentences_per_second"]
-    # The median logging window: the loop's rate between its checkpoints and evaluation.
-    result["median_window_ratio"] = float(np.median(summary["window_sentences_per_second"])) / \
-        result["bare_sentences_per_second"]
-    print(f"loop {result['loop_sentences_per_second']:.1f} sentences/s, bare step "
-          f"{result['bare_sentences_per_second']:.1f} sentences/s: ratio {result['ratio']:.3f} (goal >= 0.95); "
-          f"median logging window {result['median_window_ratio']:.3f}")
-    if args.restart:
-      restart_dir, cache = tmp / "restart", tmp / "xla_restart"
-      restart_dir.mkdir()
-      (restart_dir / "data").symlink_to(data_dir)
-      result["cold_seconds_to_first_step"], result["warm_seconds_to_first_step"] = restart_timings(restart_dir, cache)
-      print(f"start to first step: cold cache {result['cold_seconds_to_first_step']:.2f} s, restarted with a warm "
-            f"cache {result['warm_seconds_to_first_step']:.2f} s "
-            f"({result['warm_seconds_to_first_step'] / result['cold_seconds_to_first_step']:.2f} of cold)")
+    if not args.restart_only:
+      result = {"device": jax.devices()[0].device_kind, "platform": platform.platform(), "batch": BATCH,
+                "buckets": [32, 64], "steps": args.steps, "shape": MINILM}
+      result.update(loop_against_bare(data_dir, tmp, args.steps))
+    if args.restart or args.restart_only:
+      result.pop("cold_seconds_to_first_step", None)  # the single figures of earlier versions of this file
+      result.pop("warm_seconds_to_first_step", None)
+      result["restart"] = {"device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+                           **restart_runs(data_dir, tmp, args.restart_runs)}
   if args.json:
-    out = REPO / "bench" / "results" / "loop_minilm.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULT}")
+
+
+def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int) -> dict:
+  """The loop's and the bare step's sentences/s over `steps` steps, and their ratio."""
+  manifest = preparation.load_manifest(data_dir)
+  mesh = parallel.make_mesh(1)
+  steps_per_epoch = max(1, sum(i["count"] for i in manifest["splits"]["train"].values()) // BATCH)
+  config = bench_config(steps_per_epoch, steps, str(tmp / "xla"))
+  loop.train_stage("relation", config, tmp / "run", data_dir, manifest, mesh)
+  summary = json.loads((tmp / "run" / "relation" / "summary.json").read_text())
+  result = {"loop_sentences_per_second": (summary["steps_run"] - 1) * BATCH / summary["seconds_after_first_step"]}
+  result["bare_sentences_per_second"] = bare_rate(config, data_dir, manifest, mesh, summary["steps_run"])
+  result["ratio"] = result["loop_sentences_per_second"] / result["bare_sentences_per_second"]
+  # The median logging window: the loop's rate between its checkpoints and evaluation.
+  result["median_window_ratio"] = float(np.median(summary["window_sentences_per_second"])) / \
+      result["bare_sentences_per_second"]
+  result["seconds_to_first_step"] = summary["seconds_to_first_step"]
+  print(f"loop {result['loop_sentences_per_second']:.1f} sentences/s, bare step "
+        f"{result['bare_sentences_per_second']:.1f} sentences/s: ratio {result['ratio']:.3f} (goal >= 0.95); "
+        f"median logging window {result['median_window_ratio']:.3f}")
+  return result
 
 
 if __name__ == "__main__":

@@ -238,6 +238,38 @@ def test_a_stage_restores_from_its_workdir_without_the_pretrained_checkpoint(tmp
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_resumed_stage_reads_no_pretrained_weights_and_traces_its_step_once_per_shape(tmp_path, prepared,
+                                                                                           monkeypatch):
+  manifest = prepare.load_manifest(prepared)
+  config = tiny_pretrained_config(tmp_path / "pretrained")
+  workdir = workdir_with_data(tmp_path, prepared)
+  mesh = parallel.make_mesh(4)
+  loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  first = json.loads((workdir / "relation" / "summary.json").read_text())["final_step"]
+
+  def unused(*args, **kwargs):
+    raise AssertionError("a resumed stage computed what its checkpoint replaces")
+
+  monkeypatch.setattr(hf, "load_encoder", unused)
+  monkeypatch.setattr(stages.Stage, "initial_params", unused)
+  traced, make_train_step = [], steps.make_train_step
+
+  def recording_train_step(*args, **kwargs):
+    step = make_train_step(*args, **kwargs)
+
+    def recorded(state, batch):  # runs when jit traces it: once per shape unless a compilation went unused
+      traced.append(batch["input_ids"].shape)
+      return step(state, batch)
+    return recorded
+
+  monkeypatch.setattr(steps, "make_train_step", recording_train_step)
+  config.relation.num_epochs = 2  # the finished stage continues
+  loop.train_stage("relation", config, workdir, prepared, manifest, mesh)
+  summary = json.loads((workdir / "relation" / "summary.json").read_text())
+  assert summary["final_step"] == 2 * first and summary["steps_run"] == first
+  assert traced and len(traced) == len(set(traced)), traced
+
+
 def test_checkpoint_interval_in_minutes_saves_at_log_boundaries(tmp_path, prepared):
   manifest = prepare.load_manifest(prepared)
   config = tiny_config(checkpoint_every_steps=0, checkpoint_every_minutes=1e-9)

@@ -106,48 +106,60 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   started = time.perf_counter()
   enable_compilation_cache(config.compilation_cache_dir)
   cfg, stage_dir, is_chief = config[name], workdir / name, jax.process_index() == 0
-  stage = stages.build(name, config, manifest, mesh, load_pretrained=encoder is None)
-  if encoder is not None:
-    stage.pretrained = encoder
-  if is_chief:
-    stage.save_model_config(stage_dir)
-
-  feed = feeding.StageFeed(config, data_dir, "train", stage, mesh, batch_size=cfg.batch_size,
-                           batch_flag=f"{name}.batch_size", train=True)
-  steps_per_epoch = max(1, feed.num_examples() // cfg.batch_size)
-  total_steps = max(1, int(math.ceil(cfg.num_epochs * steps_per_epoch)))
-  eval_every = cfg.eval_every_steps or steps_per_epoch
-  tx, schedule = optim.make_optimizer(cfg, total_steps)
-  replicated = parallel.replicated(mesh)
-  init_rng = jax.random.fold_in(jax.random.key(config.seed), STAGES.index(name))
-  state = jax.jit(lambda p: TrainState.create(p, tx, dropout_key_data(config, STAGES.index(name))),
-                  out_shardings=replicated)(stage.initial_params(init_rng))
-
   ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints", keep_latest=config.checkpoint_keep_latest)
-  # `stopped_early` is kept apart from reaching total_steps: a finished run restarted with more epochs continues.
-  progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "stopped_early": False}
-  restored = ckpts.restore_latest(checkpoint.abstract_like(state, replicated), drop_unreadable=True)
-  if restored is not None:
-    state, progress, _ = restored
-    log.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
-  elif (best_step := ckpts.best_step()) is not None:
-    ckpts.close()
-    raise RuntimeError(
-        f"{stage_dir / 'checkpoints'}: best/ holds step {best_step} but latest/ holds nothing to "
-        f"resume from (best/ keeps parameters only, no optimizer state). Delete {stage_dir} to train the {name} "
-        "stage again from the start, or restore its checkpoints/latest directory.")
+  try:
+    # A stage with a periodic checkpoint resumes from it (or raises): its pretrained weights would go unread.
+    resuming = ckpts.latest_step() is not None
+    stage = stages.build(name, config, manifest, mesh, load_pretrained=encoder is None and not resuming)
+    if encoder is not None and not resuming:
+      stage.pretrained = encoder
+    if is_chief:
+      stage.save_model_config(stage_dir)
 
-  train_step = jax.jit(steps.make_train_step(stage.loss_terms(), schedule, cfg.accum_steps,
-                                             rng_impl=config.dropout_rng_impl),
-                       donate_argnums=0, out_shardings=(replicated, replicated))
+    feed = feeding.StageFeed(config, data_dir, "train", stage, mesh, batch_size=cfg.batch_size,
+                             batch_flag=f"{name}.batch_size", train=True)
+    steps_per_epoch = max(1, feed.num_examples() // cfg.batch_size)
+    total_steps = max(1, int(math.ceil(cfg.num_epochs * steps_per_epoch)))
+    eval_every = cfg.eval_every_steps or steps_per_epoch
+    tx, schedule = optim.make_optimizer(cfg, total_steps)
+    replicated = parallel.replicated(mesh)
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), STAGES.index(name))
+
+    def create_state(params) -> TrainState:
+      return TrainState.create(params, tx, dropout_key_data(config, STAGES.index(name)))
+
+    train_step = jax.jit(steps.make_train_step(stage.loss_terms(), schedule, cfg.accum_steps,
+                                               rng_impl=config.dropout_rng_impl),
+                         donate_argnums=0, out_shardings=(replicated, replicated))
+
+    # `stopped_early` is kept apart from reaching total_steps: a finished run restarted with more epochs continues.
+    progress = {"best_score": -1.0, "best_step": 0, "evals_without_improvement": 0, "stopped_early": False}
+    if resuming:
+      # The restore's target is shapes and shardings alone: no initial parameters or optimizer state are computed
+      # (and compiled) to be replaced. `restore_latest` returns a state or raises, as `latest_step` found one.
+      abstract = jax.eval_shape(lambda: create_state(stage.init(init_rng)))
+      state, progress, _ = ckpts.restore_latest(checkpoint.abstract_like(abstract, replicated), drop_unreadable=True)
+      log.info("%s: resumed from step %d in %s", name, int(state.step), stage_dir)
+    elif (best_step := ckpts.best_step()) is not None:
+      raise RuntimeError(
+          f"{stage_dir / 'checkpoints'}: best/ holds step {best_step} but latest/ holds nothing to "
+          f"resume from (best/ keeps parameters only, no optimizer state). Delete {stage_dir} to train the {name} "
+          "stage again from the start, or restore its checkpoints/latest directory.")
+    else:
+      state = jax.jit(create_state, out_shardings=replicated)(stage.initial_params(init_rng))
+  except BaseException:
+    ckpts.close()
+    raise
+
   # The next step donates the state's buffers while an asynchronous save may still hold views of them: saves get
   # a copy made on the device.
   copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
   dev = DevScorer(stage, config, data_dir) if has_split(manifest, "dev") else None
-  jobs = [(train_step, state, feed)] + ([(dev.counts, state.params, dev.feed)] if dev else [])
-  train_step, *dev_counts = precompile.ahead_of_time(jobs, name=name)
-  if dev:
-    dev.counts = dev_counts[0]
+  if int(state.step) < total_steps and not progress["stopped_early"]:  # a finished stage runs nothing
+    jobs = [(train_step, state, feed)] + ([(dev.counts, state.params, dev.feed)] if dev else [])
+    train_step, *dev_counts = precompile.ahead_of_time(jobs, name=name)
+    if dev:
+      dev.counts = dev_counts[0]
   writer = SummaryWriter(stage_dir / "tensorboard") if is_chief else None
   step = first_step = int(state.step)
   # Every step's loss in plain text too: cheap, greppable, and what tests compare across topologies.
