@@ -42,11 +42,11 @@ def jax_pass(predictor: Predictor, sentences: list[str]) -> list[dict]:
 
 def pipeline_flops(predictor: Predictor, rows: dict[int, int]) -> int:
   """Forward FLOPs of both stages over the batches as run (`rows`: rows per padded length; the tagger input is
-  TAGGER_SHIFT tokens longer)."""
+  TAGGER_SHIFT tokens longer; the relation classifier's last layer computes [CLS] only)."""
   relation_config = predictor.relation_module.config
   tagger_config = predictor.tagger_module.config
   labels = len(predictor.labels)
-  return sum(n * (flops.forward_flops_per_sequence(relation_config, length, "relation", labels)
+  return sum(n * (flops.forward_flops_per_sequence(relation_config, length, "relation", labels, first_token_only=True)
                   + predictor.top_k * flops.forward_flops_per_sequence(
                       tagger_config, length + model_inputs.TAGGER_SHIFT, "tagger", labels))
              for length, n in rows.items())

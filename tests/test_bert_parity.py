@@ -35,6 +35,12 @@ def _compare(directory, torch_model, pad_id: int, use_types: bool):
   print(f"{directory}: max abs error, hidden states {seq_err:.1e}, pooled {pool_err:.1e}")  # shown with -s
   assert seq_err < TOL, seq_err
   assert pool_err < TOL, pool_err
+  # Inference's relation classifier: the last layer computes [CLS] alone, which must not change it.
+  first, first_pooled = BertEncoder(config, add_pooler=True).apply({"params": params}, ids, mask, types,
+                                                                    first_token_only=True)
+  assert first.shape == (ids.shape[0], 1, config.hidden_size)
+  np.testing.assert_allclose(np.asarray(first[:, 0]), np.asarray(sequence[:, 0]), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(first_pooled), np.asarray(pooled), atol=1e-5)
 
 
 def test_random_bert_matches_pytorch(tmp_path):

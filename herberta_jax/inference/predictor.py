@@ -2,7 +2,7 @@
 all local devices in bounded memory.
 
 The pipeline, each part overlapping the next: a background thread tokenizes ahead (bounded queue); sentences are
-taken a window at a time (one batch, then `window_batches` batches each), sorted by length inside it so batches
+taken a window at a time (a quarter batch, then `window_batches` batches each), sorted by length inside it so batches
 carry little padding, cut into static-shape batches (lengths rounded up to a multiple of `bucket_step`, a
 part-full batch cut to fewer rows) sharded over the devices; batch i+1 is dispatched before batch i is fetched
 and decoded; a window's results are yielded in input order as soon as all its batches are back. Parameters are
@@ -220,13 +220,15 @@ class Predictor:
     yield from self._ready(waiting)
 
   def window_sizes(self) -> Iterator[int]:
-    """Rows per sort window, in order: one batch, then `window_batches` batches each.
+    """Rows per sort window, in order: `row_step` rows (a quarter batch), then `window_batches` batches each.
 
-    The first window is one batch so the first lines come out after one compiled shape rather than a full
-    window's worth (about a dozen); the later ones are long, since longer windows sort into fuller batches.
-    `sources.open_output` resumes on the same boundaries.
+    The first window is one small batch so the first lines come out after one compiled shape rather than a full
+    window's worth (about a dozen). A quarter batch rather than a whole one: unsorted, it is padded to its longest
+    sentence, and 16 rows of that cost a file the size of SemEval's test set 0.7% of its tokens where 64 rows cost
+    4.5%. The later windows are long, since longer windows sort into fuller batches. `sources.open_output`
+    resumes on the same boundaries.
     """
-    yield self.batch_size
+    yield self.row_step
     while True:
       yield self.batch_size * self.window_batches
 

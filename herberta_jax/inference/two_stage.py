@@ -27,7 +27,8 @@ def make_two_stage_fn(relation_module, tagger_module, build: model_inputs.Tagger
   """
 
   def fn(relation_params, tagger_params, input_ids, attention_mask):
-    logits = relation_module.apply({"params": relation_params}, input_ids, attention_mask, deterministic=True)
+    logits = relation_module.apply({"params": relation_params}, input_ids, attention_mask, deterministic=True,
+                                   first_token_only=True)
     logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     relation_logprob, relation = jax.lax.top_k(logprobs, top_k)  # [B, K]
     batch, length = input_ids.shape

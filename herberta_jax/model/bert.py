@@ -154,30 +154,33 @@ class SelfAttention(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, deterministic: bool, queries=None):
+    """`queries`: the rows that attend (default all of `x`); keys and values are always all of `x`."""
     cfg = self.config
-    batch, length, _ = x.shape
+    queries = x if queries is None else queries
+    batch = x.shape[0]
     head_dim = cfg.hidden_size // cfg.num_heads
 
-    def heads(name):
-      return _dense(cfg.hidden_size, cfg, name)(x).reshape(batch, length, cfg.num_heads, head_dim)
+    def heads(name, rows):
+      return _dense(cfg.hidden_size, cfg, name)(rows).reshape(batch, rows.shape[1], cfg.num_heads, head_dim)
 
-    q, k, v = heads("query"), heads("key"), heads("value")
+    q, k, v = heads("query", queries), heads("key", x), heads("value", x)
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     # Softmax in float32 whatever the compute dtype: bfloat16 logits lose too much near the max.
     probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(v.dtype)
     probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, length, cfg.hidden_size)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, queries.shape[1], cfg.hidden_size)
 
 
 class Attention(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, deterministic: bool, queries=None):
     cfg = self.config
-    attended = SelfAttention(cfg, name="self")(x, bias, deterministic)
-    return _Output(cfg, name="output")(attended, x, deterministic)
+    queries = x if queries is None else queries
+    attended = SelfAttention(cfg, name="self")(x, bias, deterministic, queries)
+    return _Output(cfg, name="output")(attended, queries, deterministic)
 
 
 class _Output(nn.Module):
@@ -203,8 +206,9 @@ class Layer(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
-    h = Attention(self.config, name="attention")(x, bias, deterministic)
+  def __call__(self, x, bias, deterministic: bool, queries=None):
+    """`queries`: the rows of `x` this layer outputs (default all); they attend over all of `x`."""
+    h = Attention(self.config, name="attention")(x, bias, deterministic, queries)
     return _Output(self.config, name="output")(_Intermediate(self.config, name="intermediate")(h), h, deterministic)
 
 
@@ -212,9 +216,12 @@ class _Layers(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, deterministic: bool, first_token_only: bool = False):
+    last = self.config.num_layers - 1
     for i in range(self.config.num_layers):
-      x = Layer(self.config, name=f"layer_{i}")(x, bias, deterministic)
+      # The last layer's other rows feed nothing when only [CLS] is read: it still attends over all of them.
+      queries = x[:, :1] if first_token_only and i == last else None
+      x = Layer(self.config, name=f"layer_{i}")(x, bias, deterministic, queries)
     return x
 
 
@@ -232,14 +239,18 @@ class BertEncoder(nn.Module):
   add_pooler: bool = True
 
   @nn.compact
-  def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True):
+  def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True,
+               first_token_only: bool = False):
+    """`first_token_only`: the last layer computes [CLS] alone (the sequence output is then [B, 1, H]), for a
+    caller that reads only the pooled output: that layer's feed-forward and projections of the other rows are
+    most of its cost."""
     cfg = self.config
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     x = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, deterministic)
     # Additive mask over keys, as HF builds it: 0 where attended, the dtype's lowest value where masked.
     bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
-    x = _Layers(cfg, name="encoder")(x, bias, deterministic)
+    x = _Layers(cfg, name="encoder")(x, bias, deterministic, first_token_only)
     sequence = x.astype(jnp.float32)
     if not self.add_pooler:
       return sequence, None

@@ -24,13 +24,19 @@ def model_parameters(config: BertConfig, stage: str, num_labels: int) -> int:
   return encoder_parameters(config, add_pooler=stage == "relation") + config.hidden_size * outputs + outputs
 
 
-def forward_flops_per_sequence(config: BertConfig, seq_len: int, stage: str, num_labels: int) -> int:
+def forward_flops_per_sequence(config: BertConfig, seq_len: int, stage: str, num_labels: int, *,
+                               first_token_only: bool = False) -> int:
+  """`first_token_only`: the relation classifier as inference runs it, its last layer computing [CLS] alone
+  (keys and values of every row, the rest for one)."""
   h, i, n = config.hidden_size, config.intermediate_size, seq_len
   per_layer = 2 * n * (4 * h * h + 2 * h * i) + 2 * 2 * n * n * h  # projections + feed-forward; QK^T and PV
   if stage == "relation":
     head = 2 * h * h + 2 * h * num_labels  # pooler and classifier, on [CLS] only
   else:
     head = 2 * n * h * 4  # four outputs at every position
+  if stage == "relation" and first_token_only:
+    last = 2 * n * 2 * h * h + 2 * (2 * h * h + 2 * h * i) + 2 * 2 * n * h
+    return (config.num_layers - 1) * per_layer + last + head
   return config.num_layers * per_layer + head
 
 

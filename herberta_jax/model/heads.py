@@ -28,9 +28,11 @@ class RelationClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True,
-               with_entity_logits: bool = False):
+               with_entity_logits: bool = False, first_token_only: bool = False):
+    # `first_token_only` (inference): the last layer computes [CLS] alone; the entity logits need every row.
     sequence, pooled = BertEncoder(self.config, add_pooler=True, name="bert")(
-        input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        input_ids, attention_mask, token_type_ids, deterministic=deterministic,
+        first_token_only=first_token_only and not with_entity_logits)
     pooled = nn.Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
     logits = nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(0.02), name="classifier")(pooled)
     if not with_entity_logits:
