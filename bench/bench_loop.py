@@ -193,7 +193,8 @@ def main() -> None:
   parser.add_argument("--launched_at", type=float, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.train_only:
-    logging.basicConfig(level=logging.INFO)  # the loop's "first step done" line is what the runs report
+    # The loop's "first step done" line is what the runs report; an imported library may have set up logging.
+    logging.basicConfig(level=logging.INFO, force=True)
     train_only(pathlib.Path(args.train_only[0]), args.train_only[1], args.steps, args.launched_at)
     return
   result = json.loads(RESULT.read_text()) if args.restart_only and RESULT.exists() else {}
