@@ -333,8 +333,8 @@ def test_feeds_send_only_the_step_fields_on_the_bucket_lengths(prepared):
 
 
 def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared):
-  """feed.abstract_batch describes each real batch exactly, so the programs compiled before the first step are
-  the ones the loop runs: the jitted function itself never compiles."""
+  """feed.abstract_batch describes each real batch exactly, so the programs compiled ahead (the first length at
+  once, the others in background threads) are the ones the loop runs: the jitted function itself never compiles."""
   manifest = prepare.load_manifest(prepared)
   config, mesh = tiny_config(), parallel.make_mesh(4)
   for name in loop.STAGES:
@@ -345,8 +345,9 @@ def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared
     terms = stage.loss_terms()
     loss = jax.jit(lambda p, b, terms=terms: terms(p, b, jax.random.key(1), False)[0])
     counts = jax.jit(stage.dev_counts())
-    by_length = precompile.ahead_of_time([(loss, params, feeds[True]), (counts, params, feeds[False])], name=name)
-    for (train, feed), compiled in zip(feeds.items(), by_length):
+    compiling = precompile.AheadOfTime([(loss, params, feeds[True]), (counts, params, feeds[False])],
+                                       first_length=32, name=name)
+    for (train, feed), compiled in zip(feeds.items(), compiling.functions):
       with feed.device_batches() as batches:
         seen = [next(batches) for _ in range(12)] if train else list(batches)
       assert {b["input_ids"].shape[1] for b in seen} == set(feed.lengths) == {32, 64}
@@ -355,6 +356,7 @@ def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared
         assert {k: (v.shape, v.dtype, v.sharding) for k, v in batch.items()} == \
             {k: (v.shape, v.dtype, v.sharding) for k, v in spec.items()}
         compiled(params, batch)
+    compiling.close()
     assert loss._cache_size() == counts._cache_size() == 0, "a batch missed the programs compiled ahead"
 
 

@@ -8,6 +8,7 @@ training goes on (checkpoint.py). Stage differences live in stages.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -155,11 +156,6 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   # a copy made on the device.
   copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
   dev = DevScorer(stage, config, data_dir) if has_split(manifest, "dev") else None
-  if int(state.step) < total_steps and not progress["stopped_early"]:  # a finished stage runs nothing
-    jobs = [(train_step, state, feed)] + ([(dev.counts, state.params, dev.feed)] if dev else [])
-    train_step, *dev_counts = precompile.ahead_of_time(jobs, name=name)
-    if dev:
-      dev.counts = dev_counts[0]
   writer = SummaryWriter(stage_dir / "tensorboard") if is_chief else None
   step = first_step = int(state.step)
   # Every step's loss in plain text too: cheap, greppable, and what tests compare across topologies.
@@ -196,12 +192,22 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
              progress["best_step"])
     return bool(cfg.patience) and progress["evals_without_improvement"] >= cfg.patience
 
-  batches = feed.device_batches(start_batch=step)
+  prefetcher = feed.device_batches(start_batch=step)  # reads ahead from now on
+  batches, compiling = prefetcher, None
   bar = console.Progress(total_steps, desc=name, unit="step", initial=step, disable=not is_chief)
-  loop_start = window_start = last_save = time.perf_counter()
   window_rows, first_step_done, loop_end = 0, None, None
   window_rates = []  # sentences/s of each logging window (a window pays the saves and evaluation before it)
   try:
+    if step < total_steps and not progress["stopped_early"]:  # a finished stage runs nothing
+      # The first batch's program compiles now, every other train and dev program in the background.
+      first_batch = next(prefetcher)
+      batches = itertools.chain([first_batch], prefetcher)
+      jobs = [(train_step, state, feed)] + ([(dev.counts, state.params, dev.feed)] if dev else [])
+      compiling = precompile.AheadOfTime(jobs, first_length=first_batch["input_ids"].shape[1], name=name)
+      train_step, *dev_counts = compiling.functions
+      if dev:
+        dev.counts = dev_counts[0]
+    loop_start = window_start = last_save = time.perf_counter()
     while step < total_steps and not progress["stopped_early"]:
       state, metrics = train_step(state, next(batches))
       step += 1
@@ -245,7 +251,9 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       best = ckpts.restore_best(checkpoint.abstract_like(state.params, replicated))
       params = best[0] if best is not None else params
   finally:
-    batches.close()
+    prefetcher.close()
+    if compiling:
+      compiling.close()
     bar.close()
     if writer:
       writer.close()

@@ -1,17 +1,18 @@
-"""Compiles the loop's jitted functions for every padded length of their feeds before the first step, in parallel.
+"""Compiles the loop's jitted functions for every padded length of their feeds, ahead of the batches that need them.
 
 A jitted function compiles the first time it sees a shape. In a training run that puts the second bucket's
 compilation minutes into training and the dev evaluation's at the first evaluation, with the accelerator idle
-while the host traces and XLA compiles (on an H100 a BERT-base bucket costs more than a thousand steps). Compiled
-up front, in threads (XLA compiles without holding the GIL), the programs build side by side, the persistent
-compilation cache serves a restarted run before its first step, and the loop never stalls on a new shape.
+while the host traces and XLA compiles (on an H100 a BERT-base bucket costs more than a thousand steps). Here the
+program the first batch needs is compiled before the first step, and every other one in background threads
+(XLA compiles without holding the GIL) while training runs: a restart waits for one program, and a batch of a new
+length finds its program compiled, or waits only for what is left of its compilation.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import time
+import os
 
 import jax
 
@@ -24,30 +25,41 @@ class ByLength:
   A length that was not compiled ahead (none should arrive) goes through the jitted function as before.
   """
 
-  def __init__(self, jitted, compiled: dict[int, object]):
-    self._jitted, self._compiled = jitted, compiled
+  def __init__(self, jitted, programs: dict[int, concurrent.futures.Future]):
+    self._jitted, self._programs = jitted, programs
 
   def __call__(self, leading, batch):
-    return self._compiled.get(batch["input_ids"].shape[1], self._jitted)(leading, batch)
+    program = self._programs.get(batch["input_ids"].shape[1])
+    return (program.result() if program is not None else self._jitted)(leading, batch)
 
 
 def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def ahead_of_time(jobs: list[tuple[object, object, object]], *, name: str) -> list[ByLength]:
-  """For each (jitted, leading, feed): `jitted(leading, batch)` compiled for every length in `feed.lengths`.
+class AheadOfTime:
+  """For each (jitted, leading, feed) job, `jitted(leading, batch)` compiled for every length in `feed.lengths`.
 
   `leading` is the first argument as it will be passed (arrays with their shardings; only shapes are read).
-  All programs of all jobs compile at once, one thread each.
+  `first_length` (of job 0's feed) is compiled before the constructor returns; the rest in background threads,
+  one per program. `close()` drops the compilations not yet started (a short run may end before them).
   """
-  tasks = [(index, length, jitted, _abstract(leading), feed.abstract_batch(length))
-           for index, (jitted, leading, feed) in enumerate(jobs) for length in feed.lengths]
-  start = time.perf_counter()
-  with concurrent.futures.ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="compile") as pool:
-    futures = [pool.submit(lambda t: t[2].lower(t[3], t[4]).compile(), task) for task in tasks]
-    compiled = [{} for _ in jobs]
-    for (index, length, *_), future in zip(tasks, futures):
-      compiled[index][length] = future.result()
-  log.info("%s: %d programs compiled ahead in %.1f s", name, len(tasks), time.perf_counter() - start)
-  return [ByLength(jitted, programs) for (jitted, _, _), programs in zip(jobs, compiled)]
+
+  def __init__(self, jobs: list[tuple[object, object, object]], *, first_length: int | None, name: str):
+    tasks = [(index, length, jitted, _abstract(leading), feed.abstract_batch(length))
+             for index, (jitted, leading, feed) in enumerate(jobs) for length in feed.lengths]
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(tasks), os.cpu_count() or 1),
+                                                       thread_name_prefix=f"{name}-compile")
+    programs: list[dict[int, concurrent.futures.Future]] = [{} for _ in jobs]
+    for index, length, jitted, leading, batch in tasks:
+      if index == 0 and length == first_length:
+        future = concurrent.futures.Future()
+        future.set_result(jitted.lower(leading, batch).compile())
+      else:
+        future = self._pool.submit(lambda j=jitted, a=leading, b=batch: j.lower(a, b).compile())
+      programs[index][length] = future
+    log.info("%s: %d programs compiling ahead", name, len(tasks))
+    self.functions = [ByLength(jitted, by_length) for (jitted, _, _), by_length in zip(jobs, programs)]
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=False, cancel_futures=True)
