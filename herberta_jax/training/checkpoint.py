@@ -70,7 +70,7 @@ class StageCheckpoints:
       except Exception as error:  # noqa: BLE001 - any unreadable step: try the one before
         following = f"falling back to step {found[i + 1]}" if i + 1 < len(found) else "no older checkpoint left"
         log.warning("%s: checkpoint step %d is unreadable (%s: %s); %s", manager.directory, step,
-                        type(error).__name__, str(error).splitlines()[0] if str(error) else "", following)
+                    type(error).__name__, str(error).splitlines()[0] if str(error) else "", following)
         continue
       if drop_unreadable:
         for newer in found[:i]:  # the resumed run saves these steps again

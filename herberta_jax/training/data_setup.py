@@ -53,7 +53,7 @@ def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path)
     texts = (ex.text for path in train_files for ex in smiler.read_tsv(path, on_error="skip",
                                                                        rejects=smiler.Rejects()))
     log.info("training a WordPiece vocabulary of %d on %d files", config.data.wordpiece_vocab_size,
-                 len(train_files))
+             len(train_files))
     tokenize.train_wordpiece(texts, out, vocab_size=config.data.wordpiece_vocab_size,
                              lowercase=config.data.lowercase)
   return str(out)

@@ -106,8 +106,8 @@ def initialize() -> None:
       # num_processes=None lets JAX read it; for SLURM it is the step's count the decision was made on.
       jax.distributed.initialize(num_processes=cluster.num_processes, **_timeouts())
   log.info("start-up: %s; process %d of %d, %d local / %d global %s devices", cluster.reason,
-               jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.default_backend())
+           jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
+           jax.default_backend())
   check_devices()
 
 

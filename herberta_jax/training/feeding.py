@@ -61,7 +61,6 @@ class StageFeed:
     every_host_reads_all = config.data.host_reading == "all" or not train
     self.fixed_length = max(lengths) if count > 1 and not every_host_reads_all else None
     self.lengths = [self.fixed_length] if self.fixed_length else lengths  # the padded lengths a batch can have
-    self._shortest_bucket = lengths[0]
     langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
     # Buckets `extra` shorter than the padded lengths leave the room the stage needs after each row (the tagger's
     # two prefix tokens), so the padded lengths are still the run's bucket lengths.
@@ -71,7 +70,7 @@ class StageFeed:
                         repeat=train, process_index=0 if every_host_reads_all else index,
                         process_count=1 if every_host_reads_all else count)
     self.pipeline = RowSlice(pipeline, index, count) if every_host_reads_all and count > 1 else pipeline
-    self._empty_batch = pipeline.empty_batch
+    self._whole_pipeline = pipeline  # all rows of each batch, as the step's global batch has them
 
   def num_examples(self) -> int:
     return self.pipeline.num_examples()
@@ -92,8 +91,8 @@ class StageFeed:
     """The global batch of padded length `length` (one of `self.lengths`) as the step receives it: shapes,
     dtypes and shardings, nothing read."""
     # With a fixed length, every bucket is padded to it: the shortest stands for all.
-    bucket = self._shortest_bucket if self.fixed_length else length
-    host = self._padded(self._empty_batch(bucket - self.extra))
+    bucket = self._whole_pipeline.bucket_lengths[0] if self.fixed_length else length - self.extra
+    host = self._padded(self._whole_pipeline.empty_batch(bucket))
     sharding = parallel.batch_sharded(self.mesh)
     return {key: jax.ShapeDtypeStruct((self.batch_size,) + value.shape[1:], value.dtype, sharding=sharding)
             for key, value in parallel.host_arrays(host).items()}

@@ -216,7 +216,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       if first_step_done is None:
         jax.block_until_ready(metrics)
         first_step_done = time.perf_counter()
-        bar.first_done()  # the first step compiles: counted in the rate, it would make the ETA hours long
+        bar.first_done()  # the first step waits for its compilation: counted in the rate, the ETA would be hours
         log.info("%s: first step done %.2f s after the stage started", name, first_step_done - started)
       else:
         bar.update(1)
