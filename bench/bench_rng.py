@@ -1,14 +1,18 @@
-"""Dropout key implementations on the MiniLM relation train step: seconds per step, timed interleaved.
+"""Dropout on the MiniLM relation train step: key implementations and mask schemes, seconds per step, interleaved.
 
-  python bench/bench_rng.py [--rounds 5] [--steps 5] [--impls threefry2x32,rbg,unsafe_rbg]
+  python bench/bench_rng.py [--rounds 5] [--steps 5] [--impls threefry2x32,rbg,unsafe_rbg] [--masks ours,flax,none]
 
-Each round times `--steps` steps of every implementation in turn, so a load change on a shared machine hits all of
-them alike; the median over rounds is reported.
+Masks: `ours` is the model's dropout (16 random bits per element, herberta_jax/model/dropout.py), `flax` swaps in
+flax's nn.Dropout (32 bits per element) while the step is traced, `none` trains without dropout (the floor).
+Each round times `--steps` steps of every variant in turn, so a load change on a shared machine hits all of them
+alike; the median over rounds is reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import pathlib
 import sys
@@ -17,9 +21,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+import flax.linen as nn
 import jax
 import numpy as np
 
+from herberta_jax.model import bert, heads
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
 from herberta_jax.training import optim, steps
@@ -29,11 +35,23 @@ MINILM = dict(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=153
 BATCH, LENGTH, NUM_LABELS = 32, 64, 19
 
 
+@contextlib.contextmanager
+def flax_dropout():
+  """The model built with flax's nn.Dropout in place of ours while this is open (tracing happens inside)."""
+  ours = bert.Dropout
+  bert.Dropout = heads.Dropout = nn.Dropout
+  try:
+    yield
+  finally:
+    bert.Dropout = heads.Dropout = ours
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--impls", default="threefry2x32,rbg,unsafe_rbg")
+  parser.add_argument("--masks", default="ours,flax,none")
   args = parser.parse_args()
   module = RelationClassifier(BertConfig(**MINILM), num_labels=NUM_LABELS)
   rng = np.random.default_rng(0)
@@ -45,14 +63,17 @@ def main() -> None:
   config = type("Cfg", (), dict(learning_rate=1e-4, warmup_fraction=0.1, weight_decay=0.01, max_grad_norm=1.0))
   tx, schedule = optim.make_optimizer(config, 1000)
   runs = {}
-  for impl in args.impls.split(","):
-    step = jax.jit(steps.make_train_step(lambda p, b, r, d: steps.relation_loss_terms(module, p, b, r, d),
-                                         schedule, 1, rng_impl=impl), donate_argnums=0)
+  for impl, mask in itertools.product(args.impls.split(","), args.masks.split(",")):
+    no_dropout = mask == "none"
+    step = jax.jit(steps.make_train_step(
+        lambda p, b, r, d, no_dropout=no_dropout: steps.relation_loss_terms(module, p, b, r, d or no_dropout),
+        schedule, 1, rng_impl=impl), donate_argnums=0)
     state = TrainState.create(jax.tree.map(jax.numpy.copy, params), tx,
                               jax.random.key_data(jax.random.key(1, impl=impl)))
-    state, metrics = step(state, batch)  # compile
+    with flax_dropout() if mask == "flax" else contextlib.nullcontext():
+      state, metrics = step(state, batch)  # traces and compiles
     jax.block_until_ready(metrics)
-    runs[impl] = [step, state, []]
+    runs[f"{impl} {mask}"] = [step, state, []]
   for _ in range(args.rounds):
     for run in runs.values():
       start = time.perf_counter()
@@ -60,8 +81,8 @@ def main() -> None:
         run[1], metrics = run[0](run[1], batch)
       jax.block_until_ready(metrics)
       run[2].append((time.perf_counter() - start) / args.steps)
-  for impl, run in runs.items():
-    print(f"{impl:>14}: {np.median(run[2]):.3f} s/step (median of {args.rounds} rounds; "
+  for name, run in runs.items():
+    print(f"{name:>20}: {np.median(run[2]):.3f} s/step (median of {args.rounds} rounds; "
           f"min {min(run[2]):.3f}, max {max(run[2]):.3f})")
 
 

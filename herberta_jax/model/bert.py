@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from herberta_jax.model.dropout import Dropout
+
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
 SUPPORTED_TYPES = ("bert",) + ROBERTA_TYPES
 
@@ -147,7 +149,7 @@ class Embeddings(nn.Module):
     type_table = _Table(cfg.type_vocab_size, cfg.hidden_size, name="token_type_embeddings")()
     types = jax.nn.one_hot(token_type_ids, cfg.type_vocab_size, dtype=jnp.float32) @ type_table
     x = _layer_norm(cfg)(words + positions + types)
-    return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+    return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
 
 
 class SelfAttention(nn.Module):
@@ -168,7 +170,7 @@ class SelfAttention(nn.Module):
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     # Softmax in float32 whatever the compute dtype: bfloat16 logits lose too much near the max.
     probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(v.dtype)
-    probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+    probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, queries.shape[1], cfg.hidden_size)
 
 
@@ -190,7 +192,7 @@ class _Output(nn.Module):
   @nn.compact
   def __call__(self, x, residual, deterministic: bool):
     cfg = self.config
-    out = nn.Dropout(cfg.hidden_dropout)(_dense(cfg.hidden_size, cfg, "dense")(x), deterministic=deterministic)
+    out = Dropout(cfg.hidden_dropout)(_dense(cfg.hidden_size, cfg, "dense")(x), deterministic=deterministic)
     return _layer_norm(cfg)(out + residual)
 
 

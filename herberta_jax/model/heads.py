@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from herberta_jax.model.bert import BertConfig, BertEncoder
+from herberta_jax.model.dropout import Dropout
 
 TAGGER_OUTPUTS = ("e1_start", "e1_end", "e2_start", "e2_end")
 MASKED_LOGIT = -1e9  # finite, so a fully masked row gives a uniform softmax rather than NaN
@@ -33,11 +34,11 @@ class RelationClassifier(nn.Module):
     sequence, pooled = BertEncoder(self.config, add_pooler=True, name="bert")(
         input_ids, attention_mask, token_type_ids, deterministic=deterministic,
         first_token_only=first_token_only and not with_entity_logits)
-    pooled = nn.Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
+    pooled = Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
     logits = nn.Dense(self.num_labels, kernel_init=nn.initializers.normal(0.02), name="classifier")(pooled)
     if not with_entity_logits:
       return logits
-    sequence = nn.Dropout(self.config.hidden_dropout)(sequence, deterministic=deterministic)
+    sequence = Dropout(self.config.hidden_dropout)(sequence, deterministic=deterministic)
     entity_logits = nn.Dense(len(TAGGER_OUTPUTS), kernel_init=nn.initializers.normal(0.02),
                              name="entity_classifier")(sequence)
     return logits, jnp.where(attention_mask[..., None] > 0, entity_logits, MASKED_LOGIT)
@@ -55,6 +56,6 @@ class EntityTagger(nn.Module):
   def __call__(self, input_ids, attention_mask, token_type_ids, sentence_mask, *, deterministic: bool = True):
     sequence, _ = BertEncoder(self.config, add_pooler=False, name="bert")(
         input_ids, attention_mask, token_type_ids, deterministic=deterministic)
-    sequence = nn.Dropout(self.config.hidden_dropout)(sequence, deterministic=deterministic)
+    sequence = Dropout(self.config.hidden_dropout)(sequence, deterministic=deterministic)
     logits = nn.Dense(len(TAGGER_OUTPUTS), kernel_init=nn.initializers.normal(0.02), name="classifier")(sequence)
     return jnp.where(sentence_mask[..., None] > 0, logits, MASKED_LOGIT)
