@@ -110,7 +110,6 @@ PEAK_BF16_DENSE = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989.4e1
                    ("GH200", 989.4e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
 # --smoke's model: one small layer, since compile time grows with layers and is most of a smoke run.
 SMOKE_SHAPE = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256, vocab_size=1000)
-TRAIN_STEP_SHARE = 0.55  # part 1 starts no new row past this share of the budget: later parts need their time
 SLOW_RATIO = 0.7  # a JAX step below this share of PyTorch's speed gets diagnose_step's variants
 # Word counts of the 2,717 sentences of SemEval-2010 task 8's test split (tags stripped): count -> sentences.
 # Synthetic sentences follow it when the data is not on the machine.
@@ -294,7 +293,7 @@ def part_train_step(entry: dict, args, report: Report) -> None:
                torch_setup={"device": "cuda" if cuda else "cpu", "attn_implementation": "sdpa",
                             "autocast": "bfloat16 on bfloat16 rows" if cuda else None, "fused_adamw": cuda})
   rows = entry["rows"] = []
-  deadline = TRAIN_STEP_SHARE * args.budget_s
+  deadline = args.train_step_share * args.budget_s
   diagnosed = False  # only the first row slower than SLOW_RATIO of PyTorch is taken apart: it costs compiles
   for dtype, shape_name, stage in itertools.product(dtypes, shapes, ("relation", "tagger")):
     shape = shapes[shape_name]
@@ -764,6 +763,8 @@ def main(argv=None) -> int:
   parser.add_argument("--workdir", default="", help="scratch directory (default: a new temporary one)")
   parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
   parser.add_argument("--dtypes", default="bfloat16,float32", help="the train_step part's compute dtypes")
+  parser.add_argument("--train_step_share", type=float, default=0.55,
+                      help="part 1 starts no new row past this share of the budget (parts after it need the rest)")
   parser.add_argument("--profile_dir", default="", help="a profiler trace of the first slow train step goes here")
   args = parser.parse_args(argv)
   args.workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="accelerator_check_"))
