@@ -152,9 +152,13 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
     ckpts.close()
     raise
 
-  # The next step donates the state's buffers while an asynchronous save may still hold views of them: saves get
-  # a copy made on the device.
-  copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+  # What a checkpoint takes: a copy made on the device (the next step donates the state's buffers while the save
+  # still reads them) and, for the full state, whether its parameters are finite (a loss can be finite while its
+  # update overflows them). One program each, compiled ahead with the steps: done with eager ops at the first save,
+  # they compiled a small program per parameter shape, a loop stall of over a second on a GPU.
+  copy_params = jax.jit(lambda params: jax.tree.map(jnp.copy, params))
+  snapshot = jax.jit(lambda state: (jax.tree.map(jnp.copy, state),
+                                    jnp.isfinite(optim.global_norm(state.params))))
   dev = DevScorer(stage, config, data_dir) if has_split(manifest, "dev") else None
   writer = SummaryWriter(stage_dir / "tensorboard") if is_chief else None
   step = first_step = int(state.step)
@@ -185,7 +189,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       writer.scalar("dev/score", score, at)
     if score > progress["best_score"]:
       progress.update(best_score=score, best_step=at, evals_without_improvement=0)
-      ckpts.save_best(at, copy(state.params), progress)
+      ckpts.save_best(at, copy_params(state.params), progress)
     else:
       progress["evals_without_improvement"] += 1
     log.info("%s step %d: dev score %.4f (best %.4f at step %d)", name, at, score, progress["best_score"],
@@ -203,8 +207,10 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       first_batch = next(prefetcher)
       batches = itertools.chain([first_batch], prefetcher)
       jobs = [(train_step, state, feed)] + ([(dev.counts, state.params, dev.feed)] if dev else [])
-      compiling = precompile.AheadOfTime(jobs, first_length=first_batch["input_ids"].shape[1], name=name)
+      compiling = precompile.AheadOfTime(jobs, first_length=first_batch["input_ids"].shape[1], name=name,
+                                         others=((snapshot, (state,)), (copy_params, (state.params,))))
       train_step, *dev_counts = compiling.functions
+      snapshot, copy_params = compiling.others_compiled
       if dev:
         dev.counts = dev_counts[0]
     loop_start = window_start = last_save = time.perf_counter()
@@ -239,11 +245,11 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
         progress["stopped_early"] = evaluate_and_keep_best(step)
       if save or progress["stopped_early"]:
         fetch_window()
-        # A loss can be finite while its update overflows the parameters: never checkpoint those.
-        if not math.isfinite(float(optim.global_norm(state.params))):
+        copied, finite = snapshot(state)
+        if not finite:
           raise NonFiniteLossError(f"{name}: parameters became NaN/Inf at step {step}; stopped. The last good "
                                    f"checkpoint is step {ckpts.latest_step()} in {stage_dir / 'checkpoints'}.")
-        ckpts.save_latest(step, copy(state), progress)
+        ckpts.save_latest(step, copied, progress)
         last_save = time.perf_counter()
     loop_end = time.perf_counter()
     params = state.params

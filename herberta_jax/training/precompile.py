@@ -33,23 +33,40 @@ class ByLength:
     return (program.result() if program is not None else self._jitted)(leading, batch)
 
 
+def _compile(jitted, abstract_args: tuple):
+  return jitted.lower(*abstract_args).compile()
+
+
 def _abstract(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-class AheadOfTime:
-  """For each (jitted, leading, feed) job, `jitted(leading, batch)` compiled for every length in `feed.lengths`.
+class Later:
+  """`jitted(*args)` through its program compiled in the background (waiting for it if need be)."""
 
-  `leading` is the first argument as it will be passed (arrays with their shardings; only shapes are read).
-  `first_length` (of job 0's feed) is compiled before the constructor returns; the rest in background threads,
-  one per program. `close()` drops the compilations not yet started (a short run may end before them).
+  def __init__(self, program: concurrent.futures.Future):
+    self._program = program
+
+  def __call__(self, *args):
+    return self._program.result()(*args)
+
+
+class AheadOfTime:
+  """For each (jitted, leading, feed) job, `jitted(leading, batch)` compiled for every length in `feed.lengths`;
+  for each (jitted, args) of `others`, `jitted(*args)` compiled once.
+
+  `leading` and `args` are the arguments as they will be passed (arrays with their shardings; only shapes are
+  read). `first_length` (of job 0's feed) is compiled before the constructor returns; the rest in background
+  threads. `functions` and `others_compiled` call the programs. `close()` drops the compilations not yet started
+  (a short run may end before them).
   """
 
-  def __init__(self, jobs: list[tuple[object, object, object]], *, first_length: int | None, name: str):
+  def __init__(self, jobs: list[tuple[object, object, object]], *, first_length: int | None, name: str,
+               others: tuple[tuple[object, tuple], ...] = ()):
     tasks = [(index, length, jitted, _abstract(leading), feed.abstract_batch(length))
              for index, (jitted, leading, feed) in enumerate(jobs) for length in feed.lengths]
-    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(len(tasks), os.cpu_count() or 1),
-                                                       thread_name_prefix=f"{name}-compile")
+    workers = min(len(tasks) + len(others), os.cpu_count() or 1)
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-compile")
     programs: list[dict[int, concurrent.futures.Future]] = [{} for _ in jobs]
     for index, length, jitted, leading, batch in tasks:
       if index == 0 and length == first_length:
@@ -58,8 +75,9 @@ class AheadOfTime:
       else:
         future = self._pool.submit(lambda j=jitted, a=leading, b=batch: j.lower(a, b).compile())
       programs[index][length] = future
-    log.info("%s: %d programs compiling ahead", name, len(tasks))
+    log.info("%s: %d programs compiling ahead", name, len(tasks) + len(others))
     self.functions = [ByLength(jitted, by_length) for (jitted, _, _), by_length in zip(jobs, programs)]
+    self.others_compiled = [Later(self._pool.submit(_compile, jitted, _abstract(args))) for jitted, args in others]
 
   def close(self) -> None:
     self._pool.shutdown(wait=False, cancel_futures=True)
