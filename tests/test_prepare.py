@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
+import shutil
 
 import pytest
 
@@ -140,6 +141,27 @@ def test_check_tokenizer_accepts_the_source_and_the_saved_tokenizer_only(prepare
   other = tokenize.train_wordpiece(iter(["some other words entirely"] * 5), tmp_path / "wp", vocab_size=100)
   with pytest.raises(prepare.TokenizerMismatchError, match="made with tokenizer .*differs"):
     prepare.check_tokenizer(manifest, other)
+
+
+def test_a_restart_skips_loading_an_unchanged_tokenizer_and_still_catches_a_changed_one(prepared, minilm_dir,
+                                                                                         tmp_path, monkeypatch):
+  out, _ = prepared
+  data_dir = tmp_path / "data"
+  shutil.copytree(out, data_dir)
+  tokenizer_dir = tmp_path / "tokenizer"
+  shutil.copytree(minilm_dir, tokenizer_dir, ignore=shutil.ignore_patterns("*.safetensors"))
+  loads = []
+  load = prepare.tokenize.load_tokenizer
+  monkeypatch.setattr(prepare.tokenize, "load_tokenizer", lambda *a, **k: loads.append(a) or load(*a, **k))
+  prepare.check_prepared_tokenizer(data_dir, tokenizer_dir)
+  prepare.check_prepared_tokenizer(data_dir, tokenizer_dir)
+  assert len(loads) == 1  # the second start found the same files
+  vocab = tokenizer_dir / "vocab.txt"
+  vocab.write_text(vocab.read_text(encoding="utf-8").replace("\nthe\n", "\nteh\n", 1), encoding="utf-8")
+  (tokenizer_dir / "tokenizer.json").unlink()  # the slow vocabulary file is then what the tokenizer is built from
+  with pytest.raises(prepare.TokenizerMismatchError, match="made with tokenizer .*differs"):
+    prepare.check_prepared_tokenizer(data_dir, tokenizer_dir)
+  assert len(loads) == 2
 
 
 def test_skip_mode_writes_rejects_and_unknown_test_labels_are_bad_rows(corpus, minilm_dir, tmp_path):

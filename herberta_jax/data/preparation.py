@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import copy
+import hashlib
 import itertools
 import json
 import math
@@ -273,3 +274,42 @@ def check_tokenizer(manifest: dict, tokenizer) -> None:
         f"but the tokenizer in use, {tokenizer.name_or_path!r}, differs (fingerprint {fingerprint[:12]}: another "
         "vocabulary, added tokens or normalizer). Use the prepared data's tokenizer/ directory, or prepare the data "
         "again with this tokenizer into a new directory.")
+
+
+# A record of tokenizer directories already checked against the prepared data, by a digest of their files: a
+# restarted run that finds its directory unchanged skips loading the tokenizer (importing transformers and torch,
+# about 3 s). Weight files are left out of the digest: they do not decide the ids, and they are large.
+CHECKED_TOKENIZERS = "tokenizers_checked.json"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".msgpack", ".h5", ".ckpt", ".pt", ".pth", ".onnx", ".ot")
+
+
+def _tokenizer_files_digest(directory: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  for path in sorted(directory.iterdir()):
+    if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES):
+      digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+  return digest.hexdigest()
+
+
+def check_prepared_tokenizer(data_dir: pathlib.Path, tokenizer: str | pathlib.Path) -> None:
+  """`check_tokenizer` against `data_dir`'s manifest, skipped for a local tokenizer directory whose files are byte
+  for byte those of one that passed before (recorded in `data_dir`). Raises TokenizerMismatchError."""
+  manifest = load_manifest(data_dir)
+  local = pathlib.Path(tokenizer)
+  if not local.is_dir():  # a hub name: nothing on disk to compare
+    check_tokenizer(manifest, tokenizer)
+    return
+  record = pathlib.Path(data_dir) / CHECKED_TOKENIZERS
+  try:
+    checked = json.loads(record.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    checked = {}
+  digest = _tokenizer_files_digest(local)
+  if checked.get(digest) == manifest["tokenizer"]["fingerprint"]:
+    return
+  check_tokenizer(manifest, local)
+  checked[digest] = manifest["tokenizer"]["fingerprint"]
+  try:
+    record.write_text(json.dumps(checked, indent=2), encoding="utf-8")
+  except OSError:  # a read-only data directory: the next start checks again
+    pass

@@ -69,7 +69,7 @@ def prepare_run_data(config, workdir: pathlib.Path) -> pathlib.Path:
     tokenizer = workdir / "wordpiece" if choice == "wordpiece" else choice
     if choice and (choice != "wordpiece" or (tokenizer / "tokenizer.json").exists()):
       try:
-        prepare.check_tokenizer(prepare.load_manifest(data_dir), tokenizer)
+        prepare.check_prepared_tokenizer(data_dir, tokenizer)
       except prepare.TokenizerMismatchError as error:
         raise prepare.TokenizerMismatchError(f"{data_dir} was prepared with another tokenizer than this run's "
                                              f"(--config.data.tokenizer / --config.model.init_from): {error}") from None
