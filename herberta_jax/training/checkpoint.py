@@ -2,17 +2,16 @@
 
 Each stage keeps two orbax `CheckpointManager`s under `workdir/<stage>/checkpoints/`: `latest/` holds what a
 resume needs (the whole train state, the last `keep_latest` saves) and `best/` what evaluation and export need
-(the parameters of the best dev score). In a single-process run saves never hold the training loop: `save_*`
-hands the arrays to one background thread and returns at once. There orbax copies them to the host (about a
-second for BERT-base's 1.3 GB train state on a GPU, the time of a hundred steps, which orbax's own asynchronous
-save spends in its caller) and writes them in its own threads. Callers hand over a copy made on the device, which
-no later step donates. Every other method first waits for the handed-over saves and raises the first failure.
+(the parameters of the best dev score). Training goes on while a save is written. In a single-process run
+`save_*` hands the arrays to one background thread and returns at once; there orbax copies them to the host (what
+its own asynchronous save does in the caller) and writes them in its own threads. Callers hand over a copy made on
+the device, which no later step donates. Every other method first waits for the handed-over saves and raises the
+first failure. (On an H100 a BERT-base save still slowed the loop by about 0.9 s, README "On a GPU".)
 With several processes the copy to the host stays in the caller: orbax's barriers between processes are device
 collectives (`sync_global_devices`), and issued from a second thread they could interleave with the train step's
-collectives in a different order on each process. Orbax writes a step into a
-temporary directory and renames it when complete, so a run killed during a save leaves the previous step
-restorable; a finished step that is unreadable anyway (a truncated file) is skipped for the one before it, with a
-warning.
+collectives in a different order on each process. Orbax writes a step into a temporary directory and renames it
+when complete, so a run killed during a save leaves the previous step restorable; a finished step that is
+unreadable anyway (a truncated file) is skipped for the one before it, with a warning.
 """
 
 from __future__ import annotations
