@@ -47,7 +47,7 @@ def check_flags() -> None:
 
 
 def count_lines(path: str) -> int | None:
-  """Lines of the input file, for the progress bar's total (None for stdin). A TSV header counts: close enough."""
+  """Lines of the input file (None for stdin)."""
   if path == "-":
     return None
   with open(path, "rb") as f:
@@ -78,9 +78,11 @@ def main(argv):
   except ValueError as e:  # a --batch_size the devices cannot share
     raise app.UsageError(str(e), exitcode=2) from e
   predictor = model.predictor()
-  total = count_lines(_INPUT.value)
+  total = count_lines(_INPUT.value)  # the progress bar's: one output row per line but a TSV header
   source = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")
-  _, items = sources.read_items(source, _FORMAT.value, _MAX_CHARS.value)
+  fmt, items = sources.read_items(source, _FORMAT.value, _MAX_CHARS.value)
+  if total and fmt == "tsv" and sources.starts_with_header(_INPUT.value):
+    total -= 1
   out, done = (sys.stdout, 0) if _OUT.value == "-" else sources.open_output(_OUT.value, _RESUME.value,
                                                                              predictor.window_sizes())
   items = itertools.islice(items, done, None)  # rows already written by the interrupted run

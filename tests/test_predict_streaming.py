@@ -114,6 +114,14 @@ def test_sources_bom_blank_lines_and_lone_carriage_returns():
   assert fmt == "text" and [t for t, _ in items][2:] == ["first\rstill first", "second"]
 
 
+def test_a_tsv_header_is_told_apart_for_the_progress_total(tmp_path):
+  header = "\t".join(sources.smiler.HEADER)
+  with_header, without = tmp_path / "a.tsv", tmp_path / "b.txt"
+  with_header.write_bytes(("\ufeff\n" + header + "\r\nrow\n").encode())
+  without.write_text("\nsentence one\t" + header + "\n", encoding="utf-8")
+  assert sources.starts_with_header(str(with_header)) and not sources.starts_with_header(str(without))
+
+
 def predict(export_dir, *args, check=True):
   result = subprocess.run([sys.executable, "-m", "herberta_jax.predict", "--model", str(export_dir), *args],
                           cwd=REPO, capture_output=True, text=True)

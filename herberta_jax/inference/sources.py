@@ -43,6 +43,16 @@ def lines(stream: BinaryIO) -> Iterator[bytes]:
     yield raw
 
 
+def starts_with_header(path: str) -> bool:
+  """Whether the file's first non-blank line is SMiLER's TSV header: the one input line without an output row."""
+  with open(path, "rb") as stream:
+    for line in lines(stream):
+      text = line.decode("utf-8", "replace")
+      if text.strip():
+        return tuple(text.split("\t")) == smiler.HEADER
+  return False
+
+
 def detect_format(line: str) -> str:
   """"jsonl", "tsv" or "text", from the first non-blank line."""
   if line.lstrip().startswith("{"):
