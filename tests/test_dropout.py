@@ -15,7 +15,7 @@ def apply(rate, x, *, seed=0, deterministic=False, impl="rbg"):
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 @pytest.mark.parametrize("impl", ["rbg", "threefry2x32"])
 def test_drops_the_rate_and_keeps_the_mean(rate, impl):
-  x = jnp.full((64, 12, 33, 31), 2.0, jnp.float32)  # odd element count: the last 32-bit word is half used
+  x = jnp.full((63, 11, 33, 31), 2.0, jnp.float32)  # odd last axis: each row's last 32-bit word is half used
   out = np.asarray(apply(rate, x, impl=impl))
   dropped = np.mean(out == 0.0)
   n = x.size
@@ -40,3 +40,7 @@ def test_deterministic_and_rate_zero_are_the_identity_and_bfloat16_stays_bfloat1
   assert np.array_equal(apply(0.0, x), x)
   out = apply(0.3, x)
   assert out.dtype == jnp.bfloat16 and out.shape == x.shape
+  kept = np.asarray(out != 0)
+  expected = (np.asarray(x, np.float32) * (65536 / round(0.7 * 65536))).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(np.asarray(out)[kept], expected[kept])  # scaled in float32, rounded once
+  assert apply(0.3, jnp.float32(2.0)).shape == ()  # a scalar has no last axis to halve

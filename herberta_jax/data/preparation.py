@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import copy
 import hashlib
+import importlib.metadata
 import itertools
 import json
 import math
@@ -284,7 +285,12 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".msgpack", ".h5", ".ckpt", ".pt", "
 
 
 def _tokenizer_files_digest(directory: pathlib.Path) -> str:
-  digest = hashlib.sha256()
+  """sha256 of the directory's files and of the transformers version that builds a tokenizer from them."""
+  try:
+    version = importlib.metadata.version("transformers")  # read from its metadata: nothing is imported
+  except importlib.metadata.PackageNotFoundError:
+    version = ""
+  digest = hashlib.sha256(f"transformers {version}\0".encode())
   for path in sorted(directory.iterdir()):
     if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES):
       digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
@@ -295,7 +301,7 @@ def check_prepared_tokenizer(data_dir: pathlib.Path, tokenizer: str | pathlib.Pa
   """`check_tokenizer` against `data_dir`'s manifest, skipped for a local tokenizer directory whose files are byte
   for byte those of one that passed before (recorded in `data_dir`). Raises TokenizerMismatchError."""
   manifest = load_manifest(data_dir)
-  local = pathlib.Path(tokenizer)
+  local = pathlib.Path(tokenizer).expanduser()
   if not local.is_dir():  # a hub name: nothing on disk to compare
     check_tokenizer(manifest, tokenizer)
     return

@@ -53,22 +53,30 @@ class StageCheckpoints:
     self._hand_over(self._save_best, step, params, dict(progress))
 
   def _hand_over(self, save, *args) -> None:
+    # Each pending save holds a device copy of what it saves: at most one waits behind the one being written, so
+    # saves due faster than the disk takes them hold the loop (as orbax's own waiting for the previous save did)
+    # instead of filling the device's memory.
+    concurrent.futures.wait(self._handed_over[:-1])
     self._collect(wait=False)
     if jax.process_count() > 1:  # see the module's docstring
       save(*args)
     else:
       self._handed_over.append(self._saver.submit(save, *args))
 
-  def _collect(self, *, wait: bool) -> None:
-    """Forgets finished saves (all of them first when `wait`), then raises the first failed one's error once."""
+  def _collect(self, *, wait: bool, raise_errors: bool = True) -> None:
+    """Forgets finished saves (all of them first when `wait`). Failed ones are logged; the first one's error is
+    raised once when `raise_errors`."""
     if wait:
       concurrent.futures.wait(self._handed_over)
     finished, pending = [], []
     for future in self._handed_over:
       (finished if future.done() else pending).append(future)
     self._handed_over = pending
-    for future in finished:
-      future.result()
+    errors = [future.exception() for future in finished if future.exception() is not None]
+    for error in errors[1 if raise_errors else 0:]:
+      log.error("%s: a checkpoint save failed: %s: %s", self.directory, type(error).__name__, error)
+    if errors and raise_errors:
+      raise errors[0]
 
   # Run on the saver thread: orbax copies the arrays off the device, then writes them in its own threads.
   def _save_latest(self, step: int, state: Any, progress: dict) -> None:
@@ -85,9 +93,10 @@ class StageCheckpoints:
     self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
                                                  progress=ocp.args.JsonSave(progress)), force=True)
 
-  def latest_step(self) -> int | None:
-    """The newest complete periodic checkpoint (pending saves finished first)."""
-    self.wait()
+  def latest_step(self, *, raise_errors: bool = True) -> int | None:
+    """The newest complete periodic checkpoint (pending saves finished first; a failed one's error is raised,
+    or only logged without `raise_errors`: for messages about another error)."""
+    self.wait(raise_errors=raise_errors)
     return self.latest.latest_step()
 
   def best_step(self) -> int | None:
@@ -128,16 +137,17 @@ class StageCheckpoints:
     self.wait()
     return self._restore(self.best, "params", abstract_params)
 
-  def wait(self) -> None:
-    """Blocks until every handed-over save is written; raises the first failed one's error."""
-    self._collect(wait=True)
+  def wait(self, *, raise_errors: bool = True) -> None:
+    """Blocks until every handed-over save is written; raises the first failed one's error (see `_collect`)."""
+    self._collect(wait=True, raise_errors=raise_errors)
     self.latest.wait_until_finished()
     self.best.wait_until_finished()
 
-  def close(self) -> None:
-    """Waits for pending saves, then releases the managers (also when a save failed: its error is raised)."""
+  def close(self, *, raise_errors: bool = True) -> None:
+    """Waits for pending saves, then releases the managers, also when a save failed (its error is raised after,
+    or only logged without `raise_errors`: when closing because of another error)."""
     try:
-      self._collect(wait=True)
+      self._collect(wait=True, raise_errors=raise_errors)
     finally:
       self._saver.shutdown(wait=True)
       self.latest.close()

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import pathlib
+import sys
 import time
 
 import jax
@@ -149,7 +150,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
     else:
       state = jax.jit(create_state, out_shardings=replicated)(stage.initial_params(init_rng))
   except BaseException:
-    ckpts.close()
+    ckpts.close(raise_errors=False)
     raise
 
   # What a checkpoint takes: a copy made on the device (the next step donates the state's buffers while the save
@@ -178,7 +179,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
       if not math.isfinite(loss):
         raise NonFiniteLossError(
             f"{name}: loss is {loss} at step {at}; stopped. The last good checkpoint is step "
-            f"{ckpts.latest_step()} in {stage_dir / 'checkpoints' / 'latest'}. Lower "
+            f"{ckpts.latest_step(raise_errors=False)} in {stage_dir / 'checkpoints' / 'latest'}. Lower "
             f"--config.{name}.learning_rate or check the data.")
     return {k: float(v) for k, v in fetched[-1].items()} if fetched else None
 
@@ -248,7 +249,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
         copied, finite = snapshot(state)
         if not finite:
           raise NonFiniteLossError(f"{name}: parameters became NaN/Inf at step {step}; stopped. The last good "
-                                   f"checkpoint is step {ckpts.latest_step()} in {stage_dir / 'checkpoints'}.")
+                                   f"checkpoint is step {ckpts.latest_step(raise_errors=False)} in {stage_dir / 'checkpoints'}.")
         ckpts.save_latest(step, copied, progress)
         last_save = time.perf_counter()
     loop_end = time.perf_counter()
@@ -264,7 +265,8 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
     if writer:
       writer.close()
       losses.close()
-    ckpts.close()  # waits for pending saves
+    # Waits for pending saves; a failed one's error is raised unless another error is on its way out.
+    ckpts.close(raise_errors=sys.exc_info()[0] is None)
 
   if is_chief:
     # Wall time of this invocation's steps, dev evaluations and checkpoints (a resumed run counts only its own).

@@ -67,6 +67,8 @@ class AheadOfTime:
              for index, (jitted, leading, feed) in enumerate(jobs) for length in feed.lengths]
     workers = min(len(tasks) + len(others), os.cpu_count() or 1)
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-compile")
+    # `others` first: they are small, and a save waits for its snapshot program.
+    self.others_compiled = [Later(self._pool.submit(_compile, jitted, _abstract(args))) for jitted, args in others]
     programs: list[dict[int, concurrent.futures.Future]] = [{} for _ in jobs]
     for index, length, jitted, leading, batch in tasks:
       if index == 0 and length == first_length:
@@ -77,7 +79,6 @@ class AheadOfTime:
       programs[index][length] = future
     log.info("%s: %d programs compiling ahead", name, len(tasks) + len(others))
     self.functions = [ByLength(jitted, by_length) for (jitted, _, _), by_length in zip(jobs, programs)]
-    self.others_compiled = [Later(self._pool.submit(_compile, jitted, _abstract(args))) for jitted, args in others]
 
   def close(self) -> None:
     self._pool.shutdown(wait=False, cancel_futures=True)
