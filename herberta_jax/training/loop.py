@@ -248,8 +248,9 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
         fetch_window()
         copied, finite = snapshot(state)
         if not finite:
-          raise NonFiniteLossError(f"{name}: parameters became NaN/Inf at step {step}; stopped. The last good "
-                                   f"checkpoint is step {ckpts.latest_step(raise_errors=False)} in {stage_dir / 'checkpoints'}.")
+          raise NonFiniteLossError(
+              f"{name}: parameters became NaN/Inf at step {step}; stopped. The last good checkpoint is step "
+              f"{ckpts.latest_step(raise_errors=False)} in {stage_dir / 'checkpoints'}.")
         ckpts.save_latest(step, copied, progress)
         last_save = time.perf_counter()
     loop_end = time.perf_counter()
