@@ -43,13 +43,18 @@ def lines(stream: BinaryIO) -> Iterator[bytes]:
     yield raw
 
 
+def _is_header(line: str) -> bool:
+  """Whether `line` is SMiLER's TSV header."""
+  return tuple(line.split("\t")) == smiler.HEADER
+
+
 def starts_with_header(path: str) -> bool:
   """Whether the file's first non-blank line is SMiLER's TSV header: the one input line without an output row."""
   with open(path, "rb") as stream:
     for line in lines(stream):
       text = line.decode("utf-8", "replace")
       if text.strip():
-        return tuple(text.split("\t")) == smiler.HEADER
+        return _is_header(text)
   return False
 
 
@@ -57,7 +62,7 @@ def detect_format(line: str) -> str:
   """"jsonl", "tsv" or "text", from the first non-blank line."""
   if line.lstrip().startswith("{"):
     return "jsonl"
-  if tuple(line.split("\t")) == smiler.HEADER:
+  if _is_header(line):
     return "tsv"
   return "text"
 
@@ -83,7 +88,7 @@ def read_items(stream: BinaryIO, fmt: str = "auto", max_chars: int = 5000) -> tu
         continue
       if fmt == "tsv" and not header_seen and text.strip():
         header_seen = True
-        if tuple(text.split("\t")) == smiler.HEADER:
+        if _is_header(text):
           continue
       text, error = _sentence(text, fmt, number)
       if error is None and not text.strip():

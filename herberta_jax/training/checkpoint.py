@@ -72,7 +72,7 @@ class StageCheckpoints:
     for future in self._handed_over:
       (finished if future.done() else pending).append(future)
     self._handed_over = pending
-    errors = [future.exception() for future in finished if future.exception() is not None]
+    errors = [error for error in (future.exception() for future in finished) if error is not None]
     for error in errors[1 if raise_errors else 0:]:
       log.error("%s: a checkpoint save failed: %s: %s", self.directory, type(error).__name__, error)
     if errors and raise_errors:

@@ -73,9 +73,9 @@ class AheadOfTime:
     for index, length, jitted, leading, batch in tasks:
       if index == 0 and length == first_length:
         future = concurrent.futures.Future()
-        future.set_result(jitted.lower(leading, batch).compile())
+        future.set_result(_compile(jitted, (leading, batch)))
       else:
-        future = self._pool.submit(lambda j=jitted, a=leading, b=batch: j.lower(a, b).compile())
+        future = self._pool.submit(_compile, jitted, (leading, batch))
       programs[index][length] = future
     log.info("%s: %d programs compiling ahead", name, len(tasks) + len(others))
     self.functions = [ByLength(jitted, by_length) for (jitted, _, _), by_length in zip(jobs, programs)]
