@@ -70,3 +70,63 @@ def check_config(config) -> None:
   _require(config, "mesh.num_devices", lambda v: v == -1 or _positive_int(v), "use -1 (every device) or >= 1")
   _require(config, "model.dtype", lambda v: v in ("float32", "bfloat16", "float16"),
            "use float32, bfloat16 or float16")
+  _require(config, "dropout_rng_impl", lambda v: v in ("rbg", "unsafe_rbg", "threefry2x32"),
+           "use rbg, unsafe_rbg or threefry2x32")
+
+
+def _changed(old, new) -> bool:
+  return old != new
+
+
+def _switched(old, new) -> bool:
+  return bool(old) != bool(new)
+
+
+# Settings a stage's checkpoints are shaped by: (key, stages it shapes, whether a change breaks the restore, why).
+# Other changes resume fine (a learning rate, the epochs): they are only recorded.
+_CHECKPOINT_SHAPING = (
+    ("dropout_rng_impl", _STAGES, _changed, "the train state stores a dropout key of that kind"),
+    *((f"model.scratch.{size}", _STAGES, _changed, "the encoder's parameters have other shapes")
+      for size in ("hidden_size", "num_layers", "intermediate_size", "max_position_embeddings")),
+    *((f"{stage}.max_grad_norm", (stage,), _switched, "clipping on or off changes the optimizer state")
+      for stage in _STAGES),
+    ("relation.entity_loss_weight", ("relation",), _switched,
+     "the auxiliary entity head's parameters come or go with it"),
+)
+# What a workdir's config.json written before a key existed meant by its absence.
+_BEFORE_THE_KEY = {"dropout_rng_impl": "threefry2x32"}
+
+
+def flat_settings(config: dict, prefix: str = "") -> dict:
+  """A config as a plain (JSON) dict, flattened to `a.b.c` keys."""
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      flat.update(flat_settings(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def check_resume(previous: dict, current: dict, stages_with_checkpoints, workdir) -> dict:
+  """The settings that changed since the run that wrote a workdir's checkpoints, as {key: (old, new)}.
+
+  `previous` and `current` are configs as plain (JSON) dicts. Raises ConfigError, naming the key and both values,
+  when a change would leave a stage's checkpoints unrestorable (a run would otherwise fail at its restore, or
+  suggest deleting them).
+  """
+  old, new = {**_BEFORE_THE_KEY, **flat_settings(previous)}, flat_settings(current)
+  changes = {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys())
+             if old.get(key) != new.get(key)}
+  from_scratch = not new.get("model.init_from") and not old.get("model.init_from")
+  for key, stages, breaks, why in _CHECKPOINT_SHAPING:
+    if key not in changes or (key.startswith("model.scratch.") and not from_scratch):
+      continue
+    affected = [stage for stage in stages if stage in stages_with_checkpoints]
+    was, now = changes[key]
+    if affected and was is not None and breaks(was, now):
+      raise ConfigError(
+          f"--config.{key}={now!r}: the {' and '.join(affected)} checkpoints in --workdir {workdir} were trained "
+          f"with {was!r} and cannot be restored with {now!r} ({why}); resume with --config.{key}={was!r}, or "
+          "train in a new --workdir")
+  return changes

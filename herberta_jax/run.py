@@ -13,8 +13,9 @@ import shutil
 import tempfile
 
 import jax
+from jax.experimental import multihost_utils
 
-from herberta_jax.config_check import check_config
+from herberta_jax.config_check import check_config, check_resume
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import preparation, tokenize
 from herberta_jax.errors import UserError, UserFileExistsError, UserFileNotFoundError
@@ -43,6 +44,7 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
         f"{workdir / 'relation' / 'checkpoints'} holds none (--config.stage=tagger): train the relation stage in this "
         "workdir first (--config.stage=relation), or use --config.stage=both")
   workdir.mkdir(parents=True, exist_ok=True)
+  _check_resume(config, workdir)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     if command:
@@ -112,6 +114,21 @@ def write_model_cards(export_dir, workdir: pathlib.Path, manifest: dict, meta: d
   name = (config.get("card") or {}).get("name") or f"herberta-{'demo' if data.get('demo') else workdir.name}"
   card.write_cards(export_dir, meta=meta, manifest=manifest, config=config, metrics=metrics, commands=commands,
                    name=name)
+
+
+def _check_resume(config, workdir: pathlib.Path) -> None:
+  """Before config.json is overwritten: a setting the workdir's checkpoints cannot be restored with raises
+  ConfigError; any other change since the run that wrote it is logged, as config.json keeps the newest only."""
+  previous = workdir / "config.json"
+  trained = [stage for stage in loop.STAGES if has_checkpoint(workdir, stage)]
+  if previous.exists() and trained:
+    changes = check_resume(json.loads(previous.read_text()), json.loads(config.to_json_best_effort()), trained,
+                           workdir)
+    if changes:
+      log.warning("resuming %s with changed settings: %s", workdir,
+                  "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items()))
+  if jax.process_count() > 1:  # every process has read the old config.json before process 0 replaces it
+    multihost_utils.sync_global_devices("checked config")
 
 
 def has_checkpoint(workdir, stage: str) -> bool:

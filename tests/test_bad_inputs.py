@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -154,6 +155,10 @@ def stale_export(w, d):
   (d / "exp" / "keep.txt").write_text("mine")
 
 
+def config_kept(workdir: pathlib.Path, key: str, value) -> None:
+  assert json.loads((workdir / "config.json").read_text())[key] == value, "a refused run must not replace config.json"
+
+
 def train(*extra: str):
   return lambda w, d: ["--config", "configs/demo.py", "--workdir", str(d / "wd"), *TINY_FLAGS, *extra]
 
@@ -240,6 +245,8 @@ CASES = [
     Case("train-log-every-0", "train", train("--config.log_every_steps=0"), ("--config.log_every_steps",)),
     Case("train-top-k-0", "train", train("--config.infer.top_k=0"), ("--config.infer.top_k",)),
     Case("train-not-a-number", "train", train("--config.relation.batch_size=abc"), ("--config.relation.batch_size",)),
+    Case("train-dropout-rng-unknown", "train", train("--config.dropout_rng_impl=rgb"),
+         ("--config.dropout_rng_impl='rgb'", "rbg, unsafe_rbg or threefry2x32"), check=nothing_at("wd")),
     Case("train-stage-unknown", "train", train("--config.stage=tagr"), ("--config.stage",)),
     Case("train-config-file-missing", "train", lambda w, d: ["--config", "configs/nope.py", "--workdir", str(d)],
          ("--config", "configs/nope.py")),
@@ -254,6 +261,10 @@ CASES = [
     Case("train-rerun-other-tokenizer", "train", lambda w, d: [*train()(w, d), f"--config.data.tokenizer={w.minilm}"],
          ("{d}/wd/data", "another tokenizer", "made with tokenizer"),
          setup=lambda w, d: ((d / "wd").mkdir(parents=True), (d / "wd" / "data").symlink_to(w.workdir / "data"))),
+    Case("train-resume-other-dropout-key", "train", lambda w, d: [*train()(w, d), "--config.dropout_rng_impl=unsafe_rbg"],
+         ("--config.dropout_rng_impl='unsafe_rbg'", "{d}/wd", "trained with 'rbg'", "--config.dropout_rng_impl='rbg'"),
+         setup=lambda w, d: shutil.copytree(w.workdir, d / "wd", symlinks=True),
+         check=lambda proc, w, d: config_kept(d / "wd", "dropout_rng_impl", "rbg")),
     # predict
     Case("predict-missing-input", "predict", predict(input_=lambda w, d: d / "nope.txt"), ("{d}/nope.txt",),
          check=nothing_at("out.jsonl")),

@@ -123,7 +123,9 @@ class StageCheckpoints:
       return restored[item], dict(restored["progress"]), step
     if found:
       raise RuntimeError(f"{manager.directory}: no checkpoint of steps {found} can be restored (see the warnings); "
-                         "delete the stage's directory to train it again from the start")
+                         "if the run's settings changed since they were written (the 'resuming with changed "
+                         "settings' warning lists them), resume with the old ones, else delete the stage's "
+                         "directory to train it again from the start")
     return None
 
   def restore_latest(self, abstract_state: Any, *, drop_unreadable: bool) -> tuple[Any, dict, int] | None:

@@ -1,0 +1,76 @@
+"""Resuming a workdir with other settings: a change its checkpoints cannot be restored with is refused up front."""
+
+import pytest
+
+from herberta_jax.config_check import check_resume, flat_settings
+from herberta_jax.errors import ConfigError
+
+
+def settings(**changes) -> dict:
+  """A config as config.json holds it (nested plain dicts), with `a__b=value` overrides."""
+  config = {"seed": 0, "dropout_rng_impl": "rbg",
+            "model": {"init_from": "", "scratch": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
+            "relation": {"learning_rate": 1e-3, "max_grad_norm": 1.0, "entity_loss_weight": 0.0},
+            "tagger": {"learning_rate": 1e-3, "max_grad_norm": 1.0},
+            "data": {"bucket_boundaries": [32, 64]}}
+  for key, value in changes.items():
+    *parents, last = key.split("__")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[last] = value
+  return config
+
+
+BOTH = ("relation", "tagger")
+
+
+def test_flat_settings_names_nested_keys_with_dots():
+  flat = flat_settings(settings())
+  assert flat["model.scratch.hidden_size"] == 32 and flat["relation.max_grad_norm"] == 1.0
+  assert flat["data.bucket_boundaries"] == [32, 64]
+
+
+def test_changes_that_resume_fine_are_returned_for_the_record():
+  changes = check_resume(settings(), settings(relation__learning_rate=5e-4, seed=1), BOTH, "/wd")
+  assert changes == {"relation.learning_rate": (1e-3, 5e-4), "seed": (0, 1)}
+  assert check_resume(settings(), settings(), BOTH, "/wd") == {}
+
+
+def test_another_dropout_key_kind_is_refused_naming_key_values_and_the_way_out():
+  with pytest.raises(ConfigError) as error:
+    check_resume(settings(), settings(dropout_rng_impl="threefry2x32"), BOTH, "/runs/a")
+  message = str(error.value)
+  for part in ("--config.dropout_rng_impl='threefry2x32'", "relation and tagger checkpoints", "/runs/a", "'rbg'",
+               "--config.dropout_rng_impl='rbg'", "new --workdir"):
+    assert part in message
+
+
+def test_a_config_from_before_the_key_meant_threefry():
+  old = settings()
+  del old["dropout_rng_impl"]
+  assert check_resume(old, settings(dropout_rng_impl="threefry2x32"), BOTH, "/wd") == {}
+  with pytest.raises(ConfigError, match="trained with 'threefry2x32'"):
+    check_resume(old, settings(), BOTH, "/wd")
+
+
+def test_clipping_switched_off_is_refused_only_for_a_stage_with_checkpoints():
+  assert check_resume(settings(), settings(relation__max_grad_norm=0.5), BOTH, "/wd")  # still on: fine
+  assert check_resume(settings(), settings(tagger__max_grad_norm=0.0), ("relation",), "/wd")  # no tagger yet
+  with pytest.raises(ConfigError, match=r"--config.tagger.max_grad_norm=0.0: the tagger checkpoints"):
+    check_resume(settings(), settings(tagger__max_grad_norm=0.0), BOTH, "/wd")
+
+
+def test_the_entity_head_switched_on_is_refused():
+  with pytest.raises(ConfigError, match="entity head"):
+    check_resume(settings(), settings(relation__entity_loss_weight=1.0), BOTH, "/wd")
+  assert check_resume(settings(), settings(relation__entity_loss_weight=1.0), ("tagger",), "/wd")
+
+
+def test_scratch_sizes_matter_only_for_a_run_from_scratch():
+  with pytest.raises(ConfigError, match="model.scratch.hidden_size=64"):
+    check_resume(settings(), settings(model__scratch__hidden_size=64), BOTH, "/wd")
+  pretrained = {"model__init_from": "/models/minilm"}
+  assert check_resume(settings(**pretrained), settings(model__scratch__hidden_size=64, **pretrained), BOTH, "/wd")
+  # Heads do not shape the parameters (one hidden x hidden matrix for all of them).
+  assert check_resume(settings(), settings(model__scratch__num_heads=4), BOTH, "/wd")
