@@ -1,9 +1,12 @@
 """Dropout on the MiniLM relation train step: key implementations and mask schemes, seconds per step, interleaved.
 
-  python bench/bench_rng.py [--rounds 5] [--steps 5] [--impls threefry2x32,rbg,unsafe_rbg] [--masks ours,flax,none]
+  python bench/bench_rng.py [--rounds 5] [--steps 5] [--impls threefry2x32,rbg,unsafe_rbg]
+                            [--masks ours,philox,flax,none]
 
-Masks: `ours` is the model's dropout (16 random bits per element, herberta_jax/model/dropout.py), `flax` swaps in
-flax's nn.Dropout (32 bits per element) while the step is traced, `none` trains without dropout (the floor).
+Masks: `ours` is the model's dropout (16 random bits per element, herberta_jax/model/dropout.py), `philox` the same
+with its words from `jax.random.bits` (for an rbg-family key, XLA's default Philox bit generator, where `ours` on
+the CPU asks for its threefry one), `flax` swaps in flax's nn.Dropout (32 bits per element) while the step is
+traced, `none` trains without dropout (the floor).
 Each round times `--steps` steps of every variant in turn, so a load change on a shared machine hits all of them
 alike; the median over rounds is reported.
 """
@@ -25,7 +28,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from herberta_jax.model import bert, heads
+from herberta_jax.model import bert, dropout, heads
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import RelationClassifier
 from herberta_jax.training import optim, steps
@@ -33,6 +36,17 @@ from herberta_jax.training.state import TrainState
 
 MINILM = dict(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=1536, vocab_size=8000)
 BATCH, LENGTH, NUM_LABELS = 32, 64, 19
+
+
+@contextlib.contextmanager
+def philox_words():
+  """Our dropout drawing its words with `jax.random.bits` while this is open (tracing happens inside)."""
+  ours = dropout.random_words
+  dropout.random_words = lambda key, shape: jax.random.bits(key, shape, jax.numpy.uint32)
+  try:
+    yield
+  finally:
+    dropout.random_words = ours
 
 
 @contextlib.contextmanager
@@ -51,7 +65,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--impls", default="threefry2x32,rbg,unsafe_rbg")
-  parser.add_argument("--masks", default="ours,flax,none")
+  parser.add_argument("--masks", default="ours,philox,flax,none")
   args = parser.parse_args()
   module = RelationClassifier(BertConfig(**MINILM), num_labels=NUM_LABELS)
   rng = np.random.default_rng(0)
@@ -70,7 +84,8 @@ def main() -> None:
         schedule, 1, rng_impl=impl), donate_argnums=0)
     state = TrainState.create(jax.tree.map(jax.numpy.copy, params), tx,
                               jax.random.key_data(jax.random.key(1, impl=impl)))
-    with flax_dropout() if mask == "flax" else contextlib.nullcontext():
+    patch = {"flax": flax_dropout, "philox": philox_words}.get(mask, contextlib.nullcontext)
+    with patch():
       state, metrics = step(state, batch)  # traces and compiles
     jax.block_until_ready(metrics)
     runs[f"{impl} {mask}"] = [step, state, []]

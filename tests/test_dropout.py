@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from herberta_jax.model.dropout import Dropout
+from herberta_jax.model.dropout import Dropout, random_words
 
 
 def apply(rate, x, *, seed=0, deterministic=False, impl="rbg"):
@@ -44,3 +44,17 @@ def test_deterministic_and_rate_zero_are_the_identity_and_bfloat16_stays_bfloat1
   expected = (np.asarray(x, np.float32) * (65536 / round(0.7 * 65536))).astype(jnp.bfloat16)
   np.testing.assert_array_equal(np.asarray(out)[kept], expected[kept])  # scaled in float32, rounded once
   assert apply(0.3, jnp.float32(2.0)).shape == ()  # a scalar has no last axis to halve
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg", "threefry2x32"])
+def test_words_are_uniform_and_rbg_keys_on_the_cpu_skip_philox(impl):
+  key = jax.random.key(4, impl=impl)
+  words = np.asarray(random_words(key, (64, 512)))
+  assert words.dtype == np.uint32 and words.shape == (64, 512)
+  bits = np.unpackbits(words.view(np.uint8)).reshape(-1, 32)  # one row per word, one column per bit position
+  sigma = 0.5 / np.sqrt(bits.shape[0])
+  assert np.all(np.abs(bits.mean(axis=0) - 0.5) < 5 * sigma), "every bit position is a fair coin"
+  assert not np.array_equal(words, np.asarray(random_words(jax.random.key(5, impl=impl), (64, 512))))
+  philox = np.asarray(jax.random.bits(key, (64, 512), jnp.uint32))
+  # Philox is XLA's default for rbg keys and jax.random.bits's; on the CPU its threefry generator is faster.
+  assert np.array_equal(words, philox) == (impl == "threefry2x32" or jax.default_backend() != "cpu")
