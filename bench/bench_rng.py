@@ -5,8 +5,8 @@
 
 Masks: `ours` is the model's dropout (16 random bits per element, herberta_jax/model/dropout.py), `philox` the same
 with its words from `jax.random.bits` (for an rbg-family key, XLA's default Philox bit generator, where `ours` on
-the CPU asks for its threefry one), `flax` swaps in flax's nn.Dropout (32 bits per element) while the step is
-traced, `none` trains without dropout (the floor).
+the CPU asks for its threefry one; for a threefry2x32 key the same as `ours`), `flax` swaps in flax's nn.Dropout
+(32 bits per element) while the step is traced, `none` trains without dropout (the floor).
 Each round times `--steps` steps of every variant in turn, so a load change on a shared machine hits all of them
 alike; the median over rounds is reported.
 """

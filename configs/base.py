@@ -32,7 +32,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 25
   config.checkpoint_keep_latest = 2  # resumable checkpoints kept: an unreadable newest falls back to the previous
   # Dropout keys: "rbg" (XLA's RngBitGenerator for the bits, cheaper than threefry's hash on accelerators; on the
-  # CPU with its threefry algorithm, model/dropout.py, bench/bench_rng.py), "unsafe_rbg" (its fold_in, used per
+  # CPU it runs XLA's threefry algorithm: model/dropout.py, bench/bench_rng.py), "unsafe_rbg" (its fold_in, used per
   # step, has no independence guarantee) or "threefry2x32". The masks do not depend on the device count (tested).
   # Checkpoints store the key's raw data: a resume must use the implementation it was trained with.
   config.dropout_rng_impl = "rbg"

@@ -28,6 +28,7 @@ from herberta_jax.errors import UserError
 console.quiet_environment(console.verbosity_from_env())
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
+_RESTARTED = "HERBERTA_HUGE_PAGES_RESTARTED"
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of user errors (also HERBERTA_DEBUG=1).")
 EXIT_USER_ERROR = 2
 _USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileExistsError)
@@ -148,30 +149,42 @@ def verbosity() -> int:
 
 def huge_pages_restart(environ: Mapping[str, str], argv: Sequence[str],
                        libc: tuple[str, str] | None = None) -> dict[str, str] | None:
-  """The environment to re-execute this CLI in so that glibc's malloc asks for transparent huge pages, or None
-  where that is done already, opted out of (HERBERTA_HUGE_PAGES=0) or not glibc >= 2.35.
+  """The environment to re-execute this command line (`argv`, as `sys.orig_argv`) in so that glibc's malloc asks
+  for transparent huge pages, or None: already restarted or set, opted out of (HERBERTA_HUGE_PAGES=0), not
+  glibc >= 2.35, or a command line that cannot run again (stdin's script, an interactive session).
 
-  Why: on the CPU, XLA allocates each execution's temporaries as one buffer from a worker thread (719 MB for the
-  MiniLM relation step); glibc maps a request that large afresh and unmaps it when freed, so every step faults it
-  in again 4 KiB at a time. With `glibc.malloc.hugetlb=1` it is 2 MiB at a time: the step's kernel time falls from
-  0.41 to 0.16 s and its wall time by 6% (bench/bench_host_alloc.py). glibc reads the setting once, at start.
+  Why: XLA's CPU runtime allocates each execution's temporaries as one large buffer that glibc maps afresh every
+  step and faults in 4 KiB at a time; with `glibc.malloc.hugetlb=1` it is 2 MiB at a time (README, "Training
+  speed"; bench/bench_host_alloc.py). glibc reads the setting once, when a process starts.
   """
   name, version = libc or platform.libc_ver()
-  if (environ.get("HERBERTA_HUGE_PAGES", "1") == "0" or not argv or name != "glibc"
-      or tuple(int(part) for part in version.split(".")[:2]) < (2, 35)):
+  if (environ.get("HERBERTA_HUGE_PAGES", "1") == "0" or _RESTARTED in environ or name != "glibc"
+      or argv[1:2] in ([], ["-"]) or "-i" in argv[1:2] or _version(version) < (2, 35)):
     return None
   tunables = environ.get("GLIBC_TUNABLES", "")
   if "glibc.malloc.hugetlb" in tunables:
     return None
-  return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, HUGE_PAGES)))}
+  # The marker stops a second restart where glibc drops GLIBC_TUNABLES (setuid or file-capability binaries).
+  return {**environ, "GLIBC_TUNABLES": ":".join(filter(None, (tunables, HUGE_PAGES))), _RESTARTED: "1"}
+
+
+def _version(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(part) for part in text.split(".")[:2])
+  except ValueError:
+    return ()
 
 
 def run_cli(main: Callable[[list[str]], int | None], *, positional: bool = False) -> None:
   """`app.run(main)` with one-line user errors and quiet logs (see the module docstring). Positional arguments are
-  refused unless `positional`. On Linux the process first re-executes itself once with huge pages for glibc's
-  malloc (`huge_pages_restart`)."""
-  if (environment := huge_pages_restart(os.environ, sys.orig_argv)) is not None:
-    os.execve(sys.executable, sys.orig_argv, environment)
+  refused unless `positional`. Started as a command (`python -m`, a console script), the process first
+  re-executes itself once with huge pages for glibc's malloc (`huge_pages_restart`); called from a notebook or
+  another program, it does not."""
+  as_command = main.__module__ == "__main__" or os.path.basename(sys.argv[0]).startswith("herberta-")
+  if as_command and (environment := huge_pages_restart(os.environ, sys.orig_argv)) is not None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
   _show_flags_in_help(main.__module__)
 
   def checked(argv: list[str]) -> int | None:

@@ -94,7 +94,7 @@ _CHECKPOINT_SHAPING = (
      "the auxiliary entity head's parameters come or go with it"),
 )
 # What a workdir's config.json written before a key existed meant by its absence.
-_BEFORE_THE_KEY = {"dropout_rng_impl": "threefry2x32"}
+_BEFORE_THE_KEY = {"dropout_rng_impl": "threefry2x32", "relation.entity_loss_weight": 0.0}
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict:

@@ -46,7 +46,9 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   workdir.mkdir(parents=True, exist_ok=True)
   _check_resume(config, workdir)
   if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    written = workdir / "config.json.tmp"  # replaced in one step: a kill never leaves half a config.json
+    written.write_text(config.to_json_best_effort(indent=2))
+    written.replace(workdir / "config.json")
     if command:
       with open(workdir / COMMANDS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps({"command": list(command)}, ensure_ascii=False) + "\n")
@@ -117,16 +119,20 @@ def write_model_cards(export_dir, workdir: pathlib.Path, manifest: dict, meta: d
 
 
 def _check_resume(config, workdir: pathlib.Path) -> None:
-  """Before config.json is overwritten: a setting the workdir's checkpoints cannot be restored with raises
+  """Before config.json is replaced: a setting the workdir's checkpoints cannot be restored with raises
   ConfigError; any other change since the run that wrote it is logged, as config.json keeps the newest only."""
   previous = workdir / "config.json"
-  trained = [stage for stage in loop.STAGES if has_checkpoint(workdir, stage)]
-  if previous.exists() and trained:
-    changes = check_resume(json.loads(previous.read_text()), json.loads(config.to_json_best_effort()), trained,
-                           workdir)
-    if changes:
-      log.warning("resuming %s with changed settings: %s", workdir,
-                  "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items()))
+  with_checkpoints = [stage for stage in loop.STAGES if has_checkpoint(workdir, stage)]
+  if previous.exists() and with_checkpoints:
+    try:
+      old = json.loads(previous.read_text())
+    except ValueError as error:  # cut short by a kill, before config.json was replaced in one step
+      log.warning("%s is unreadable (%s): resuming without checking what changed", previous, error)
+    else:
+      changes = check_resume(old, json.loads(config.to_json_best_effort()), with_checkpoints, workdir)
+      if changes:
+        log.warning("resuming %s with changed settings: %s", workdir,
+                    "; ".join(f"{key}: {was!r} -> {now!r}" for key, (was, now) in changes.items()))
   if jax.process_count() > 1:  # every process has read the old config.json before process 0 replaces it
     multihost_utils.sync_global_devices("checked config")
 

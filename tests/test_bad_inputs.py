@@ -261,7 +261,7 @@ CASES = [
     Case("train-rerun-other-tokenizer", "train", lambda w, d: [*train()(w, d), f"--config.data.tokenizer={w.minilm}"],
          ("{d}/wd/data", "another tokenizer", "made with tokenizer"),
          setup=lambda w, d: ((d / "wd").mkdir(parents=True), (d / "wd" / "data").symlink_to(w.workdir / "data"))),
-    Case("train-resume-other-dropout-key", "train", lambda w, d: [*train()(w, d), "--config.dropout_rng_impl=unsafe_rbg"],
+    Case("train-resume-other-dropout-key", "train", train("--config.dropout_rng_impl=unsafe_rbg"),
          ("--config.dropout_rng_impl='unsafe_rbg'", "{d}/wd", "trained with 'rbg'", "--config.dropout_rng_impl='rbg'"),
          setup=lambda w, d: shutil.copytree(w.workdir, d / "wd", symlinks=True),
          check=lambda proc, w, d: config_kept(d / "wd", "dropout_rng_impl", "rbg")),

@@ -14,31 +14,55 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 GLIBC = ("glibc", "2.36")
 
 
-def test_huge_pages_are_added_to_the_tunables_already_set():
-  assert cli.huge_pages_restart({"PATH": "/bin"}, ["python", "-m", "x"], GLIBC) == {
-      "PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
-  env = cli.huge_pages_restart({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, ["python"], GLIBC)
+COMMAND = ["python", "-m", "herberta_jax.train", "--workdir", "w"]
+
+
+def test_huge_pages_are_added_to_the_tunables_already_set_with_a_restart_marker():
+  env = cli.huge_pages_restart({"PATH": "/bin"}, COMMAND, GLIBC)
+  assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "HERBERTA_HUGE_PAGES_RESTARTED": "1"}
+  env = cli.huge_pages_restart({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, COMMAND, GLIBC)
   assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  # A restarted process never restarts again, even where glibc dropped the tunables from its environment.
+  assert cli.huge_pages_restart({k: v for k, v in env.items() if k != "GLIBC_TUNABLES"}, COMMAND, GLIBC) is None
 
 
-def test_no_restart_when_set_opted_out_or_not_a_recent_glibc():
-  assert cli.huge_pages_restart({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, ["python"], GLIBC) is None
-  assert cli.huge_pages_restart({"HERBERTA_HUGE_PAGES": "0"}, ["python"], GLIBC) is None
-  assert cli.huge_pages_restart({}, ["python"], ("glibc", "2.34")) is None  # glibc has the tunable from 2.35
-  assert cli.huge_pages_restart({}, ["python"], ("", "")) is None  # musl, macOS
-  assert cli.huge_pages_restart({}, [], GLIBC) is None  # no command line to run again
+def test_no_restart_when_set_opted_out_not_a_recent_glibc_or_not_rerunnable():
+  assert cli.huge_pages_restart({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, COMMAND, GLIBC) is None
+  assert cli.huge_pages_restart({"HERBERTA_HUGE_PAGES": "0"}, COMMAND, GLIBC) is None
+  assert cli.huge_pages_restart({}, COMMAND, ("glibc", "2.34")) is None  # glibc has the tunable from 2.35
+  assert cli.huge_pages_restart({}, COMMAND, ("glibc", "2.x")) is None
+  assert cli.huge_pages_restart({}, COMMAND, ("", "")) is None  # musl, macOS
+  for argv in (["python"], ["python", "-"], ["python", "-i", "script.py"]):  # a REPL, stdin's script (read)
+    assert cli.huge_pages_restart({}, argv, GLIBC) is None, argv
 
 
-@pytest.mark.slow  # a subprocess
-def test_a_cli_runs_once_in_the_restarted_process():
-  code = ("import os, sys; from herberta_jax import cli; "
-          "cli.run_cli(lambda argv: print('main', os.getpid(), os.environ.get('GLIBC_TUNABLES')))")
-  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "HERBERTA_HUGE_PAGES")}
+def run_python(code: str) -> subprocess.CompletedProcess:
+  """`python -c code` in an environment without any huge-pages setting."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("GLIBC_TUNABLES", "HERBERTA_HUGE_PAGES", "HERBERTA_HUGE_PAGES_RESTARTED")}
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)},
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
+  return proc
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_command_runs_its_main_once_in_the_restarted_process():
+  code = ("import os, sys; from herberta_jax import cli; "
+          "cli.run_cli(lambda argv: print('main', os.environ.get('GLIBC_TUNABLES')))")
+  proc = run_python(code)
   lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("main")]
   assert len(lines) == 1, proc.stdout
   name, version = platform.libc_ver()
   restarts = name == "glibc" and tuple(int(part) for part in version.split(".")[:2]) >= (2, 35)
-  assert lines[0][2] == ("glibc.malloc.hugetlb=1" if restarts else "None")
+  assert lines[0][1] == ("glibc.malloc.hugetlb=1" if restarts else "None")
+
+
+@pytest.mark.slow  # a subprocess
+def test_called_from_a_notebook_or_program_it_does_not_restart():
+  code = ("import os; from herberta_jax import cli\n"
+          "def main(argv): print('main', os.environ.get('GLIBC_TUNABLES'))\n"
+          "main.__module__ = 'notebook'  # as herberta_jax.train.run() called from elsewhere\n"
+          "cli.run_cli(main)")
+  proc = run_python(code)
+  assert [line for line in proc.stdout.splitlines() if line.startswith("main")] == ["main None"]

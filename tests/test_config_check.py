@@ -1,5 +1,7 @@
 """Resuming a workdir with other settings: a change its checkpoints cannot be restored with is refused up front."""
 
+import pathlib
+
 import pytest
 
 from herberta_jax.config_check import check_resume, flat_settings
@@ -74,3 +76,29 @@ def test_scratch_sizes_matter_only_for_a_run_from_scratch():
   assert check_resume(settings(**pretrained), settings(model__scratch__hidden_size=64, **pretrained), BOTH, "/wd")
   # Heads do not shape the parameters (one hidden x hidden matrix for all of them).
   assert check_resume(settings(), settings(model__scratch__num_heads=4), BOTH, "/wd")
+
+
+def resumable_workdir(tmp_path, config) -> pathlib.Path:
+  """A workdir as a run leaves it: config.json and a relation checkpoint step directory."""
+  (tmp_path / "relation" / "checkpoints" / "latest" / "5").mkdir(parents=True)
+  (tmp_path / "config.json").write_text(config.to_json_best_effort(indent=2))
+  return tmp_path
+
+
+def test_a_resume_logs_what_changed_and_a_truncated_config_json_is_no_obstacle(tmp_path, caplog):
+  from tiny_run import tiny_config
+
+  from herberta_jax import run
+  workdir = resumable_workdir(tmp_path, tiny_config())
+  changed = tiny_config()
+  changed.relation.learning_rate = 5e-4
+  run._check_resume(changed, workdir)
+  assert "resuming" in caplog.text and "relation.learning_rate: 0.001 -> 0.0005" in caplog.text
+  caplog.clear()
+  (workdir / "config.json").write_text('{"seed": 0, "rel')
+  run._check_resume(changed, workdir)
+  assert "is unreadable" in caplog.text
+  changed.dropout_rng_impl = "threefry2x32"
+  (workdir / "config.json").write_text(tiny_config().to_json_best_effort(indent=2))
+  with pytest.raises(ConfigError, match="dropout_rng_impl"):
+    run._check_resume(changed, workdir)

@@ -24,8 +24,8 @@ _RBG_IMPLS = ("rbg", "unsafe_rbg")
 
 def random_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """uint32 random words of `shape` from `key`. An rbg-family key on the CPU draws them with XLA's threefry bit
-  generator instead of its default Philox (what `jax.random.bits` uses): 2.4x faster there for an attention-sized
-  draw, 10% of the MiniLM step (`bench/bench_rng.py --masks ours,philox`). Elsewhere, and for threefry2x32 keys, `jax.random.bits`."""
+  generator instead of its default Philox (what `jax.random.bits` uses), much the cheaper there
+  (`bench/bench_rng.py --masks ours,philox`). Elsewhere, and for threefry2x32 keys, `jax.random.bits`."""
   if str(jax.random.key_impl(key)) in _RBG_IMPLS and jax.default_backend() == "cpu":
     _, words = lax.rng_bit_generator(jax.random.key_data(key), shape, jnp.uint32,
                                      algorithm=lax.RandomAlgorithm.RNG_THREE_FRY)
