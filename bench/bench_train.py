@@ -1,10 +1,11 @@
 """Train-step speed per stage and model shape, JAX next to HuggingFace PyTorch, with model FLOP utilisation.
 
-  python bench/bench_train.py [--shapes tiny,minilm,base] [--steps 10]
+  python bench/bench_train.py [--shapes tiny,minilm,base] [--steps 5] [--rounds 3]
 
 For each shape: the jitted JAX train step (AdamW, batch 32, length 64) of the relation classifier and of the
-entity tagger, and the same model trained by transformers' PyTorch classes with torch.optim.AdamW. FLOP
-utilisation compares the model's training FLOPs per second with a large float32 matmul timed in the same run.
+entity tagger, and the same model trained by transformers' PyTorch classes with torch.optim.AdamW, the two
+taking turns (`--rounds`, medians reported). FLOP utilisation compares the model's training FLOPs per second with
+a large float32 matmul timed in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import sys
 import time
 
@@ -54,32 +56,41 @@ def matmul_flops_per_second() -> float:
   return 2 * 2048 ** 3 / seconds
 
 
-def jax_step_seconds(stage: str, shape: dict, steps_: int) -> float:
-  runner = jax_runner(stage, bert_config(shape), BATCH, LENGTH)
-  try:
-    return seconds_per_step(runner, steps_)[1]
-  finally:
-    runner.close()
-
-
-def torch_step_seconds(stage: str, shape: dict, steps_: int) -> float | None:
+def torch_available() -> bool:
   try:
     import torch  # noqa: F401
     import transformers  # noqa: F401
   except ImportError:
-    return None
-  return seconds_per_step(torch_runner(stage, shape, BATCH, LENGTH), steps_)[1]
+    return False
+  return True
+
+
+def interleaved_seconds(runners: dict, steps_: int, rounds: int) -> dict[str, float]:
+  """Median seconds per step of each runner over `rounds` rounds, taking turns (`steps_` steps each, one sync),
+  so a change in the machine's load reaches every side alike; each runs a compiling step and one more first."""
+  times = {name: [] for name in runners}
+  for runner in runners.values():
+    seconds_per_step(runner, 1)
+  for _ in range(rounds):
+    for name, runner in runners.items():
+      times[name].append(seconds_per_step(runner, steps_, warmup=0)[1])
+  for runner in runners.values():
+    runner.close()
+  return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--shapes", default="tiny,minilm,base")
-  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--steps", type=int, default=5, help="steps per side per round")
+  parser.add_argument("--rounds", type=int, default=3, help="rounds of turns; medians are reported")
   parser.add_argument("--json", default="", help="also write the figures to this JSON file")
   args = parser.parse_args()
   peak = matmul_flops_per_second()
+  with_torch = torch_available()
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; jax {jax.__version__}; "
-        f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s; batch {BATCH}, length {LENGTH}")
+        f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s; batch {BATCH}, length {LENGTH}; medians of {args.rounds} "
+        f"rounds taking turns, {args.steps} steps each")
   print(f"{'shape':8} {'stage':9} {'jax s/step':>10} {'jax sent/s':>10} {'torch s/step':>12} "
         f"{'torch sent/s':>12} {'jax/torch':>9} {'MFU':>6}")
   rows = []
@@ -87,8 +98,11 @@ def main():
     shape = SHAPES[name]
     config = bert_config(shape)
     for stage in ("relation", "tagger"):
-      jax_s = jax_step_seconds(stage, shape, args.steps)
-      torch_s = torch_step_seconds(stage, shape, args.steps)
+      runners = {"jax": jax_runner(stage, config, BATCH, LENGTH)}
+      if with_torch:
+        runners["torch"] = torch_runner(stage, shape, BATCH, LENGTH)
+      seconds = interleaved_seconds(runners, args.steps, args.rounds)
+      jax_s, torch_s = seconds["jax"], seconds.get("torch")
       length = input_length(stage, LENGTH)
       flops = train_flops_per_sequence(config, length, stage, NUM_LABELS) * BATCH
       mfu = flops / jax_s / peak
