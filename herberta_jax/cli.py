@@ -159,7 +159,7 @@ def huge_pages_restart(environ: Mapping[str, str], argv: Sequence[str],
   """
   name, version = libc or platform.libc_ver()
   if (environ.get("HERBERTA_HUGE_PAGES", "1") == "0" or _RESTARTED in environ or name != "glibc"
-      or argv[1:2] in ([], ["-"]) or "-i" in argv[1:2] or _version(version) < (2, 35)):
+      or argv[1:2] in ([], ["-"], ["-i"]) or _version(version) < (2, 35)):
     return None
   tunables = environ.get("GLIBC_TUNABLES", "")
   if "glibc.malloc.hugetlb" in tunables:

@@ -12,8 +12,6 @@ from herberta_jax import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GLIBC = ("glibc", "2.36")
-
-
 COMMAND = ["python", "-m", "herberta_jax.train", "--workdir", "w"]
 
 
