@@ -1,0 +1,265 @@
+"""Where a train step's time goes on an accelerator: the step as it is, and with one thing changed at a time.
+
+  python bench/step_variants.py --json variants.json [--shape base] [--stage relation] [--dtype bfloat16]
+      [--variants baseline,no_attention_dropout,...] [--profile_dir DIR] [--torch]
+
+Each variant is our jitted train step (bench/step_builders.py, batch 256, length 128 unless told) with one change,
+timed as accelerator_check.py times it: a compiling warm-up call, then 20 steps and one sync. Variants:
+
+- baseline: the step as trained;
+- no_attention_dropout / no_dropout: the cost of the attention probabilities' dropout, of all dropout;
+- fused_attention: attention through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU) without
+  dropout on the probabilities, which that function has no argument for;
+- autodiff_gelu: the feed-forward's activation differentiated by autodiff, which keeps what the exact GELU's
+  derivative needs, instead of recomputed from the matmul's output (model/bert.py, before 2026-11-26 23:10);
+- chained_grad_norm: the gradient norm as `optax.tree.norm` sums it, leaf after leaf (training/optim.py, before);
+- before: both of the last two, the step as it was;
+- xla:FLAGS: the baseline in a child process with XLA_FLAGS=FLAGS (flags are read once, at backend start).
+
+`--profile_dir` writes a profiler trace of three baseline steps and prints the kernels that took the most device
+time, summed by name (the summary goes into the JSON too). `--torch` times transformers' model on the same shape.
+`--smoke` runs it all at a tiny shape on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import gzip
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.7")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import optax  # noqa: E402
+from step_builders import SHAPES, bert_config, input_length, jax_runner, seconds_per_step, torch_runner  # noqa: E402
+
+from herberta_jax.model import bert  # noqa: E402
+from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
+from herberta_jax.training import optim  # noqa: E402
+
+NUM_LABELS = 36
+SMOKE_SHAPE = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256, vocab_size=1000)
+IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "fused_attention", "autodiff_gelu",
+              "chained_grad_norm", "before")
+
+
+class FusedSelfAttention(nn.Module):
+  """bert.SelfAttention's parameters and inputs, attention by `jax.nn.dot_product_attention` (no dropout)."""
+  config: bert.BertConfig
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool, queries=None):
+    cfg = self.config
+    queries = x if queries is None else queries
+    batch, head_dim = x.shape[0], cfg.hidden_size // cfg.num_heads
+
+    def heads(name, rows):
+      return bert._dense(cfg.hidden_size, cfg, name)(rows).reshape(batch, rows.shape[1], cfg.num_heads, head_dim)
+
+    q, k, v = heads("query", queries), heads("key", x), heads("value", x)
+    out = jax.nn.dot_product_attention(q, k, v, mask=bias == 0)  # bias: [B, 1, 1, L], 0 where attended
+    return out.reshape(batch, queries.shape[1], cfg.hidden_size)
+
+
+class AutodiffIntermediate(nn.Module):
+  """The feed-forward's first half as it was: nn.Dense, then the activation, differentiated by autodiff."""
+  config: bert.BertConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    return bert._ACTIVATIONS[cfg.hidden_act](bert._dense(cfg.intermediate_size, cfg, "dense")(x))
+
+
+# What each variant changes in the model or the step (the dropout variants change only the config).
+CHANGES = {"fused_attention": ("fused_attention",), "autodiff_gelu": ("autodiff_gelu",),
+           "chained_grad_norm": ("chained_grad_norm",), "before": ("autodiff_gelu", "chained_grad_norm")}
+
+
+@contextlib.contextmanager
+def patched(name: str):
+  """The model and step changed as variant `name` says, for the steps traced inside."""
+  saved = bert.SelfAttention, bert._Intermediate, optim.global_norm
+  changes = CHANGES.get(name, ())
+  try:
+    if "fused_attention" in changes:
+      bert.SelfAttention = FusedSelfAttention
+    if "autodiff_gelu" in changes:
+      bert._Intermediate = AutodiffIntermediate
+    if "chained_grad_norm" in changes:
+      optim.global_norm = optax.tree.norm
+    yield
+  finally:
+    bert.SelfAttention, bert._Intermediate, optim.global_norm = saved
+
+
+def variant_config(name: str, config: bert.BertConfig) -> bert.BertConfig:
+  if name == "no_dropout":
+    return config.replace(hidden_dropout=0.0, attention_dropout=0.0)
+  if name in ("no_attention_dropout", "fused_attention"):
+    return config.replace(attention_dropout=0.0)
+  return config
+
+
+def time_variant(name: str, args, config, flops: float) -> dict:
+  with patched(name):
+    runner = jax_runner(args.stage, variant_config(name, config), args.batch, args.length)
+    try:
+      warm, per_step = seconds_per_step(runner, args.steps)
+    finally:
+      runner.close()
+  jax.clear_caches()
+  return {"compile_and_first_step_seconds": warm, "seconds_per_step": per_step,
+          "model_flops_per_second": flops / per_step}
+
+
+def top_kernels(trace_dir: pathlib.Path, steps: int, top: int = 40) -> dict:
+  """Device time summed by kernel name from the Perfetto trace jax.profiler wrote, per step."""
+  found = sorted(trace_dir.rglob("*.trace.json.gz")) or sorted(trace_dir.rglob("perfetto_trace.json.gz"))
+  if not found:
+    return {"error": f"no trace file under {trace_dir}"}
+  with gzip.open(found[-1], "rt") as f:
+    events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  process_names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+                   if e.get("ph") == "M" and e.get("name") == "process_name"}
+  device_pids = {pid for pid, name in process_names.items() if "GPU" in name or "TPU" in name or "/device" in name}
+  totals: collections.Counter = collections.Counter()
+  counts: collections.Counter = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e.get("pid") in device_pids:
+      totals[e["name"]] += e.get("dur", 0.0)
+      counts[e["name"]] += 1
+  busy = sum(totals.values())
+  return {"file": str(found[-1]), "processes": sorted(process_names.values()),
+          "device_ms_per_step": busy / 1e3 / steps,
+          "top": [{"name": name[:160], "ms_per_step": us / 1e3 / steps, "calls_per_step": counts[name] / steps,
+                   "share": us / busy if busy else None} for name, us in totals.most_common(top)]}
+
+
+def profile_baseline(args, config) -> dict:
+  trace_dir = pathlib.Path(args.profile_dir)
+  runner = jax_runner(args.stage, config, args.batch, args.length)
+  try:
+    seconds_per_step(runner, 2)
+    with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+      seconds_per_step(runner, 3, warmup=0)
+  finally:
+    runner.close()
+  jax.clear_caches()
+  return top_kernels(trace_dir, 3)
+
+
+def xla_flags_variant(flags: str, args) -> dict:
+  """The baseline in a child process started with XLA_FLAGS=flags."""
+  out = pathlib.Path(args.json).with_suffix(f".xla{abs(hash(flags)) % 10 ** 6}.json")
+  child = [sys.executable, __file__, "--json", str(out), "--variants", "baseline", "--shape", args.shape,
+           "--stage", args.stage, "--dtype", args.dtype, "--batch", str(args.batch), "--length", str(args.length),
+           "--steps", str(args.steps)] + (["--smoke"] if args.smoke else [])
+  env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()}
+  done = subprocess.run(child, env=env, capture_output=True, text=True, timeout=args.child_timeout_s)
+  if done.returncode:
+    return {"error": (done.stderr or done.stdout)[-1500:]}
+  return json.loads(out.read_text())["variants"]["baseline"]
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--json", default="step_variants.json")
+  parser.add_argument("--shape", default="base", choices=sorted(SHAPES))
+  parser.add_argument("--stage", default="relation", choices=("relation", "tagger"))
+  parser.add_argument("--dtype", default="bfloat16")
+  parser.add_argument("--batch", type=int, default=256)
+  parser.add_argument("--length", type=int, default=128)
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--variants", default=",".join(IN_PROCESS),
+                      help="comma-separated; `xla:FLAGS` runs the baseline with those XLA flags in a child process")
+  parser.add_argument("--profile_dir", default="")
+  parser.add_argument("--torch", action="store_true", help="also time transformers' model on the same shape")
+  parser.add_argument("--compilation_cache_dir", default="")
+  parser.add_argument("--child_timeout_s", type=float, default=240)
+  parser.add_argument("--smoke", action="store_true", help="a tiny shape on the CPU, 2 steps")
+  args = parser.parse_args(argv)
+  if args.compilation_cache_dir:  # the profile's baseline reads the baseline variant's program back
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  shape = SMOKE_SHAPE if args.smoke else SHAPES[args.shape]
+  if args.smoke:
+    args.batch, args.length, args.steps = 4, 16, 2
+  config = bert_config(shape, args.dtype)
+  flops = train_flops_per_sequence(config, input_length(args.stage, args.length), args.stage, NUM_LABELS) * args.batch
+  report = {"meta": {"device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+                     "date": time.strftime("%Y-%m-%d %H:%M %Z"), "shape": args.shape, "stage": args.stage,
+                     "dtype": args.dtype, "batch": args.batch, "length": args.length, "steps": args.steps,
+                     "train_flops_per_step": flops, "xla_flags": os.environ.get("XLA_FLAGS", "")},
+            "variants": {}}
+  path = pathlib.Path(args.json)
+  path.parent.mkdir(parents=True, exist_ok=True)
+
+  def save():
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+  if args.torch:
+    import torch
+    cuda = torch.cuda.is_available()
+    try:
+      runner = torch_runner(args.stage, shape, args.batch, args.length, device="cuda" if cuda else "cpu",
+                            autocast_dtype=torch.bfloat16 if cuda and args.dtype == "bfloat16" else None,
+                            fused=cuda, attn_implementation="sdpa")
+      try:
+        per_step = seconds_per_step(runner, args.steps, warmup=2)[1]
+      finally:
+        runner.close()
+      report["torch"] = {"seconds_per_step": per_step, "model_flops_per_second": flops / per_step}
+    except Exception as error:  # a bench of variants: record and go on
+      report["torch"] = {"error": f"{type(error).__name__}: {error}"}
+    print(f"torch: {report['torch']}", flush=True)
+    save()
+  for name in args.variants.split(","):
+    try:
+      if name.startswith("xla:"):
+        result = xla_flags_variant(name[4:], args)
+      else:
+        result = time_variant(name, args, config, flops)
+    except Exception as error:
+      result = {"error": f"{type(error).__name__}: {error}"[:1500]}
+    report["variants"][name] = result
+    print(f"{name}: {json.dumps(result)}", flush=True)
+    save()
+  if args.profile_dir:
+    try:
+      report["profile"] = profile_baseline(args, config)
+    except Exception as error:
+      report["profile"] = {"error": f"{type(error).__name__}: {error}"[:1500]}
+    save()
+    for row in report["profile"].get("top", [])[:25]:
+      print(f"  {row['ms_per_step']:8.3f} ms  x{row['calls_per_step']:5.0f}  {row['name'][:110]}")
+    print(f"device busy {report['profile'].get('device_ms_per_step', float('nan')):.2f} ms/step")
+
+  base = report["variants"].get("baseline", {}).get("seconds_per_step")
+  print(f"\n{args.shape} {args.stage} {args.dtype} [{args.batch}, {args.length}] on {report['meta']['device_kind']}")
+  for name, result in report["variants"].items():
+    s = result.get("seconds_per_step")
+    if s:
+      print(f"  {name:40s} {s * 1e3:8.2f} ms/step  {flops / s / 1e12:7.1f} TFLOP/s"
+            + (f"  x{base / s:.3f} of baseline speed" if base else ""))
+    else:
+      print(f"  {name:40s} {result.get('error', '?')[:200]}")
+  if report.get("torch", {}).get("seconds_per_step"):
+    print(f"  {'torch':40s} {report['torch']['seconds_per_step'] * 1e3:8.2f} ms/step")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
