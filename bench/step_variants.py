@@ -10,14 +10,15 @@ timed as accelerator_check.py times it: a compiling warm-up call, then 20 steps 
 - no_attention_dropout / no_dropout: the cost of the attention probabilities' dropout, of all dropout;
 - fused_attention: attention through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU) without
   dropout on the probabilities, which that function has no argument for;
-- autodiff_gelu: the feed-forward's activation differentiated by autodiff, which keeps what the exact GELU's
-  derivative needs, instead of recomputed from the matmul's output (model/bert.py, before 2026-11-26 23:10);
-- chained_grad_norm: the gradient norm as `optax.tree.norm` sums it, leaf after leaf (training/optim.py, before);
-- before: both of the last two, the step as it was;
+- recomputed_gelu: the feed-forward's activation recomputed in the backward pass from the matmul's output
+  (jax.checkpoint) instead of autodiff keeping what the exact GELU's derivative needs;
+- stacked_grad_norm: the gradient-norm metric from independent per-leaf reductions summed once, where
+  `optax.tree.norm` adds them one after the other (a chain of ~200 small kernels for BERT-base);
 - xla:FLAGS: the baseline in a child process with XLA_FLAGS=FLAGS (flags are read once, at backend start).
 
-`--profile_dir` writes a profiler trace of three baseline steps and prints the kernels that took the most device
-time, summed by name (the summary goes into the JSON too). `--torch` times transformers' model on the same shape.
+`--profile_dir` writes a profiler trace of three baseline steps and prints where the device time went: matmul
+kernels against the rest, and by kernel or (with `--hlo_dump`) by the model op each kernel computes; the summary
+goes into the JSON. `--breakdown TRACE HLO` makes that summary from saved files. `--torch` times transformers' model on the same shape.
 `--smoke` runs it all at a tiny shape on the CPU.
 """
 
@@ -30,6 +31,7 @@ import gzip
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -41,17 +43,17 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 from step_builders import SHAPES, bert_config, input_length, jax_runner, seconds_per_step, torch_runner  # noqa: E402
 
 from herberta_jax.model import bert  # noqa: E402
 from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
-from herberta_jax.training import optim  # noqa: E402
 
 NUM_LABELS = 36
 SMOKE_SHAPE = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256, vocab_size=1000)
-IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "fused_attention", "autodiff_gelu",
-              "chained_grad_norm", "before")
+IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "fused_attention", "recomputed_gelu",
+              "stacked_grad_norm")
 
 
 class FusedSelfAttention(nn.Module):
@@ -72,36 +74,57 @@ class FusedSelfAttention(nn.Module):
     return out.reshape(batch, queries.shape[1], cfg.hidden_size)
 
 
-class AutodiffIntermediate(nn.Module):
-  """The feed-forward's first half as it was: nn.Dense, then the activation, differentiated by autodiff."""
+def _biased_activation(name: str, y, bias):
+  return bert._ACTIVATIONS[name](y + bias)
+
+
+class RecomputedIntermediate(nn.Module):
+  """bert._Intermediate's parameters, with activation(y + bias) under jax.checkpoint: the backward pass
+  recomputes it from the matmul's output `y` instead of keeping what the exact GELU's derivative needs (two more
+  tensors of the feed-forward's width)."""
   config: bert.BertConfig
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    return bert._ACTIVATIONS[cfg.hidden_act](bert._dense(cfg.intermediate_size, cfg, "dense")(x))
+    dtype = jnp.dtype(cfg.dtype)
+    kernel, bias = _KernelAndBias(cfg.intermediate_size, name="dense")(x.shape[-1])
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (((x.ndim - 1,), (0,)), ((), ())))
+    activate = jax.checkpoint(_biased_activation, static_argnums=(0,))
+    return activate(cfg.hidden_act, y, bias.astype(dtype))
 
 
-# What each variant changes in the model or the step (the dropout variants change only the config).
-CHANGES = {"fused_attention": ("fused_attention",), "autodiff_gelu": ("autodiff_gelu",),
-           "chained_grad_norm": ("chained_grad_norm",), "before": ("autodiff_gelu", "chained_grad_norm")}
+class _KernelAndBias(nn.Module):
+  """nn.Dense's two parameters under its names and initialisers, returned rather than applied."""
+  features: int
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    return (self.param("kernel", nn.initializers.normal(stddev=0.02), (in_features, self.features)),
+            self.param("bias", nn.initializers.zeros_init(), (self.features,)))
+
+
+def stacked_norm(tree):
+  """optax.tree.norm's value from independent per-leaf reductions summed once, not added one after the other."""
+  leaves = jax.tree.leaves(tree)
+  return jnp.sqrt(jnp.sum(jnp.stack([jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves])))
 
 
 @contextlib.contextmanager
 def patched(name: str):
-  """The model and step changed as variant `name` says, for the steps traced inside."""
-  saved = bert.SelfAttention, bert._Intermediate, optim.global_norm
-  changes = CHANGES.get(name, ())
+  """The model and step changed as variant `name` says, for the steps traced inside (the dropout variants change
+  the config only)."""
+  saved = bert.SelfAttention, bert._Intermediate, optax.tree.norm
   try:
-    if "fused_attention" in changes:
+    if name == "fused_attention":
       bert.SelfAttention = FusedSelfAttention
-    if "autodiff_gelu" in changes:
-      bert._Intermediate = AutodiffIntermediate
-    if "chained_grad_norm" in changes:
-      optim.global_norm = optax.tree.norm
+    elif name == "recomputed_gelu":
+      bert._Intermediate = RecomputedIntermediate
+    elif name == "stacked_grad_norm":
+      optax.tree.norm = stacked_norm  # the train step's grad_norm metric calls it at trace time
     yield
   finally:
-    bert.SelfAttention, bert._Intermediate, optim.global_norm = saved
+    bert.SelfAttention, bert._Intermediate, optax.tree.norm = saved
 
 
 def variant_config(name: str, config: bert.BertConfig) -> bert.BertConfig:
@@ -124,28 +147,58 @@ def time_variant(name: str, args, config, flops: float) -> dict:
           "model_flops_per_second": flops / per_step}
 
 
-def top_kernels(trace_dir: pathlib.Path, steps: int, top: int = 40) -> dict:
-  """Device time summed by kernel name from the Perfetto trace jax.profiler wrote, per step."""
-  found = sorted(trace_dir.rglob("*.trace.json.gz")) or sorted(trace_dir.rglob("perfetto_trace.json.gz"))
-  if not found:
-    return {"error": f"no trace file under {trace_dir}"}
-  with gzip.open(found[-1], "rt") as f:
+def _kernel_ops(hlo_text: str) -> dict[str, str]:
+  """Kernel name -> the model op it computes, from an optimised HLO module's text (`--xla_dump_to`): a fusion's
+  kernel is named after it (or after the fusion it was deduplicated into), '.' written '_'; layer numbers are
+  dropped so the twelve layers' kernels add up."""
+  ops = {}
+  for line in hlo_text.splitlines():
+    found = re.match(r'\s*(?:ROOT )?%([\w.\-]+) = .*? (?:fusion|custom-call)\(.*?op_name="([^"]*)"', line)
+    if not found:
+      continue
+    op = re.sub(r"layer_\d+", "layer_N", found.group(2))
+    op = re.sub(r"^jit\(\w+\)/(while/body/)?(eval_jaxpr/)?", "", op)
+    deduplicated = re.search(r'deduplicated_name="([^"]*)"', line)
+    for name in (found.group(1), deduplicated.group(1) if deduplicated else None):
+      if name:
+        ops.setdefault(name.replace(".", "_"), op)
+  return ops
+
+
+def _kind(kernel: str) -> str:
+  if kernel.startswith(("nvjet", "gemm_fusion", "cutlass")) or "gemm" in kernel or "xmma" in kernel:
+    return "matmul"
+  return "other"
+
+
+def device_time(trace_file: pathlib.Path, steps: int, hlo_file: pathlib.Path | None = None, top: int = 40) -> dict:
+  """Device time per step from a trace jax.profiler wrote: by kernel and, given the step's optimised HLO, by the
+  model op each kernel computes; matmul kernels against the rest."""
+  with gzip.open(trace_file, "rt") as f:
     events = json.load(f)
   events = events["traceEvents"] if isinstance(events, dict) else events
   process_names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
                    if e.get("ph") == "M" and e.get("name") == "process_name"}
   device_pids = {pid for pid, name in process_names.items() if "GPU" in name or "TPU" in name or "/device" in name}
-  totals: collections.Counter = collections.Counter()
-  counts: collections.Counter = collections.Counter()
+  ops = _kernel_ops(hlo_file.read_text()) if hlo_file else {}
+  by_kernel, by_op, by_kind = collections.Counter(), collections.Counter(), collections.Counter()
+  calls: collections.Counter = collections.Counter()
   for e in events:
     if e.get("ph") == "X" and e.get("pid") in device_pids:
-      totals[e["name"]] += e.get("dur", 0.0)
-      counts[e["name"]] += 1
-  busy = sum(totals.values())
-  return {"file": str(found[-1]), "processes": sorted(process_names.values()),
-          "device_ms_per_step": busy / 1e3 / steps,
-          "top": [{"name": name[:160], "ms_per_step": us / 1e3 / steps, "calls_per_step": counts[name] / steps,
-                   "share": us / busy if busy else None} for name, us in totals.most_common(top)]}
+      micros = e.get("dur", 0.0)
+      by_kernel[e["name"]] += micros
+      calls[e["name"]] += 1
+      by_op[ops.get(e["name"], "(kernel) " + e["name"])] += micros
+      by_kind[_kind(e["name"])] += micros
+  busy = sum(by_kernel.values())
+
+  def rows(counter, count=None):
+    return [{"name": name[:200], "ms_per_step": us / 1e3 / steps, "share": us / busy if busy else None,
+             **({"calls_per_step": count[name] / steps} if count else {})} for name, us in counter.most_common(top)]
+
+  return {"trace": str(trace_file), "processes": sorted(process_names.values()), "steps": steps,
+          "device_ms_per_step": busy / 1e3 / steps, "by_kind": rows(by_kind), "by_kernel": rows(by_kernel, calls),
+          **({"by_op": rows(by_op)} if ops else {})}
 
 
 def profile_baseline(args, config) -> dict:
@@ -158,7 +211,12 @@ def profile_baseline(args, config) -> dict:
   finally:
     runner.close()
   jax.clear_caches()
-  return top_kernels(trace_dir, 3)
+  found = sorted(trace_dir.rglob("*.trace.json.gz"))
+  if not found:
+    return {"error": f"no trace file under {trace_dir}"}
+  dumps = sorted(pathlib.Path(args.hlo_dump).glob("*jit_step*after_optimizations.txt"),
+                 key=lambda f: f.stat().st_size) if args.hlo_dump else []
+  return device_time(found[-1], 3, dumps[-1] if dumps else None)
 
 
 def xla_flags_variant(flags: str, args) -> dict:
@@ -174,6 +232,14 @@ def xla_flags_variant(flags: str, args) -> dict:
   return json.loads(out.read_text())["variants"]["baseline"]
 
 
+def print_profile(profile: dict) -> None:
+  for row in profile.get("by_kind", []):
+    print(f"  {row['ms_per_step']:8.3f} ms  {row['share']:6.1%}  {row['name']}")
+  for row in profile.get("by_op", profile.get("by_kernel", []))[:25]:
+    print(f"  {row['ms_per_step']:8.3f} ms  {row['share']:6.1%}  {row['name'][:120]}")
+  print(f"device busy {profile.get('device_ms_per_step', float('nan')):.2f} ms/step")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--json", default="step_variants.json")
@@ -186,11 +252,22 @@ def main(argv=None) -> int:
   parser.add_argument("--variants", default=",".join(IN_PROCESS),
                       help="comma-separated; `xla:FLAGS` runs the baseline with those XLA flags in a child process")
   parser.add_argument("--profile_dir", default="")
+  parser.add_argument("--hlo_dump", default="",
+                      help="with --profile_dir: dump optimised HLO here, to name the model op behind each kernel")
+  parser.add_argument("--breakdown", nargs=2, metavar=("TRACE", "HLO"),
+                      help="only summarise a saved trace (.trace.json.gz of 3 steps) with its optimised HLO")
   parser.add_argument("--torch", action="store_true", help="also time transformers' model on the same shape")
   parser.add_argument("--compilation_cache_dir", default="")
   parser.add_argument("--child_timeout_s", type=float, default=240)
   parser.add_argument("--smoke", action="store_true", help="a tiny shape on the CPU, 2 steps")
   args = parser.parse_args(argv)
+  if args.breakdown:
+    profile = device_time(pathlib.Path(args.breakdown[0]), 3, pathlib.Path(args.breakdown[1]))
+    pathlib.Path(args.json).write_text(json.dumps(profile, indent=2) + "\n")
+    print_profile(profile)
+    return 0
+  if args.hlo_dump:  # read when the backend starts, which is after this
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={args.hlo_dump} --xla_dump_hlo_as_text"
   if args.compilation_cache_dir:  # the profile's baseline reads the baseline variant's program back
     jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -243,9 +320,7 @@ def main(argv=None) -> int:
     except Exception as error:
       report["profile"] = {"error": f"{type(error).__name__}: {error}"[:1500]}
     save()
-    for row in report["profile"].get("top", [])[:25]:
-      print(f"  {row['ms_per_step']:8.3f} ms  x{row['calls_per_step']:5.0f}  {row['name'][:110]}")
-    print(f"device busy {report['profile'].get('device_ms_per_step', float('nan')):.2f} ms/step")
+    print_profile(report["profile"])
 
   base = report["variants"].get("baseline", {}).get("seconds_per_step")
   print(f"\n{args.shape} {args.stage} {args.dtype} [{args.batch}, {args.length}] on {report['meta']['device_kind']}")

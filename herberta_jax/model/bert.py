@@ -196,36 +196,12 @@ class _Output(nn.Module):
     return _layer_norm(cfg)(out + residual)
 
 
-@functools.partial(jax.checkpoint, static_argnums=(0,))
-def _biased_activation(name: str, y, bias):
-  """activation(y + bias), recomputed in the backward pass from `y` (the matmul's output, kept anyway) instead of
-  keeping what its derivative needs: for the exact GELU, autodiff kept two more tensors of the feed-forward's
-  width, and the largest elementwise kernels of a BERT-base bf16 step on an H100 were that GELU's forward and
-  backward (bench/step_variants.py)."""
-  return _ACTIVATIONS[name](y + bias)
-
-
-class _IntermediateDense(nn.Module):
-  """nn.Dense's parameters (`kernel`, `bias`, same initialisers) with the activation applied by
-  `_biased_activation`."""
-  features: int
-  config: BertConfig
-
-  @nn.compact
-  def __call__(self, x):
-    dtype = jnp.dtype(self.config.dtype)
-    kernel = self.param("kernel", _init, (x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), (((x.ndim - 1,), (0,)), ((), ())))
-    return _biased_activation(self.config.hidden_act, y, bias.astype(dtype))
-
-
 class _Intermediate(nn.Module):
   config: BertConfig
 
   @nn.compact
   def __call__(self, x):
-    return _IntermediateDense(self.config.intermediate_size, self.config, name="dense")(x)
+    return _ACTIVATIONS[self.config.hidden_act](_dense(self.config.intermediate_size, self.config, "dense")(x))
 
 
 class Layer(nn.Module):

@@ -15,7 +15,6 @@ import optax
 
 from herberta_jax.model import decoding
 from herberta_jax.model import inputs as model_inputs
-from herberta_jax.training import optim
 from herberta_jax.training.state import TrainState
 
 
@@ -82,7 +81,7 @@ def make_train_step(loss_terms: Callable, schedule: optax.Schedule, accum_steps:
     new_state = state.apply_gradients(grads)
     metrics = {
         "loss": loss_sum / denominator,
-        "grad_norm": optim.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": schedule(state.step),
     }
     return new_state, metrics
