@@ -32,12 +32,16 @@ BATCH, LENGTH = 32, 64
 NOT_OPERATIONS = ("ThunkExecutor", "SlinkyThreadPool", "$")
 
 
+def trace_events(trace: pathlib.Path) -> list[dict]:
+  """The events of a gzipped Chrome/Perfetto trace as jax.profiler writes it (also used by step_variants.py)."""
+  events = json.loads(gzip.decompress(trace.read_bytes()))
+  return events["traceEvents"] if isinstance(events, dict) else events
+
+
 def operation_times(trace: pathlib.Path) -> collections.Counter:
   """Microseconds per operation name, summed over the trace."""
-  events = json.loads(gzip.decompress(trace.read_bytes()))
-  events = events["traceEvents"] if isinstance(events, dict) else events
   times = collections.Counter()
-  for event in events:
+  for event in trace_events(trace):
     if event.get("ph") == "X" and not event["name"].startswith(NOT_OPERATIONS):
       times[event["name"]] += event.get("dur", 0)
   return times

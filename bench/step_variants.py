@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import gzip
 import json
 import os
 import pathlib
@@ -45,6 +44,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+from profile_step import trace_events  # noqa: E402
 from step_builders import SHAPES, bert_config, input_length, jax_runner, seconds_per_step, torch_runner  # noqa: E402
 
 from herberta_jax.model import bert  # noqa: E402
@@ -174,9 +174,7 @@ def _kind(kernel: str) -> str:
 def device_time(trace_file: pathlib.Path, steps: int, hlo_file: pathlib.Path | None = None, top: int = 40) -> dict:
   """Device time per step from a trace jax.profiler wrote: by kernel and, given the step's optimised HLO, by the
   model op each kernel computes; matmul kernels against the rest."""
-  with gzip.open(trace_file, "rt") as f:
-    events = json.load(f)
-  events = events["traceEvents"] if isinstance(events, dict) else events
+  events = trace_events(trace_file)
   process_names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
                    if e.get("ph") == "M" and e.get("name") == "process_name"}
   device_pids = {pid for pid, name in process_names.items() if "GPU" in name or "TPU" in name or "/device" in name}

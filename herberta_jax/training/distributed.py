@@ -26,8 +26,6 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 
-import jax
-
 log = logging.getLogger(__name__)
 
 # Step ids Slurm gives to what is not an srun step: the batch script's own step and the external (ssh) step.
@@ -94,6 +92,7 @@ def _int_var(env: Mapping[str, str], name: str) -> int:
 
 def initialize() -> None:
   """Starts jax.distributed when the environment describes a multi-process job, then checks the devices."""
+  import jax  # here, not on import: the CLIs import this module before cli.run_cli may restart the process
   cluster = detect_cluster(os.environ)
   if cluster.mode != "single":
     if os.environ.get("JAX_PLATFORMS", "") == "cpu" or not _has_accelerator_plugin():
@@ -135,6 +134,7 @@ _PLATFORM_ALIASES = {"cuda": "gpu", "rocm": "gpu", "gpu": "gpu", "tpu": "tpu", "
 
 def check_devices(env: Mapping[str, str] | None = None) -> None:
   """Raises DeviceMismatchError when this process's devices differ from the expected ones."""
+  import jax
   env = os.environ if env is None else env
   platform = jax.default_backend()
   message = device_mismatch(env, platform, jax.local_device_count(),
@@ -174,6 +174,7 @@ def device_mismatch(env: Mapping[str, str], platform: str, count: int, host_gpus
 
 
 def _platform_advice(expected: str, platform: str) -> str:
+  import jax
   if expected == "gpu":
     return (f"install JAX's GPU backend (pip install \"jax[cuda12]=={jax.__version__}\") and check that "
             "CUDA_VISIBLE_DEVICES lists the GPUs and nvidia-smi sees them")
