@@ -201,6 +201,8 @@ def device_time(trace_file: pathlib.Path, steps: int, hlo_file: pathlib.Path | N
 
 def profile_baseline(args, config) -> dict:
   trace_dir = pathlib.Path(args.profile_dir)
+  if args.hlo_dump:  # compiled here, not read from the cache, so that the newest dumped module is this program
+    jax.config.update("jax_enable_compilation_cache", False)
   runner = jax_runner(args.stage, config, args.batch, args.length)
   try:
     seconds_per_step(runner, 2)
@@ -213,13 +215,13 @@ def profile_baseline(args, config) -> dict:
   if not found:
     return {"error": f"no trace file under {trace_dir}"}
   dumps = sorted(pathlib.Path(args.hlo_dump).glob("*jit_step*after_optimizations.txt"),
-                 key=lambda f: f.stat().st_size) if args.hlo_dump else []
+                 key=lambda f: f.stat().st_mtime) if args.hlo_dump else []
   return device_time(found[-1], 3, dumps[-1] if dumps else None)
 
 
 def xla_flags_variant(flags: str, args) -> dict:
   """The baseline in a child process started with XLA_FLAGS=flags."""
-  out = pathlib.Path(args.json).with_suffix(f".xla{abs(hash(flags)) % 10 ** 6}.json")
+  out = pathlib.Path(args.json).with_suffix(f".{re.sub(r'[^A-Za-z0-9]+', '_', flags).strip('_')[:80]}.json")
   child = [sys.executable, __file__, "--json", str(out), "--variants", "baseline", "--shape", args.shape,
            "--stage", args.stage, "--dtype", args.dtype, "--batch", str(args.batch), "--length", str(args.length),
            "--steps", str(args.steps)] + (["--smoke"] if args.smoke else [])

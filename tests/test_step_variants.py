@@ -85,10 +85,10 @@ def test_device_time_adds_kernels_up_per_step_and_names_their_ops(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_times_every_variant(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  names = "baseline,no_dropout,fused_attention,recomputed_gelu,stacked_grad_norm"
+  names = "baseline,no_dropout,fused_attention,recomputed_gelu,stacked_grad_norm,xla:--xla_backend_optimization_level=1"
   run = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(tmp_path / "v.json"), "--variants",
-                        names, "--profile_dir", str(tmp_path / "profile")], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+                        names, "--profile_dir", str(tmp_path / "profile"), "--hlo_dump", str(tmp_path / "hlo")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   report = json.loads((tmp_path / "v.json").read_text())
   assert list(report["variants"]) == names.split(",")
