@@ -25,6 +25,7 @@ from herberta_jax.inference.predictor import Predictor
 from herberta_jax.training import data_setup, loop, parallel
 
 COMMANDS_FILE = "train_commands.jsonl"  # each invocation's command line, for the model card
+STAGE_SETTINGS = "stage_config.json"  # in a stage's directory: the settings it was last trained with
 log = logging.getLogger(__name__)
 
 
@@ -46,9 +47,13 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   workdir.mkdir(parents=True, exist_ok=True)
   _check_resume(config, workdir)
   if jax.process_index() == 0:
-    written = workdir / "config.json.tmp"  # replaced in one step: a kill never leaves half a config.json
-    written.write_text(config.to_json_best_effort(indent=2))
-    written.replace(workdir / "config.json")
+    settings = config.to_json_best_effort(indent=2)
+    # The workdir's newest settings, and each stage's: what its checkpoints are restored with next time.
+    for path in [workdir / "config.json"] + [workdir / stage / STAGE_SETTINGS for stage in _stages_used(config)]:
+      path.parent.mkdir(exist_ok=True)
+      written = path.with_name(path.name + ".tmp")  # replaced in one step: a kill never leaves half a file
+      written.write_text(settings)
+      written.replace(path)
     if command:
       with open(workdir / COMMANDS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps({"command": list(command)}, ensure_ascii=False) + "\n")
@@ -118,23 +123,50 @@ def write_model_cards(export_dir, workdir: pathlib.Path, manifest: dict, meta: d
                    name=name)
 
 
+def _stages_used(config) -> list[str]:
+  """The stages whose checkpoints this run restores: those it trains, and the relation stage whose encoder
+  starts the tagger (`tagger.init_from_relation`)."""
+  used = [stage for stage in loop.STAGES if config.stage in (stage, "both")]
+  if "tagger" in used and config.tagger.init_from_relation and "relation" not in used:
+    used.insert(0, "relation")
+  return used
+
+
 def _check_resume(config, workdir: pathlib.Path) -> None:
-  """Before config.json is replaced: a setting the workdir's checkpoints cannot be restored with raises
-  ConfigError; any other change since the run that wrote it is logged, as config.json keeps the newest only."""
-  previous = workdir / "config.json"
-  with_checkpoints = [stage for stage in loop.STAGES if has_checkpoint(workdir, stage)]
-  if previous.exists() and with_checkpoints:
-    try:
-      old = json.loads(previous.read_text())
-    except ValueError as error:  # cut short by a kill, before config.json was replaced in one step
-      log.warning("%s is unreadable (%s): resuming without checking what changed", previous, error)
-    else:
-      changes = check_resume(old, json.loads(config.to_json_best_effort()), with_checkpoints, workdir)
-      if changes:
-        log.warning("resuming %s with changed settings: %s", workdir,
-                    "; ".join(f"{key}: {was!r} -> {now!r}" for key, (was, now) in changes.items()))
-  if jax.process_count() > 1:  # every process has read the old config.json before process 0 replaces it
+  """Before the settings are recorded: a setting that a stage's checkpoints, if this run restores them, cannot be
+  restored with raises ConfigError; any other change since the workdir's last run is logged, as config.json keeps
+  the newest only.
+
+  Each stage is compared with the settings it was last trained with (`STAGE/stage_config.json`; a workdir from before
+  that record has only the workdir's), so a run of one stage neither trips over the other's checkpoints nor hides
+  from a later run what they were trained with."""
+  current = json.loads(config.to_json_best_effort())
+  for stage in _stages_used(config):
+    if has_checkpoint(workdir, stage):
+      recorded = workdir / stage / STAGE_SETTINGS
+      previous = _read_settings(recorded if recorded.exists() else workdir / "config.json")
+      if previous is not None:
+        check_resume(previous, current, (stage,), workdir)
+  previous = _read_settings(workdir / "config.json")
+  if previous is not None and any(has_checkpoint(workdir, stage) for stage in loop.STAGES):
+    changes = check_resume(previous, current, (), workdir)
+    if changes:
+      log.warning("resuming %s with changed settings: %s", workdir,
+                  "; ".join(f"{key}: {was!r} -> {now!r}" for key, (was, now) in changes.items()))
+  if jax.process_count() > 1:  # every process has read the old settings before process 0 replaces them
     multihost_utils.sync_global_devices("checked config")
+
+
+def _read_settings(path: pathlib.Path) -> dict | None:
+  """A recorded config, or None when there is none or it is unreadable (cut short by a kill, before it was
+  replaced in one step), which is logged."""
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as error:
+    log.warning("%s is unreadable (%s): resuming without checking what changed", path, error)
+    return None
 
 
 def has_checkpoint(workdir, stage: str) -> bool:

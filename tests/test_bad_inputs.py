@@ -155,8 +155,11 @@ def stale_export(w, d):
   (d / "exp" / "keep.txt").write_text("mine")
 
 
-def config_kept(workdir: pathlib.Path, key: str, value) -> None:
-  assert json.loads((workdir / "config.json").read_text())[key] == value, "a refused run must not replace config.json"
+def settings_kept(workdir: pathlib.Path, key: str, value) -> None:
+  """The workdir's and each stage's recorded settings (which the trained workdir has) still say `key: value`."""
+  for path in (workdir / "config.json", workdir / "relation" / "stage_config.json",
+               workdir / "tagger" / "stage_config.json"):
+    assert json.loads(path.read_text())[key] == value, f"a refused run must not replace {path}"
 
 
 def train(*extra: str):
@@ -264,7 +267,7 @@ CASES = [
     Case("train-resume-other-dropout-key", "train", train("--config.dropout_rng_impl=unsafe_rbg"),
          ("--config.dropout_rng_impl='unsafe_rbg'", "{d}/wd", "trained with 'rbg'", "--config.dropout_rng_impl='rbg'"),
          setup=lambda w, d: shutil.copytree(w.workdir, d / "wd", symlinks=True),
-         check=lambda proc, w, d: config_kept(d / "wd", "dropout_rng_impl", "rbg")),
+         check=lambda proc, w, d: settings_kept(d / "wd", "dropout_rng_impl", "rbg")),
     # predict
     Case("predict-missing-input", "predict", predict(input_=lambda w, d: d / "nope.txt"), ("{d}/nope.txt",),
          check=nothing_at("out.jsonl")),

@@ -102,3 +102,26 @@ def test_a_resume_logs_what_changed_and_a_truncated_config_json_is_no_obstacle(t
   (workdir / "config.json").write_text(tiny_config().to_json_best_effort(indent=2))
   with pytest.raises(ConfigError, match="dropout_rng_impl"):
     run._check_resume(changed, workdir)
+
+
+def test_each_stage_is_checked_against_the_settings_it_was_trained_with(tmp_path):
+  from tiny_run import tiny_config
+
+  from herberta_jax import run
+  workdir = resumable_workdir(tmp_path, tiny_config())  # relation checkpoints, trained with an rbg key
+  (workdir / "relation" / run.STAGE_SETTINGS).write_text(tiny_config().to_json_best_effort(indent=2))
+  tagger_run = tiny_config()
+  tagger_run.stage, tagger_run.dropout_rng_impl = "tagger", "threefry2x32"
+  run._check_resume(tagger_run, workdir)  # the tagger has no checkpoints yet, and the relation's are not read
+  tagger_run.tagger.init_from_relation = True  # now they are: the relation encoder starts the tagger
+  with pytest.raises(ConfigError, match="the relation checkpoints .* trained with 'rbg'"):
+    run._check_resume(tagger_run, workdir)
+  # After a tagger-only run with a threefry key, config.json says threefry; the relation stage's record still
+  # says what its checkpoints hold.
+  (workdir / "config.json").write_text(tagger_run.to_json_best_effort(indent=2))
+  relation_run = tiny_config()
+  relation_run.stage, relation_run.dropout_rng_impl = "relation", "threefry2x32"
+  with pytest.raises(ConfigError, match="trained with 'rbg'"):
+    run._check_resume(relation_run, workdir)
+  relation_run.dropout_rng_impl = "rbg"
+  run._check_resume(relation_run, workdir)
