@@ -48,8 +48,9 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   _check_resume(config, workdir)
   if jax.process_index() == 0:
     settings = config.to_json_best_effort(indent=2)
-    # The workdir's newest settings, and each stage's: what its checkpoints are restored with next time.
-    for path in [workdir / "config.json"] + [workdir / stage / STAGE_SETTINGS for stage in _stages_used(config)]:
+    # The workdir's newest settings, and those of each stage it trains: what a later run checks a resume against.
+    trains = [stage for stage in loop.STAGES if config.stage in (stage, "both")]
+    for path in [workdir / "config.json"] + [workdir / stage / STAGE_SETTINGS for stage in trains]:
       path.parent.mkdir(exist_ok=True)
       written = path.with_name(path.name + ".tmp")  # replaced in one step: a kill never leaves half a file
       written.write_text(settings)
