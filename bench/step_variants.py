@@ -18,8 +18,8 @@ timed as accelerator_check.py times it: a compiling warm-up call, then 20 steps 
 
 `--profile_dir` writes a profiler trace of three baseline steps and prints where the device time went: matmul
 kernels against the rest, and by kernel or (with `--hlo_dump`) by the model op each kernel computes; the summary
-goes into the JSON. `--breakdown TRACE HLO` makes that summary from saved files. `--torch` times transformers' model on the same shape.
-`--smoke` runs it all at a tiny shape on the CPU.
+goes into the JSON. `--breakdown TRACE HLO` makes that summary from saved files. `--torch` times transformers'
+model on the same shape. `--smoke` runs it all at a tiny shape on the CPU.
 """
 
 from __future__ import annotations
