@@ -93,8 +93,8 @@ _CHECKPOINT_SHAPING = (
     ("relation.entity_loss_weight", ("relation",), _switched,
      "the auxiliary entity head's parameters come or go with it"),
 )
-# What a workdir's config.json written before a key existed meant by its absence (training.loop reads it too).
-BEFORE_THE_KEY = {"dropout_rng_impl": "threefry2x32", "relation.entity_loss_weight": 0.0}
+# What a workdir's config.json written before a key existed meant by its absence.
+_BEFORE_THE_KEY = {"dropout_rng_impl": "threefry2x32", "relation.entity_loss_weight": 0.0}
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict:
@@ -115,7 +115,7 @@ def check_resume(previous: dict, current: dict, stages_with_checkpoints, workdir
   when a change would leave a stage's checkpoints unrestorable (a run would otherwise fail at its restore, or
   suggest deleting them).
   """
-  old, new = {**BEFORE_THE_KEY, **flat_settings(previous)}, flat_settings(current)
+  old, new = {**_BEFORE_THE_KEY, **flat_settings(previous)}, flat_settings(current)
   changes = {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys())
              if old.get(key) != new.get(key)}
   from_scratch = not new.get("model.init_from") and not old.get("model.init_from")

@@ -22,7 +22,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from herberta_jax import console
-from herberta_jax.config_check import BEFORE_THE_KEY
 from herberta_jax.data.scoring import Counts
 from herberta_jax.training import checkpoint, feeding, optim, parallel, precompile, stages, steps
 from herberta_jax.training.state import TrainState
@@ -293,7 +292,8 @@ def restore_stage_params(workdir, name: str, config, manifest: dict, mesh, *, be
     found = ckpts.restore_best(checkpoint.abstract_like(abstract_params, replicated)) if best else None
     if found is None:
       tx, _ = optim.make_optimizer(config[name], total_steps=1)  # the schedule's values do not shape the state
-      impl = config.get("dropout_rng_impl", BEFORE_THE_KEY["dropout_rng_impl"])  # an old workdir lacks the key
+      # `.get`: workdirs from before the knob stored threefry keys.
+      impl = config.get("dropout_rng_impl", "threefry2x32")
       key = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
       abstract = jax.eval_shape(lambda p: TrainState.create(p, tx, jnp.zeros(key.shape, key.dtype)), abstract_params)
       latest = ckpts.restore_latest(checkpoint.abstract_like(abstract, replicated), drop_unreadable=False)
