@@ -49,8 +49,7 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   if jax.process_index() == 0:
     settings = config.to_json_best_effort(indent=2)
     # The workdir's newest settings, and those of each stage it trains: what a later run checks a resume against.
-    trains = [stage for stage in loop.STAGES if config.stage in (stage, "both")]
-    for path in [workdir / "config.json"] + [workdir / stage / STAGE_SETTINGS for stage in trains]:
+    for path in [workdir / "config.json"] + [workdir / stage / STAGE_SETTINGS for stage in _stages_trained(config)]:
       path.parent.mkdir(exist_ok=True)
       written = path.with_name(path.name + ".tmp")  # replaced in one step: a kill never leaves half a file
       written.write_text(settings)
@@ -64,12 +63,11 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   manifest = preparation.load_manifest(data_dir)
 
   trained = {}
-  for stage in loop.STAGES:
-    if config.stage in (stage, "both"):
-      encoder = None
-      if stage == "tagger" and config.tagger.init_from_relation:
-        encoder = loop.relation_encoder(config, workdir, manifest, mesh, trained.get("relation"))
-      trained[stage] = loop.train_stage(stage, config, workdir, data_dir, manifest, mesh, encoder=encoder)
+  for stage in _stages_trained(config):
+    encoder = None
+    if stage == "tagger" and config.tagger.init_from_relation:
+      encoder = loop.relation_encoder(config, workdir, manifest, mesh, trained.get("relation"))
+    trained[stage] = loop.train_stage(stage, config, workdir, data_dir, manifest, mesh, encoder=encoder)
   if len(trained) < 2:
     return {}
   return finish_run(config, workdir, data_dir, manifest, trained)
@@ -124,10 +122,14 @@ def write_model_cards(export_dir, workdir: pathlib.Path, manifest: dict, meta: d
                    name=name)
 
 
+def _stages_trained(config) -> list[str]:
+  return [stage for stage in loop.STAGES if config.stage in (stage, "both")]
+
+
 def _stages_used(config) -> list[str]:
   """The stages whose checkpoints this run restores: those it trains, and the relation stage whose encoder
   starts the tagger (`tagger.init_from_relation`)."""
-  used = [stage for stage in loop.STAGES if config.stage in (stage, "both")]
+  used = _stages_trained(config)
   if "tagger" in used and config.tagger.init_from_relation and "relation" not in used:
     used.insert(0, "relation")
   return used
@@ -141,16 +143,17 @@ def _check_resume(config, workdir: pathlib.Path) -> None:
   Each stage is compared with the settings it was last trained with (`STAGE/stage_config.json`; a workdir from before
   that record has only the workdir's), so a run of one stage neither trips over the other's checkpoints nor hides
   from a later run what they were trained with."""
-  current = json.loads(config.to_json_best_effort())
-  for stage in _stages_used(config):
-    if has_checkpoint(workdir, stage):
-      recorded = workdir / stage / STAGE_SETTINGS
-      previous = _read_settings(recorded if recorded.exists() else workdir / "config.json")
-      if previous is not None:
-        check_resume(previous, current, (stage,), workdir)
-  previous = _read_settings(workdir / "config.json")
-  if previous is not None and any(has_checkpoint(workdir, stage) for stage in loop.STAGES):
-    changes = check_resume(previous, current, (), workdir)
+  with_checkpoints = [stage for stage in loop.STAGES if has_checkpoint(workdir, stage)]
+  if with_checkpoints:
+    current = json.loads(config.to_json_best_effort())
+    workdir_settings = _read_settings(workdir / "config.json")
+    for stage in _stages_used(config):
+      if stage in with_checkpoints:
+        recorded = workdir / stage / STAGE_SETTINGS
+        previous = _read_settings(recorded) if recorded.exists() else workdir_settings
+        if previous is not None:
+          check_resume(previous, current, (stage,), workdir)
+    changes = check_resume(workdir_settings, current, (), workdir) if workdir_settings is not None else {}
     if changes:
       log.warning("resuming %s with changed settings: %s", workdir,
                   "; ".join(f"{key}: {was!r} -> {now!r}" for key, (was, now) in changes.items()))
