@@ -16,8 +16,9 @@ order 1, 3, 4, 2: the loop, longest and most likely to fail, last):
    stages at the MiniLM and BERT-base shapes, batch 256, length 128, bfloat16 and float32; MFU against the
    device's bf16 dense peak; transformers' PyTorch models (SDPA attention, bf16 autocast, fused AdamW) on the
    same shapes in the same run, and the JAX/PyTorch speed ratio.
-2. loop: `train_and_evaluate` on the demo corpus (BERT-base scratch shape, relation stage, ~100 steps,
-   checkpoints, one dev evaluation, bfloat16) against the bare jitted step over the loop's own batches.
+2. loop: `train_and_evaluate` on the demo corpus (BERT-base scratch shape, relation stage, bfloat16, ~100 steps
+   or `--loop_steps`, a checkpoint every 50 or `--loop_checkpoint_every`, one dev evaluation) against the bare
+   jitted step over the loop's own batches.
 3. inference: two-stage sentences/s on SemEval-test-length sentences, a random MiniLM-shape export read by
    `Predictor` (JAX) and by transformers' PyTorch classes, float32 and bfloat16.
 4. numerics: bfloat16 vs float32 loss curves of a tiny BERT over 300 steps from the same init and data, and
@@ -390,7 +391,7 @@ def part_loop(entry: dict, args, report: Report) -> None:
 
   train_and_evaluate = _train_and_evaluate()
   shape_name, shape = ("smoke", SMOKE_SHAPE) if args.smoke else ("base", SHAPES["base"])
-  batch, target_steps = (8, 10) if args.smoke else (64, 100)
+  batch, target_steps = (8, 10) if args.smoke else (64, args.loop_steps)
   config = demo.get_config()
   config.stage = "relation"
   config.model.dtype = "bfloat16"
@@ -404,7 +405,7 @@ def part_loop(entry: dict, args, report: Report) -> None:
   rel = config.relation
   rel.batch_size = batch
   rel.learning_rate = 1e-4  # demo's 1e-3 is for its 4-layer model; BERT-base in bf16 wants less
-  rel.checkpoint_every_steps = 5 if args.smoke else 50
+  rel.checkpoint_every_steps = 5 if args.smoke else args.loop_checkpoint_every
   rel.eval_every_steps = 10 ** 9  # the loop evaluates at its last step too: one dev evaluation
   rel.patience = 0
   config.compilation_cache_dir = str(args.workdir / "xla_cache")  # main() turned it on; the loop keeps it
@@ -417,7 +418,8 @@ def part_loop(entry: dict, args, report: Report) -> None:
   rel.num_epochs = target_steps / max(1, train_rows // batch)
   prepare_seconds = time.perf_counter() - start
   log(f"  data prepared in {prepare_seconds:.1f} s ({train_rows} train rows); loop of ~{target_steps} steps")
-  entry.update(shape=shape_name, model=dict(shape), dtype="bfloat16", batch=batch,
+  entry.update(shape=shape_name, model=dict(shape), dtype="bfloat16", batch=batch, target_steps=target_steps,
+               checkpoint_every_steps=rel.checkpoint_every_steps, log_every_steps=config.log_every_steps,
                bucket_boundaries=list(config.data.bucket_boundaries), train_rows=train_rows,
                data_prepare_seconds=prepare_seconds,
                timing="two runs of the same loop in fresh workdirs: `cold` compiles every program (and fills the "
@@ -442,8 +444,8 @@ def part_loop(entry: dict, args, report: Report) -> None:
     log(f"  loop ({run}): {steps_run} steps, {summary['seconds_to_first_step']:.1f} s to the first step, "
         f"{rate:.2f} steps/s after it")
   loop_rate = entry["loop_steps_per_second"] = entry["warm"]["loop_steps_per_second"]
-  # A 100-step run spends a large share in its two checkpoints and one evaluation; the median logging window
-  # (25 steps) is the loop's rate between them.
+  # A short run spends a large share in its start, checkpoints and evaluation; the median logging window
+  # (25 steps) is the loop's rate between them once the windows that pay for those are fewer than half.
   window_rate = float(np.median(entry["warm"]["summary"]["window_sentences_per_second"])) / batch
 
   # The bare step: the same model, optimizer and batches (the loop's feed replayed from its seed), all on the
@@ -769,6 +771,8 @@ def main(argv=None) -> int:
   parser.add_argument("--train_step_share", type=float, default=0.55,
                       help="part 1 starts no new row past this share of the budget (parts after it need the rest)")
   parser.add_argument("--profile_dir", default="", help="a profiler trace of the first slow train step goes here")
+  parser.add_argument("--loop_steps", type=int, default=100, help="the loop part's steps (logging every 25)")
+  parser.add_argument("--loop_checkpoint_every", type=int, default=50, help="the loop part's checkpoint interval")
   args = parser.parse_args(argv)
   args.workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="accelerator_check_"))
   # Before the first compilation (JAX decides once per process): the loop part's second run reads what its first

@@ -1,13 +1,14 @@
 """How much a background checkpoint save slows the thread that dispatches the train steps.
 
-  python bench/bench_save_dispatch.py [--seconds 2] [--rounds 3] [--flat]
+  python bench/bench_save_dispatch.py [--seconds 2] [--rounds 3] [--flat] [--switch_interval S]
 
 Builds a BERT-base-sized train state (parameters and two Adam moments, 1.47 GB in float32), then counts calls of a
 tiny jitted function from the main thread for `--seconds`: once idle, once while `StageCheckpoints.save_latest`
 writes the state from its background thread. Rounds alternate the two, so a load change hits both alike. The
 loop's steps are dispatched the same way, so a lower rate or long stalls here are what a save costs a loop
 whose device outruns the host. `--flat` saves the same bytes as three arrays (one per tree) instead of 591: what
-orbax's work per array costs.
+orbax's work per array costs. `--switch_interval` sets `sys.setswitchinterval` (Python's default: 0.005 s): how long
+a thread waiting for the GIL lets the holder run before asking for it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def main() -> None:
   parser.add_argument("--seconds", type=float, default=2.0)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--flat", action="store_true", help="one array per tree instead of one per parameter")
+  parser.add_argument("--switch_interval", type=float, default=None, help="seconds, for sys.setswitchinterval")
   args = parser.parse_args()
+  if args.switch_interval is not None:
+    sys.setswitchinterval(args.switch_interval)
   rng = np.random.default_rng(0)
   if args.flat:
     params = {"all": jnp.asarray(rng.standard_normal(sum(SIZES), np.float32))}
@@ -59,7 +63,7 @@ def main() -> None:
     params = {f"p{i}": jnp.asarray(rng.standard_normal(n, np.float32)) for i, n in enumerate(SIZES)}
   state = {"params": params, "mu": jax.tree.map(jnp.copy, params), "nu": jax.tree.map(jnp.copy, params)}
   print(f"state: {sum(x.nbytes for x in jax.tree.leaves(state)) / 1e9:.2f} GB in {len(jax.tree.leaves(state))} "
-        f"arrays; {os.cpu_count()} CPUs")
+        f"arrays; {os.cpu_count()} CPUs; switch interval {sys.getswitchinterval() * 1e3:g} ms")
   idle, saving = [], []
   with tempfile.TemporaryDirectory() as directory:
     ckpts = StageCheckpoints(directory, keep_latest=1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -175,3 +177,23 @@ def test_records_round_trip_round_robin_and_bytes_are_reproducible(minilm, tmp_p
     assert chunk["id"][i] == row.id and chunk["text"][i] == row.text and chunk["label"][i] == row.label
   with pytest.raises(ValueError, match="num_shards"):
     records.write_shards(features, tmp_path / "c", "en", num_shards=0)
+
+
+_TRAIN_IN_A_FRESH_PROCESS = """
+import sys
+from herberta_jax.data import demo_corpus, tokenize
+rows = demo_corpus.generate(seed=0, sentences_per_language=200)
+tokenize.train_wordpiece((row["text"] for row in rows), sys.argv[1], vocab_size=8000)
+"""
+
+
+def test_wordpiece_vocabulary_is_the_same_in_every_process(tmp_path):
+  # The trainer's tie-breaking follows a hash map's order, which each process draws anew: train twice in fresh
+  # processes on the demo corpus's sentences (where that changed about a hundred pieces) and compare.
+  vocabularies = []
+  for run in range(3):
+    out = tmp_path / f"wp{run}"
+    subprocess.run([sys.executable, "-c", _TRAIN_IN_A_FRESH_PROCESS, str(out)], check=True)
+    vocabularies.append(tokenize.load_tokenizer(out).get_vocab())
+  assert len(vocabularies[0]) > 1000
+  assert vocabularies[1] == vocabularies[0] and vocabularies[2] == vocabularies[0]

@@ -138,7 +138,7 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
   [MASK], then [unused0] .. [unused63] are reserved for relation tokens.
 
   Args:
-    texts: the training sentences (streamed once).
+    texts: the training sentences, read twice (a one-shot iterator is held in memory for that).
     out_dir: where the tokenizer is saved (`save_pretrained`), created if needed.
     vocab_size: the vocabulary size to aim for (fewer when the texts hold fewer distinct pieces).
     lowercase: lowercase (and strip accents), as uncased BERTs do.
@@ -162,12 +162,21 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
   backend.pre_tokenizer = pre_tokenizers.Sequence([
       pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Split(Regex(_HANGUL_SYLLABLE), behavior="isolated")])
   backend.decoder = decoders.WordPiece(prefix="##")
-  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=reserved, show_progress=False,
-                                      continuing_subword_prefix="##")
+  if iter(texts) is texts:
+    texts = list(texts)
+  # The trainer numbers each continuation piece ("##a") when it first meets it, walking a hash map whose order
+  # changes from process to process, and breaks ties between equally frequent merges by those numbers: on the demo
+  # corpus 100 of the 6,282 learned pieces changed from run to run, and with them the trained model. Declared up
+  # front in sorted order (as tokens it keeps anyway), they get the same numbers, and the merges the same order,
+  # in every run.
+  continuations = sorted({"##" + char for text in texts
+                          for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))
+                          for char in word[1:]})
+  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=reserved + continuations,
+                                      show_progress=False, continuing_subword_prefix="##")
   backend.train_from_iterator(texts, trainer=trainer)
-  # The trainer numbers equal-count pieces in hash-map order, which changes from run to run; WordPiece encoding
-  # depends only on the set of pieces, so numbering them in sorted order after the reserved ones makes the ids
-  # reproducible. (On a large corpus, ties at the vocabulary-size cut can still change the set itself.)
+  # Ids in sorted order after the reserved ones: WordPiece encoding depends only on the set of pieces, and the
+  # ids then depend on nothing else (not on the trainer's numbering, which a tokenizers release may change).
   learned = set(backend.get_vocab(with_added_tokens=True)) - set(reserved)
   learned |= {"##" + piece for piece in learned if re.fullmatch(_HANGUL_SYLLABLE, piece)}
   learned = sorted(learned)

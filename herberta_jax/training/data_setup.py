@@ -39,6 +39,16 @@ def run_inputs(data_cfg, workdir: pathlib.Path) -> list[pathlib.Path]:
   return smiler.expand_inputs(paths)
 
 
+class _Texts:
+  """The sentences of SMiLER files, read from the files again at every iteration (nothing held in memory)."""
+
+  def __init__(self, files: list[pathlib.Path]):
+    self.files = files
+
+  def __iter__(self):
+    return (ex.text for path in self.files for ex in smiler.read_tsv(path, on_error="skip", rejects=smiler.Rejects()))
+
+
 def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path) -> str:
   """A tokenizer directory: the configured one, the init checkpoint's, or WordPiece trained on the train files."""
   choice = config.data.tokenizer or config.model.init_from
@@ -50,11 +60,9 @@ def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path)
   out = workdir / "wordpiece"
   if not (out / "tokenizer.json").exists():
     train_files = [p for p in inputs if smiler.parse_file_name(p)[1] != "test"]
-    texts = (ex.text for path in train_files for ex in smiler.read_tsv(path, on_error="skip",
-                                                                       rejects=smiler.Rejects()))
     log.info("training a WordPiece vocabulary of %d on %d files", config.data.wordpiece_vocab_size,
              len(train_files))
-    tokenize.train_wordpiece(texts, out, vocab_size=config.data.wordpiece_vocab_size,
+    tokenize.train_wordpiece(_Texts(train_files), out, vocab_size=config.data.wordpiece_vocab_size,
                              lowercase=config.data.lowercase)
   return str(out)
 
