@@ -424,29 +424,41 @@ def part_loop(entry: dict, args, report: Report) -> None:
                data_prepare_seconds=prepare_seconds,
                timing="two runs of the same loop in fresh workdirs: `cold` compiles every program (and fills the "
                       "persistent compilation cache), `warm` reads them from that cache, as a restarted run does; "
-                      "in-memory caches are cleared between them. The ratio uses the warm run's steps after its "
-                      "first.")
-  for run in ("cold", "warm"):
+                      "in-memory caches are cleared between them (and before `warm_switch_interval`, the warm run "
+                      "again with another sys.setswitchinterval, when asked for). The ratio uses the warm run's "
+                      "steps after its first.")
+  # With --loop_switch_interval a third run repeats the warm one with that `sys.setswitchinterval`: how long a thread
+  # waiting for the GIL (the loop's) lets a running one (a save's, a compilation's) go on before asking for it.
+  runs = ("cold", "warm") + (("warm_switch_interval",) if args.loop_switch_interval else ())
+  default_interval = sys.getswitchinterval()
+  for run in runs:
     run_dir = args.workdir / f"loop_{run}"
-    if run == "warm":
+    if run != "cold":
       _free_memory()  # drops the in-memory executables: only the persistent cache is left
       for keep in ("demo_corpus", "wordpiece", "data"):  # the prepared records, not the stage's checkpoints
         if (workdir / keep).exists():
           shutil.copytree(workdir / keep, run_dir / keep)
+    sys.setswitchinterval(args.loop_switch_interval if run == "warm_switch_interval" else default_interval)
     start = time.perf_counter()
-    train_and_evaluate(config, run_dir)
+    try:
+      train_and_evaluate(config, run_dir)
+    finally:
+      sys.setswitchinterval(default_interval)
     wall = time.perf_counter() - start
     summary = json.loads((run_dir / "relation" / "summary.json").read_text())
     steps_run = summary["steps_run"]
     rate = (steps_run - 1) / summary["seconds_after_first_step"]
-    entry[run] = {"loop_wall_seconds": wall, "summary": summary, "loop_steps_per_second": rate}
+    entry[run] = {"loop_wall_seconds": wall, "summary": summary, "loop_steps_per_second": rate,
+                  "median_window_steps_per_second": float(np.median(summary["window_sentences_per_second"])) / batch}
+    if run == "warm_switch_interval":
+      entry[run]["switch_interval_seconds"] = args.loop_switch_interval
     report.write()
     log(f"  loop ({run}): {steps_run} steps, {summary['seconds_to_first_step']:.1f} s to the first step, "
         f"{rate:.2f} steps/s after it")
   loop_rate = entry["loop_steps_per_second"] = entry["warm"]["loop_steps_per_second"]
   # A short run spends a large share in its start, checkpoints and evaluation; the median logging window
   # (25 steps) is the loop's rate between them once the windows that pay for those are fewer than half.
-  window_rate = float(np.median(entry["warm"]["summary"]["window_sentences_per_second"])) / batch
+  window_rate = entry["warm"]["median_window_steps_per_second"]
 
   # The bare step: the same model, optimizer and batches (the loop's feed replayed from its seed), all on the
   # device before timing, every shape compiled first (bench/bench_loop.py, shared with the CPU bench).
@@ -457,6 +469,12 @@ def part_loop(entry: dict, args, report: Report) -> None:
                median_window_steps_per_second=window_rate, median_window_over_bare=window_rate / bare_rate)
   log(f"  bare step: {bare_rate:.2f} steps/s; loop/bare {loop_rate / bare_rate:.2f}, median window/bare "
       f"{window_rate / bare_rate:.2f}")
+  if "warm_switch_interval" in entry:
+    other = entry["warm_switch_interval"]
+    other.update(loop_over_bare=other["loop_steps_per_second"] / bare_rate,
+                 median_window_over_bare=other["median_window_steps_per_second"] / bare_rate)
+    log(f"  with switch interval {args.loop_switch_interval} s: loop/bare {other['loop_over_bare']:.2f}, "
+        f"median window/bare {other['median_window_over_bare']:.2f}")
 
 
 # ----------------------------------------------------------------------------------------- part 3: inference
@@ -744,6 +762,10 @@ def summary_lines(report: Report) -> list[str]:
   if "loop_over_bare" in loop:
     lines.append(f"  loop {loop['loop_steps_per_second']:.2f} steps/s, bare {loop['bare_steps_per_second']:.2f}, "
                  f"ratio {loop['loop_over_bare']:.2f} (median window {loop['median_window_over_bare']:.2f})")
+    if "warm_switch_interval" in loop:
+      other = loop["warm_switch_interval"]
+      lines.append(f"  loop, switch interval {other['switch_interval_seconds']} s: ratio {other['loop_over_bare']:.2f} "
+                   f"(median window {other['median_window_over_bare']:.2f})")
   for row in parts.get("inference", {}).get("rows", []):
     lines.append(f"  infer {row['dtype']:8} jax {row['jax'].get('sentences_per_second') or 0:.0f} sent/s "
                  f"(real tokens {row['jax'].get('real_token_share') or 0:.2f}), torch "
@@ -773,6 +795,8 @@ def main(argv=None) -> int:
   parser.add_argument("--profile_dir", default="", help="a profiler trace of the first slow train step goes here")
   parser.add_argument("--loop_steps", type=int, default=100, help="the loop part's steps (logging every 25)")
   parser.add_argument("--loop_checkpoint_every", type=int, default=50, help="the loop part's checkpoint interval")
+  parser.add_argument("--loop_switch_interval", type=float, default=0.0,
+                      help="seconds: also run the warm loop with this sys.setswitchinterval")
   args = parser.parse_args(argv)
   args.workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="accelerator_check_"))
   # Before the first compilation (JAX decides once per process): the loop part's second run reads what its first
