@@ -72,6 +72,7 @@ from step_builders import (
   torch_runner,
 )
 
+from herberta_jax import compile_cache  # noqa: E402
 from herberta_jax.data import demo_corpus, smiler, tokenize  # noqa: E402
 from herberta_jax.data.example import NEGATIVE_LABEL  # noqa: E402
 from herberta_jax.model import hf  # noqa: E402
@@ -79,7 +80,6 @@ from herberta_jax.model.bert import BertEncoder  # noqa: E402
 from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
 from herberta_jax.model.heads import TAGGER_OUTPUTS, EntityTagger, RelationClassifier  # noqa: E402
 from herberta_jax.training import steps  # noqa: E402
-from herberta_jax.training.loop import enable_compilation_cache  # noqa: E402
 from herberta_jax.training.state import TrainState  # noqa: E402
 
 
@@ -801,7 +801,7 @@ def main(argv=None) -> int:
   args.workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="accelerator_check_"))
   # Before the first compilation (JAX decides once per process): the loop part's second run reads what its first
   # wrote, as a restarted training run would.
-  enable_compilation_cache(str(args.workdir / "xla_cache"))
+  compile_cache.enable(str(args.workdir / "xla_cache"))
   unknown = set(args.parts.split(",")) - set(PARTS)
   if unknown:
     parser.error(f"--parts: unknown {sorted(unknown)}")

@@ -5,6 +5,8 @@ Nothing in the library has a hidden default: every knob the training run reads l
 
 import ml_collections
 
+from herberta_jax import compile_cache
+
 
 def stage_config(*, learning_rate: float, batch_size: int, num_epochs: float) -> ml_collections.ConfigDict:
   """Optimisation of one stage (relation classifier or entity tagger); they train independently."""
@@ -38,7 +40,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.dropout_rng_impl = "rbg"
   # XLA's persistent compilation cache: a restarted or repeated run with the same shapes skips compiling. Under the
   # home directory rather than the workdir so that new runs of the same model shapes share it; "" disables.
-  config.compilation_cache_dir = "~/.cache/herberta_jax/xla"
+  config.compilation_cache_dir = compile_cache.DEFAULT_DIR
   config.export = True  # write the HuggingFace export to workdir/export at the end
 
   config.data = ml_collections.ConfigDict(dict(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from absl import app, flags
 
-from herberta_jax import console
+from herberta_jax import compile_cache, console
 from herberta_jax.errors import UserError
 
 # Before the CLI imports jax or transformers, which read these once: XLA's C++ logs and transformers' import-time
@@ -35,8 +35,8 @@ _USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileE
 
 
 class ModelFlags:
-  """The flags `predict` and `evaluate` share: the trained pipeline, the batch, the compute dtype and the span
-  decoding.
+  """The flags `predict` and `evaluate` share: the trained pipeline, the batch, the compute dtype, the span
+  decoding and the compilation cache.
 
   Defined by each of those CLIs at import (flags are global: a module that defined them for every CLI would give
   `train` a --model).
@@ -51,6 +51,13 @@ class ModelFlags:
                                                "(default: the run's).")
     self.dtype = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (bfloat16: GPU/TPU; "
                                    "parameters stay float32).")
+
+    self.compilation_cache_dir = flags.DEFINE_string(
+        "compilation_cache_dir", compile_cache.DEFAULT_DIR, "XLA's persistent compilation cache ('' turns it off): "
+        "a later run reads the programs this one compiled from there.")
+
+  def enable_compilation_cache(self) -> None:
+    compile_cache.enable(self.compilation_cache_dir.value)
 
   def predictor_kwargs(self) -> dict:
     return {"batch_size": self.batch_size.value, "max_span_len": self.max_span_len.value,

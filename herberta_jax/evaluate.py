@@ -17,7 +17,7 @@ from absl import app, flags
 
 from herberta_jax import cli
 
-_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities
+_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities, ...
 _INPUT = flags.DEFINE_multi_string("input", None, "SMiLER TSV files or directories to evaluate on (more may follow "
                                    "as arguments).")
 flags.DEFINE_alias("data", "input")  # the flag's name before 0.2
@@ -61,6 +61,7 @@ def main(argv):
   from herberta_jax.inference.predictor import Predictor
   paths = data_paths(argv)
   smiler.expand_inputs(paths)  # a missing file is refused before the model loads
+  _MODEL_FLAGS.enable_compilation_cache()
   predictor = Predictor.from_export(_MODEL_FLAGS.model.value, **_MODEL_FLAGS.predictor_kwargs())
   manifest = workdir_manifest(pathlib.Path(_MODEL_FLAGS.model.value))
   rejects = smiler.Rejects()

@@ -23,7 +23,7 @@ from absl import app, flags
 
 from herberta_jax import cli, console
 
-_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities
+_MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities, ...
 _INPUT = flags.DEFINE_string("input", "-", "Input file, or - for stdin.")
 _OUT = flags.DEFINE_string("out", "-", "Output JSONL file, or - for stdout.")
 flags.DEFINE_alias("output", "out")  # the flag's name before 0.2
@@ -72,6 +72,7 @@ def main(argv):
   check_flags()
   from herberta_jax import api
   from herberta_jax.inference import sources
+  _MODEL_FLAGS.enable_compilation_cache()
   kwargs = _MODEL_FLAGS.predictor_kwargs()
   try:
     model = api.load(_MODEL_FLAGS.model.value, top_k=_TOP_K.value, top_m=_TOP_M.value, **kwargs)

@@ -158,3 +158,17 @@ def test_bad_flags_fail_early_with_exit_code_2(export_dir, tmp_path, args, named
   result = predict(export_dir, *args, *(["--output", str(out)] if "--resume" not in args else []), check=False)
   assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr
   assert not out.exists()
+
+
+def test_a_second_run_reads_its_programs_from_the_compilation_cache(export_dir, tmp_path):
+  cache = tmp_path / "xla"
+  (tmp_path / "in.txt").write_text("\n".join(SENTENCES) + "\n")
+  outputs, entries = [], []
+  for run in ("cold", "warm"):
+    out = tmp_path / f"{run}.jsonl"
+    predict(export_dir, "--input", str(tmp_path / "in.txt"), "--out", str(out), "--compilation_cache_dir", str(cache))
+    outputs.append(out.read_bytes())
+    entries.append(sorted(path.name for path in cache.iterdir()))
+  assert entries[0], "the first run left no programs in the cache"
+  assert entries[1] == entries[0]  # the second compiled nothing new
+  assert outputs[1] == outputs[0]

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from herberta_jax import console
+from herberta_jax import compile_cache, console
 from herberta_jax.data.scoring import Counts
 from herberta_jax.training import checkpoint, feeding, optim, parallel, precompile, stages, steps
 from herberta_jax.training.state import TrainState
@@ -34,18 +34,6 @@ STAGES = stages.STAGES
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
-
-
-def enable_compilation_cache(directory: str) -> None:
-  """Turns on XLA's persistent compilation cache in `directory` ("" leaves it off). Must run before the first
-  compilation of the process: JAX decides once whether the cache is used."""
-  if not directory:
-    return
-  jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(directory).expanduser()))
-  # Cache every program: CPU programs take well under the default 1 s to compile but add up over a run's
-  # buckets and stages, and their entries are small.
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def dropout_key_data(config, stage_index: int) -> jax.Array:
@@ -106,7 +94,7 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   The dev score decides the best checkpoint; without a dev split the last step is the best.
   """
   started = time.perf_counter()
-  enable_compilation_cache(config.compilation_cache_dir)
+  compile_cache.enable(config.compilation_cache_dir)
   cfg, stage_dir, is_chief = config[name], workdir / name, jax.process_index() == 0
   ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints", keep_latest=config.checkpoint_keep_latest)
   try:
