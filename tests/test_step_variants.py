@@ -44,14 +44,24 @@ def test_rewritten_variants_compute_the_same_loss_and_gradients():
       return value, grads, variants.optax.tree.norm(grads)
 
   reference = loss_and_grads("baseline")
-  for name in ("recomputed_gelu", "stacked_grad_norm"):
+  for name in ("recomputed_gelu", "stacked_grad_norm", "scanned_layers"):
     value, grads, norm = loss_and_grads(name)
     assert jax.tree.structure(grads) == jax.tree.structure(reference[1]), name  # same parameters, same names
     np.testing.assert_allclose(value, reference[0], rtol=1e-6)
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(reference[1])):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(norm, reference[2], rtol=1e-6)
-  assert variants.optax.tree.norm is not variants.stacked_norm  # the patch is undone
+  # The tagger runs every layer in the scan (the relation classifier above runs its last one apart).
+  from herberta_jax.model.heads import EntityTagger
+  tagged = []
+  for name in ("baseline", "scanned_layers"):
+    with variants.patched(name):
+      tagger = EntityTagger(config)
+      params = tagger.init(jax.random.PRNGKey(0), ids, mask, jnp.zeros_like(ids), mask)["params"]
+      tagged.append(tagger.apply({"params": params}, ids, mask, jnp.zeros_like(ids), mask))
+  np.testing.assert_allclose(tagged[1], tagged[0], rtol=1e-5, atol=1e-6)
+  assert variants.optax.tree.norm is not variants.stacked_norm  # the patches are undone
+  assert variants.bert._Layers is not variants.ScannedLayers
 
 
 def test_device_time_adds_kernels_up_per_step_and_names_their_ops(tmp_path):
