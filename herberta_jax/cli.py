@@ -51,7 +51,6 @@ class ModelFlags:
                                                "(default: the run's).")
     self.dtype = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (bfloat16: GPU/TPU; "
                                    "parameters stay float32).")
-
     self.compilation_cache_dir = flags.DEFINE_string(
         "compilation_cache_dir", compile_cache.DEFAULT_DIR, "XLA's persistent compilation cache ('' turns it off): "
         "a later run reads the programs this one compiled from there.")

@@ -166,7 +166,7 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
     texts = list(texts)
   # The trainer numbers each continuation piece ("##a") when it first meets it, walking a hash map whose order
   # changes from process to process, and breaks ties between equally frequent merges by those numbers: on the demo
-  # corpus 100 of the 6,282 learned pieces changed from run to run, and with them the trained model. Declared up
+  # corpus 100 of the 6,282 vocabulary entries changed from run to run, and with them the trained model. Declared up
   # front in sorted order (as tokens it keeps anyway), they get the same numbers, and the merges the same order,
   # in every run.
   continuations = sorted({"##" + char for text in texts
