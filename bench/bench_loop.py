@@ -1,11 +1,14 @@
 """The real training loop against the bare jitted train step, MiniLM shape, on this machine.
 
   python bench/bench_loop.py [--steps 100] [--json] [--restart | --restart_only] [--restart_runs 3]
+                             [--compilation_cache_dir DIR]
 
 Loop: `loop.train_stage` of the relation stage on the demo corpus (prepared records, the pipeline, the prefetch
 thread, logging every 25 steps, checkpoints every 50, one dev evaluation at the end); sentences/s over the steps
 after the first (summary.json's `seconds_after_first_step`). Bare: the same jitted step on the same batches
-already on the device, timed after each bucket's compilation. The goal is a ratio loop / bare >= 0.95.
+already on the device, timed after each bucket's compilation. The goal is a ratio loop / bare >= 0.95. The loop
+starts with an empty compilation cache unless `--compilation_cache_dir` names one a run before filled: then it
+reads its programs instead of compiling them while it trains (on a CPU, on the cores the steps need).
 
 `--restart` also times start-to-first-step of a fresh training process with an empty compilation cache (killed
 after a checkpoint), and of the same run restarted (resuming from that checkpoint) with the cache it left, each
@@ -191,6 +194,8 @@ def main() -> None:
   parser.add_argument("--restart_runs", type=int, default=3, help="cold/warm pairs timed (default 3)")
   parser.add_argument("--train_only", nargs=2, metavar=("WORKDIR", "CACHE"), help=argparse.SUPPRESS)
   parser.add_argument("--launched_at", type=float, help=argparse.SUPPRESS)
+  parser.add_argument("--compilation_cache_dir", default="",
+                      help="the loop's compilation cache (default: a new, empty one); the restarts keep their own")
   args = parser.parse_args()
   if args.train_only:
     # The loop's "first step done" line is what the runs report; an imported library may have set up logging.
@@ -204,7 +209,8 @@ def main() -> None:
     if not args.restart_only:
       result = {"device": jax.devices()[0].device_kind, "platform": platform.platform(), "batch": BATCH,
                 "buckets": [32, 64], "steps": args.steps, "shape": MINILM}
-      result.update(loop_against_bare(data_dir, tmp, args.steps))
+      result["compilation_cache"] = "given, possibly warm" if args.compilation_cache_dir else "empty"
+      result.update(loop_against_bare(data_dir, tmp, args.steps, args.compilation_cache_dir or str(tmp / "xla")))
     if args.restart or args.restart_only:
       result.pop("cold_seconds_to_first_step", None)  # the single figures of earlier versions of this file
       result.pop("warm_seconds_to_first_step", None)
@@ -215,12 +221,12 @@ def main() -> None:
     print(f"wrote {RESULT}")
 
 
-def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int) -> dict:
+def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int, cache_dir: str) -> dict:
   """The loop's and the bare step's sentences/s over `steps` steps, and their ratio."""
   manifest = preparation.load_manifest(data_dir)
   mesh = parallel.make_mesh(1)
   steps_per_epoch = max(1, sum(i["count"] for i in manifest["splits"]["train"].values()) // BATCH)
-  config = bench_config(steps_per_epoch, steps, str(tmp / "xla"))
+  config = bench_config(steps_per_epoch, steps, cache_dir)
   loop.train_stage("relation", config, tmp / "run", data_dir, manifest, mesh)
   summary = json.loads((tmp / "run" / "relation" / "summary.json").read_text())
   result = {"loop_sentences_per_second": (summary["steps_run"] - 1) * BATCH / summary["seconds_after_first_step"]}
