@@ -1,19 +1,23 @@
 """How much a background checkpoint save slows the thread that dispatches the train steps.
 
-  python bench/bench_save_dispatch.py [--seconds 2] [--rounds 3] [--flat] [--switch_interval S]
+  python bench/bench_save_dispatch.py [--seconds 2] [--rounds 3] [--flat] [--switch_interval S] [--work host_copy]
 
 Builds a BERT-base-sized train state (parameters and two Adam moments, 1.47 GB in float32), then counts calls of a
 tiny jitted function from the main thread for `--seconds`: once idle, once while `StageCheckpoints.save_latest`
-writes the state from its background thread. Rounds alternate the two, so a load change hits both alike. The
-loop's steps are dispatched the same way, so a lower rate or long stalls here are what a save costs a loop
-whose device outruns the host. `--flat` saves the same bytes as three arrays (one per tree) instead of 591: what
-orbax's work per array costs. `--switch_interval` sets `sys.setswitchinterval` (Python's default: 0.005 s): how long
-a thread waiting for the GIL lets the holder run before asking for it.
+writes a fresh device copy of the state from its background thread (a copy per round, as the loop saves a new
+snapshot each time: an array copied to the host once keeps that copy). Rounds alternate the two, so a load change
+hits both alike. The loop's steps are dispatched the same way, so a lower rate or long stalls here are what a save
+costs a loop whose device outruns the host. `--work host_copy` runs only the save's first part in that thread:
+each array's copy to the host started (`copy_to_host_async`), then each read as a numpy array, as orbax does.
+`--flat` saves the same bytes as three arrays (one per tree) instead of 591: what orbax's work per array costs.
+`--switch_interval` sets `sys.setswitchinterval` (Python's default: 0.005 s): how long a thread waiting for the
+GIL lets the holder run before asking for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import pathlib
 import sys
@@ -47,12 +51,22 @@ def dispatch(seconds: float) -> tuple[float, float]:
   return calls / seconds, longest * 1e3
 
 
+def host_copy(state) -> list[np.ndarray]:
+  """What orbax's save does first, in its caller's thread: every array's copy to the host started, then each read."""
+  leaves = jax.tree.leaves(state)
+  for leaf in leaves:
+    leaf.copy_to_host_async()
+  return [np.asarray(leaf) for leaf in leaves]
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--seconds", type=float, default=2.0)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--flat", action="store_true", help="one array per tree instead of one per parameter")
   parser.add_argument("--switch_interval", type=float, default=None, help="seconds, for sys.setswitchinterval")
+  parser.add_argument("--work", choices=("save", "host_copy"), default="save",
+                      help="what the background thread does: the checkpoint save, or its copy to the host alone")
   args = parser.parse_args()
   if args.switch_interval is not None:
     sys.setswitchinterval(args.switch_interval)
@@ -65,25 +79,33 @@ def main() -> None:
   print(f"state: {sum(x.nbytes for x in jax.tree.leaves(state)) / 1e9:.2f} GB in {len(jax.tree.leaves(state))} "
         f"arrays; {os.cpu_count()} CPUs; switch interval {sys.getswitchinterval() * 1e3:g} ms")
   idle, saving = [], []
+  copier = concurrent.futures.ThreadPoolExecutor(max_workers=1)
   with tempfile.TemporaryDirectory() as directory:
     ckpts = StageCheckpoints(directory, keep_latest=1)
     try:
       for step in range(1, args.rounds + 1):
         idle.append(dispatch(args.seconds))
+        fresh = jax.block_until_ready(jax.tree.map(jnp.copy, state))
         started = time.perf_counter()
-        ckpts.save_latest(step, state, {})
+        if args.work == "save":
+          ckpts.save_latest(step, fresh, {})
+          done = ckpts.wait
+        else:
+          done = copier.submit(host_copy, fresh).result
         handed_over = time.perf_counter() - started
         saving.append(dispatch(args.seconds))
-        ckpts.wait()
-        print(f"round {step}: save handed over in {handed_over * 1e3:.1f} ms, written after "
+        done()
+        print(f"round {step}: {args.work} handed over in {handed_over * 1e3:.1f} ms, done after "
               f"{time.perf_counter() - started:.1f} s")
+        del fresh
     finally:
       ckpts.close()
-  for name, runs in (("idle", idle), ("during a save", saving)):
+      copier.shutdown()
+  for name, runs in (("idle", idle), (f"during {args.work}", saving)):
     rates, longest = zip(*runs)
     print(f"{name:>14}: {np.median(rates):,.0f} calls/s (median of {len(runs)}), longest call "
           f"{np.median(longest):.1f} ms (median)")
-  print(f"rate during a save / idle: {np.median([s[0] / i[0] for s, i in zip(saving, idle)]):.2f}")
+  print(f"rate during {args.work} / idle: {np.median([s[0] / i[0] for s, i in zip(saving, idle)]):.2f}")
 
 
 if __name__ == "__main__":
