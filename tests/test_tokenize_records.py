@@ -187,9 +187,10 @@ tokenize.train_wordpiece((row["text"] for row in rows), sys.argv[1], vocab_size=
 """
 
 
+@pytest.mark.slow  # three processes
 def test_wordpiece_vocabulary_is_the_same_in_every_process(tmp_path):
-  # The trainer's tie-breaking follows a hash map's order, which each process draws anew: train twice in fresh
-  # processes on the demo corpus's sentences (where that changed about a hundred pieces) and compare.
+  # The trainer's tie-breaking follows a hash map's order, which each process draws anew: train three times in
+  # fresh processes on the demo corpus's sentences (where that changed about a hundred pieces) and compare.
   vocabularies = []
   for run in range(3):
     out = tmp_path / f"wp{run}"
