@@ -51,6 +51,7 @@ import optax  # noqa: E402
 from profile_step import trace_events  # noqa: E402
 from step_builders import SHAPES, bert_config, input_length, jax_runner, seconds_per_step, torch_runner  # noqa: E402
 
+from herberta_jax import compile_cache  # noqa: E402
 from herberta_jax.model import bert  # noqa: E402
 from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
 
@@ -304,9 +305,7 @@ def main(argv=None) -> int:
     return 0
   if args.hlo_dump:  # read when the backend starts, which is after this
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={args.hlo_dump} --xla_dump_hlo_as_text"
-  if args.compilation_cache_dir:  # the profile's baseline reads the baseline variant's program back
-    jax.config.update("jax_compilation_cache_dir", args.compilation_cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compile_cache.enable(args.compilation_cache_dir)  # the profile's baseline reads the baseline variant's program back
   shape = SMOKE_SHAPE if args.smoke else SHAPES[args.shape]
   if args.smoke:
     args.batch, args.length, args.steps = 4, 16, 2
