@@ -8,6 +8,8 @@ timed as accelerator_check.py times it: a compiling warm-up call, then 20 steps 
 
 - baseline: the step as trained;
 - no_attention_dropout / no_dropout: the cost of the attention probabilities' dropout, of all dropout;
+- tokens_major_attention: the attention contractions on [B, L, heads, d] operands, as before 2026-11-27 (the model
+  now moves the heads ahead of the rows first; bench/attention_layout.py compares the two on the CPU);
 - fused_attention: attention through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU) without
   dropout on the probabilities, which that function has no argument for;
 - recomputed_gelu: the feed-forward's activation recomputed in the backward pass from the matmul's output
@@ -57,8 +59,8 @@ from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
 
 NUM_LABELS = 36
 SMOKE_SHAPE = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256, vocab_size=1000)
-IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "fused_attention", "recomputed_gelu",
-              "stacked_grad_norm", "scanned_layers")
+IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "tokens_major_attention", "fused_attention",
+              "recomputed_gelu", "stacked_grad_norm", "scanned_layers")
 
 
 class FusedSelfAttention(nn.Module):
@@ -77,6 +79,26 @@ class FusedSelfAttention(nn.Module):
     q, k, v = heads("query", queries), heads("key", x), heads("value", x)
     out = jax.nn.dot_product_attention(q, k, v, mask=bias == 0)  # bias: [B, 1, 1, L], 0 where attended
     return out.reshape(batch, queries.shape[1], cfg.hidden_size)
+
+
+class TokensMajorSelfAttention(nn.Module):
+  """bert.SelfAttention's parameters and computation, its contractions on [B, L, heads, d] operands."""
+  config: bert.BertConfig
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool, queries=None):
+    cfg = self.config
+    queries = x if queries is None else queries
+    batch, head_dim = x.shape[0], cfg.hidden_size // cfg.num_heads
+
+    def heads(name, rows):
+      return bert._dense(cfg.hidden_size, cfg, name)(rows).reshape(batch, rows.shape[1], cfg.num_heads, head_dim)
+
+    q, k, v = heads("query", queries), heads("key", x), heads("value", x)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+    probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(v.dtype)
+    probs = bert.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, queries.shape[1], cfg.hidden_size)
 
 
 def _biased_activation(name: str, y, bias):
@@ -155,6 +177,8 @@ def patched(name: str):
       bert._Layers = ScannedLayers
     elif name == "fused_attention":
       bert.SelfAttention = FusedSelfAttention
+    elif name == "tokens_major_attention":
+      bert.SelfAttention = TokensMajorSelfAttention
     elif name == "recomputed_gelu":
       bert._Intermediate = RecomputedIntermediate
     elif name == "stacked_grad_norm":
