@@ -9,7 +9,9 @@ timed as accelerator_check.py times it: a compiling warm-up call, then 20 steps 
 - baseline: the step as trained;
 - no_attention_dropout / no_dropout: the cost of the attention probabilities' dropout, of all dropout;
 - tokens_major_attention: the attention contractions on [B, L, heads, d] operands, as before 2026-11-27 (the model
-  now moves the heads ahead of the rows first; bench/attention_layout.py compares the two on the CPU);
+  now moves the heads ahead of the rows first);
+- erfc_gelu: the exact GELU as `jax.nn.gelu(approximate=False)` computes it, through erfc (the model now uses erf);
+  bench/model_rewrites.py times these two against the model on the CPU;
 - fused_attention: attention through `jax.nn.dot_product_attention` (cuDNN's fused kernel on a GPU) without
   dropout on the probabilities, which that function has no argument for;
 - recomputed_gelu: the feed-forward's activation recomputed in the backward pass from the matmul's output
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -59,8 +62,8 @@ from herberta_jax.model.flops import train_flops_per_sequence  # noqa: E402
 
 NUM_LABELS = 36
 SMOKE_SHAPE = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=256, vocab_size=1000)
-IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "tokens_major_attention", "fused_attention",
-              "recomputed_gelu", "stacked_grad_norm", "scanned_layers")
+IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "tokens_major_attention", "erfc_gelu",
+              "fused_attention", "recomputed_gelu", "stacked_grad_norm", "scanned_layers")
 
 
 class FusedSelfAttention(nn.Module):
@@ -171,7 +174,7 @@ def stacked_norm(tree):
 def patched(name: str):
   """The model and step changed as variant `name` says, for the steps traced inside (the dropout variants change
   the config only)."""
-  saved = bert.SelfAttention, bert._Intermediate, bert._Layers, optax.tree.norm
+  saved = bert.SelfAttention, bert._Intermediate, bert._Layers, optax.tree.norm, bert._ACTIVATIONS["gelu"]
   try:
     if name == "scanned_layers":
       bert._Layers = ScannedLayers
@@ -179,13 +182,15 @@ def patched(name: str):
       bert.SelfAttention = FusedSelfAttention
     elif name == "tokens_major_attention":
       bert.SelfAttention = TokensMajorSelfAttention
+    elif name == "erfc_gelu":
+      bert._ACTIVATIONS["gelu"] = functools.partial(jax.nn.gelu, approximate=False)
     elif name == "recomputed_gelu":
       bert._Intermediate = RecomputedIntermediate
     elif name == "stacked_grad_norm":
       optax.tree.norm = stacked_norm  # the train step's grad_norm metric calls it at trace time
     yield
   finally:
-    bert.SelfAttention, bert._Intermediate, bert._Layers, optax.tree.norm = saved
+    bert.SelfAttention, bert._Intermediate, bert._Layers, optax.tree.norm, bert._ACTIVATIONS["gelu"] = saved
 
 
 def variant_config(name: str, config: bert.BertConfig) -> bert.BertConfig:

@@ -44,7 +44,7 @@ def test_rewritten_variants_compute_the_same_loss_and_gradients():
       return value, grads, variants.optax.tree.norm(grads)
 
   reference = loss_and_grads("baseline")
-  for name in ("tokens_major_attention", "recomputed_gelu", "stacked_grad_norm", "scanned_layers"):
+  for name in ("tokens_major_attention", "erfc_gelu", "recomputed_gelu", "stacked_grad_norm", "scanned_layers"):
     value, grads, norm = loss_and_grads(name)
     assert jax.tree.structure(grads) == jax.tree.structure(reference[1]), name  # same parameters, same names
     np.testing.assert_allclose(value, reference[0], rtol=1e-6)
