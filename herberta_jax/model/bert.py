@@ -26,8 +26,8 @@ SUPPORTED_TYPES = ("bert",) + ROBERTA_TYPES
 
 def _gelu(x):
   """HF's "gelu", the exact form, written as HF writes it: x/2 (1 + erf(x/sqrt 2)). `jax.nn.gelu(approximate=False)`
-  computes it through erfc, which XLA's CPU backend evaluates about 3x slower than erf (4.2 against 1.4 ms on a
-  [2688, 1536] activation): 5% of the two-stage inference function (bench/model_rewrites.py)."""
+  computes it through erfc, which XLA's CPU backend evaluates about 3x slower than erf (bench/cpu_kernels.py): 5%
+  of the two-stage inference function (bench/model_rewrites.py)."""
   return x * 0.5 * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
