@@ -66,22 +66,27 @@ IN_PROCESS = ("baseline", "no_attention_dropout", "no_dropout", "tokens_major_at
               "fused_attention", "recomputed_gelu", "stacked_grad_norm", "scanned_layers")
 
 
+def _tokens_major_heads(cfg: bert.BertConfig, x, queries):
+  """bert.SelfAttention's query, key and value projections (its parameters, made in the calling module), each as
+  [B, rows, heads, head_dim]."""
+  batch, head_dim = x.shape[0], cfg.hidden_size // cfg.num_heads
+
+  def heads(name, rows):
+    return bert._dense(cfg.hidden_size, cfg, name)(rows).reshape(batch, rows.shape[1], cfg.num_heads, head_dim)
+
+  return heads("query", queries), heads("key", x), heads("value", x)
+
+
 class FusedSelfAttention(nn.Module):
   """bert.SelfAttention's parameters and inputs, attention by `jax.nn.dot_product_attention` (no dropout)."""
   config: bert.BertConfig
 
   @nn.compact
   def __call__(self, x, bias, deterministic: bool, queries=None):
-    cfg = self.config
     queries = x if queries is None else queries
-    batch, head_dim = x.shape[0], cfg.hidden_size // cfg.num_heads
-
-    def heads(name, rows):
-      return bert._dense(cfg.hidden_size, cfg, name)(rows).reshape(batch, rows.shape[1], cfg.num_heads, head_dim)
-
-    q, k, v = heads("query", queries), heads("key", x), heads("value", x)
+    q, k, v = _tokens_major_heads(self.config, x, queries)
     out = jax.nn.dot_product_attention(q, k, v, mask=bias == 0)  # bias: [B, 1, 1, L], 0 where attended
-    return out.reshape(batch, queries.shape[1], cfg.hidden_size)
+    return out.reshape(x.shape[0], queries.shape[1], self.config.hidden_size)
 
 
 class TokensMajorSelfAttention(nn.Module):
@@ -92,16 +97,12 @@ class TokensMajorSelfAttention(nn.Module):
   def __call__(self, x, bias, deterministic: bool, queries=None):
     cfg = self.config
     queries = x if queries is None else queries
-    batch, head_dim = x.shape[0], cfg.hidden_size // cfg.num_heads
-
-    def heads(name, rows):
-      return bert._dense(cfg.hidden_size, cfg, name)(rows).reshape(batch, rows.shape[1], cfg.num_heads, head_dim)
-
-    q, k, v = heads("query", queries), heads("key", x), heads("value", x)
+    q, k, v = _tokens_major_heads(cfg, x, queries)
+    head_dim = q.shape[-1]
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(v.dtype)
     probs = bert.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, queries.shape[1], cfg.hidden_size)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(x.shape[0], queries.shape[1], cfg.hidden_size)
 
 
 def _biased_activation(name: str, y, bias):
