@@ -64,6 +64,21 @@ def test_rewritten_variants_compute_the_same_loss_and_gradients():
   assert variants.bert._Layers is not variants.ScannedLayers
 
 
+def test_model_rewrites_versions_undo_the_rewrites_together_and_restore_them():
+  spec = importlib.util.spec_from_file_location("model_rewrites", REPO / "bench" / "model_rewrites.py")
+  rewrites = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(rewrites)
+  from herberta_jax.model import bert
+
+  model_attention, model_gelu = bert.SelfAttention, bert._ACTIVATIONS["gelu"]
+  with rewrites.version("tokens_major_attention+erfc_gelu"):
+    assert bert.SelfAttention.__name__ == "TokensMajorSelfAttention"
+    assert bert._ACTIVATIONS["gelu"].func is jax.nn.gelu
+  with rewrites.version("model"):
+    assert (bert.SelfAttention, bert._ACTIVATIONS["gelu"]) == (model_attention, model_gelu)
+  assert (bert.SelfAttention, bert._ACTIVATIONS["gelu"]) == (model_attention, model_gelu)
+
+
 def test_device_time_adds_kernels_up_per_step_and_names_their_ops(tmp_path):
   variants = _load()
   events = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
