@@ -1,7 +1,7 @@
 """Collects a finished `configs/semeval.py` run into bench/results/semeval_minilm.json.
 
   python -m herberta_jax.train --config configs/semeval.py --workdir RUN
-  python bench/semeval_result.py --workdir RUN [--command "the exact train command"]
+  python bench/semeval_result.py --workdir RUN [--out FILE] [--command "the exact train command"] [--overwrite]
 
 Takes the test metrics (`RUN/metrics.json`: read once, at the end of the run), the training wall time of each
 stage (`RUN/STAGE/summary.json`), the tuned hyper-parameters (`RUN/config.json`) and the commit checked out.
@@ -27,7 +27,11 @@ def main():
   parser.add_argument("--workdir", required=True, type=pathlib.Path)
   parser.add_argument("--command", default=None, help="defaults to the train command with this workdir")
   parser.add_argument("--out", type=pathlib.Path, default=OUT)
+  parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
   args = parser.parse_args()
+  if args.out.exists() and not args.overwrite:  # the default file holds the figures the README cites
+    raise SystemExit(f"{args.out} exists: name a new file with --out (e.g. semeval_minilm_runN.json), or pass "
+                     f"--overwrite to replace it")
 
   metrics = json.loads((args.workdir / "metrics.json").read_text())
   config = json.loads((args.workdir / "config.json").read_text())
