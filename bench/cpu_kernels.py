@@ -6,7 +6,7 @@ and the exact GELU's two forms.
 Shapes are those of the two-stage inference function at batch 64, length 40 (2,560 rows): the query/key/value
 and attention-output projections (384 -> 384), the feed-forward's two matmuls (384 -> 1536 -> 384). Each kernel
 is compiled (JAX) or warmed up (PyTorch) once, then the two sides take turns for `--rounds` calls each; medians.
-The GELU rows time `jax.nn.gelu(approximate=False)` (through erfc) against x/2 (1 + erf(x/sqrt 2)) on a
+The GELU rows time `jax.nn.gelu(approximate=False)` (through erfc) against the model's x/2 (1 + erf(x/sqrt 2)) on a
 [2688, 1536] float32 activation (bench/model_rewrites.py times the same change inside the model).
 """
 
@@ -18,11 +18,15 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from herberta_jax.model import bert  # noqa: E402
 
 ROWS = 64 * 40
 MATMULS = {"projection 384x384": (ROWS, 384, 384), "feed-forward in 384x1536": (ROWS, 384, 1536),
@@ -37,10 +41,6 @@ def median_seconds(call, rounds: int) -> float:
     call()
     seconds.append(time.perf_counter() - start)
   return statistics.median(seconds)
-
-
-def gelu_erf(x):
-  return x * 0.5 * (1.0 + jax.lax.erf(x * np.float32(np.sqrt(0.5))))
 
 
 def main() -> None:
@@ -71,7 +71,8 @@ def main() -> None:
       print(name, jnp.dtype(dtype).name, result["matmul_gflop_per_second"][f"{name} {jnp.dtype(dtype).name}"],
             flush=True)
   x = jnp.asarray(rng.standard_normal((2688, 1536), np.float32) * 2)
-  forms = {"erfc (jax.nn.gelu)": jax.jit(lambda x: jax.nn.gelu(x, approximate=False)), "erf": jax.jit(gelu_erf)}
+  forms = {"erfc (jax.nn.gelu)": jax.jit(lambda x: jax.nn.gelu(x, approximate=False)),
+           "erf": jax.jit(bert._ACTIVATIONS["gelu"])}  # the model's
   np.testing.assert_allclose(forms["erf"](x), forms["erfc (jax.nn.gelu)"](x), atol=1e-5)
   medians = {name: [] for name in forms}
   for _ in range(3):
