@@ -236,9 +236,11 @@ def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int, cac
   result["median_window_ratio"] = float(np.median(summary["window_sentences_per_second"])) / \
       result["bare_sentences_per_second"]
   result["seconds_to_first_step"] = summary["seconds_to_first_step"]
+  result["seconds_after_first_step"] = summary["seconds_after_first_step"]
   print(f"loop {result['loop_sentences_per_second']:.1f} sentences/s, bare step "
         f"{result['bare_sentences_per_second']:.1f} sentences/s: ratio {result['ratio']:.3f} (goal >= 0.95); "
-        f"median logging window {result['median_window_ratio']:.3f}")
+        f"median logging window {result['median_window_ratio']:.3f}; the stage's start to its first step "
+        f"{result['seconds_to_first_step']:.1f} s, then {result['seconds_after_first_step']:.1f} s")
   return result
 
 

@@ -332,9 +332,11 @@ def test_feeds_send_only_the_step_fields_on_the_bucket_lengths(prepared):
     assert not np.asarray(full[1])[:, length:].any(), "the columns cut are padding"
 
 
-def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared):
+@pytest.mark.parametrize("background", [True, False])
+def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared, background):
   """feed.abstract_batch describes each real batch exactly, so the programs compiled ahead (the first length at
-  once, the others in background threads) are the ones the loop runs: the jitted function itself never compiles."""
+  once, the others in background threads or, without `background`, at once too) are the ones the loop runs: the
+  jitted function itself never compiles."""
   manifest = prepare.load_manifest(prepared)
   config, mesh = tiny_config(), parallel.make_mesh(4)
   for name in loop.STAGES:
@@ -346,7 +348,9 @@ def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared
     loss = jax.jit(lambda p, b, terms=terms: terms(p, b, jax.random.key(1), False)[0])
     counts = jax.jit(stage.dev_counts())
     compiling = precompile.AheadOfTime([(loss, params, feeds[True]), (counts, params, feeds[False])],
-                                       first_length=32, name=name)
+                                       first_length=32, name=name, background=background)
+    if not background:
+      assert all(program.done() for function in compiling.functions for program in function._programs.values())
     for (train, feed), compiled in zip(feeds.items(), compiling.functions):
       with feed.device_batches() as batches:
         seen = [next(batches) for _ in range(12)] if train else list(batches)

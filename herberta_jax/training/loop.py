@@ -192,12 +192,14 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
   window_rates = []  # sentences/s of each logging window (a window pays the saves and evaluation before it)
   try:
     if step < total_steps and not progress["stopped_early"]:  # a finished stage runs nothing
-      # The first batch's program compiles now, every other train and dev program in the background.
+      # The first batch's program compiles now, every other train and dev program in the background (on an
+      # accelerator) or now as well (on the CPU, whose cores the compiler would take from the steps).
       first_batch = next(prefetcher)
       batches = itertools.chain([first_batch], prefetcher)
       jobs = [(train_step, state, feed)] + ([(dev.counts, state.params, dev.feed)] if dev else [])
       compiling = precompile.AheadOfTime(jobs, first_length=first_batch["input_ids"].shape[1], name=name,
-                                         others=((snapshot, (state,)), (copy_params, (state.params,))))
+                                         others=((snapshot, (state,)), (copy_params, (state.params,))),
+                                         background=mesh.devices.flat[0].platform != "cpu")
       train_step, *dev_counts = compiling.functions
       snapshot, copy_params = compiling.others_compiled
       if dev:

@@ -6,6 +6,10 @@ while the host traces and XLA compiles (on an H100 a BERT-base bucket costs more
 program the first batch needs is compiled before the first step, and every other one in background threads
 (XLA compiles without holding the GIL) while training runs: a restart waits for one program, and a batch of a new
 length finds its program compiled, or waits only for what is left of its compilation.
+
+On the CPU there is nothing to overlap: the compiler threads run on the cores the steps compute on, and slowed
+the MiniLM steps of `bench/bench_loop.py` by 17% on two cores while they ran. There every program is compiled
+(in parallel) before the first step (`background=False`), and the steps run at their full rate from the first.
 """
 
 from __future__ import annotations
@@ -57,12 +61,12 @@ class AheadOfTime:
 
   `leading` and `args` are the arguments as they will be passed (arrays with their shardings; only shapes are
   read). `first_length` (of job 0's feed) is compiled before the constructor returns; the rest in background
-  threads. `functions` and `others_compiled` call the programs. `close()` drops the compilations not yet started
-  (a short run may end before them).
+  threads, or with `background=False` also before it returns. `functions` and `others_compiled` call the
+  programs. `close()` drops the compilations not yet started (a short run may end before them).
   """
 
   def __init__(self, jobs: list[tuple[object, object, object]], *, first_length: int | None, name: str,
-               others: tuple[tuple[object, tuple], ...] = ()):
+               others: tuple[tuple[object, tuple], ...] = (), background: bool = True):
     tasks = [(index, length, jitted, _abstract(leading), feed.abstract_batch(length))
              for index, (jitted, leading, feed) in enumerate(jobs) for length in feed.lengths]
     workers = min(len(tasks) + len(others), os.cpu_count() or 1)
@@ -77,7 +81,13 @@ class AheadOfTime:
       else:
         future = self._pool.submit(_compile, jitted, (leading, batch))
       programs[index][length] = future
-    log.info("%s: %d programs compiling ahead", name, len(tasks) + len(others))
+    if background:
+      log.info("%s: %d programs compiling ahead", name, len(tasks) + len(others))
+    else:
+      waiting = [later._program for later in self.others_compiled]
+      waiting += [future for by_length in programs for future in by_length.values()]
+      concurrent.futures.wait(waiting)
+      log.info("%s: %d programs compiled before the first step", name, len(tasks) + len(others))
     self.functions = [ByLength(jitted, by_length) for (jitted, _, _), by_length in zip(jobs, programs)]
 
   def close(self) -> None:
