@@ -189,7 +189,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--rounds", type=int, default=3, help="loop and bare step take turns this many times")
-  parser.add_argument("--json", action="store_true", help=f"write {RESULT.relative_to(REPO)}")
+  parser.add_argument("--json", action="store_true",
+                      help=f"write the figures measured into {RESULT.relative_to(REPO)}, keeping its other part")
   parser.add_argument("--restart", action="store_true", help="also time cold and warm-cache starts")
   parser.add_argument("--restart_only", action="store_true",
                       help="time only the cold and warm-cache starts (--json updates only their part of the file)")
@@ -204,7 +205,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, force=True)
     train_only(pathlib.Path(args.train_only[0]), args.train_only[1], args.steps, args.launched_at)
     return
-  result = json.loads(RESULT.read_text()) if args.restart_only and RESULT.exists() else {}
+  # --json replaces only the parts this run measured: the loop against the bare step, the restarts, or both.
+  result = json.loads(RESULT.read_text()) if args.json and RESULT.exists() else {}
+  kept_restart = result.pop("restart", None)
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     data_dir = data_setup.prepare_run_data(bench_config(None, args.steps, ""), tmp / "run")
@@ -218,6 +221,8 @@ def main() -> None:
       result.pop("warm_seconds_to_first_step", None)
       result["restart"] = {"device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
                            **restart_runs(data_dir, tmp, args.restart_runs)}
+    elif kept_restart:
+      result["restart"] = kept_restart
   if args.json:
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULT}")
