@@ -207,7 +207,8 @@ def _import_transformers_quietly() -> None:
 
 
 def load(path: str | os.PathLike, *, top_k: int = 1, top_m: int = 1, batch_size: int = 64,
-         dtype: str | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None) -> Model:
+         dtype: str | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
+         bucket_step: int = 4) -> Model:
   """Loads a trained pipeline for `Model.extract`.
 
   Args:
@@ -217,16 +218,17 @@ def load(path: str | os.PathLike, *, top_k: int = 1, top_m: int = 1, batch_size:
     batch_size: sentences per batch over all local devices (must divide by their number).
     dtype: compute dtype, e.g. "bfloat16" on GPU/TPU (parameters stay float32); None: float32.
     max_span_len, disjoint_entities: span decoding; None takes the run's own (recorded in the export).
+    bucket_step: batch lengths are multiples of this many tokens (2 pads less and compiles more programs).
 
   Raises:
     herberta_jax.errors.UserError: `path` is not an export or workdir, or its files are incomplete.
-    ValueError: a `batch_size` the devices cannot share, or a `top_k`/`top_m` under 1.
+    ValueError: a `batch_size` the devices cannot share, or a `top_k`/`top_m`/`bucket_step` under 1.
   """
   _import_transformers_quietly()
   from herberta_jax.inference.predictor import load_export
 
   loaded = load_export(path)
   options = {"batch_size": batch_size, "dtype": dtype, "max_span_len": max_span_len,
-             "disjoint_entities": disjoint_entities}
+             "disjoint_entities": disjoint_entities, "bucket_step": bucket_step}
   return Model(loaded.directory, loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=top_k,
                top_m=top_m, options=options)

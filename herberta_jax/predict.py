@@ -37,7 +37,7 @@ flags.mark_flag_as_required("model")
 
 def check_flags() -> None:
   """Every user error that needs no model, before any work and before --out is touched."""
-  for flag in (_TOP_K, _TOP_M, _MODEL_FLAGS.batch_size):
+  for flag in (_TOP_K, _TOP_M, _MODEL_FLAGS.batch_size, _MODEL_FLAGS.bucket_step):
     if flag.value < 1:
       raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
   if _INPUT.value != "-" and not os.path.isfile(_INPUT.value):

@@ -126,3 +126,14 @@ def test_verbosity_brings_the_library_logs_back(workdir, three_lines, tmp_path, 
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert re.search(r"^I\d{4} [\d:.]+ +\d+ \S+:\d+\] ", proc.stderr, re.M), proc.stderr  # absl's INFO format
+
+
+@pytest.mark.slow
+def test_bucket_step_sets_the_batch_lengths_and_keeps_the_triples(workdir):
+  coarse, fine = herberta_jax.load(workdir), herberta_jax.load(workdir, bucket_step=2)
+  assert coarse.predictor().boundaries[:3] == [4, 8, 12] and fine.predictor().boundaries[:3] == [2, 4, 6]
+  triple = lambda r: (r.relation, r.e1.start, r.e1.end, r.e2.start, r.e2.end)
+  assert [triple(r) for r in fine.extract(SENTENCES)] == [triple(r) for r in coarse.extract(SENTENCES)]
+  assert all(length % 2 == 0 for length in fine.predictor().batch_rows)
+  with pytest.raises(ValueError, match="--bucket_step=0"):
+    herberta_jax.load(workdir, bucket_step=0)

@@ -81,6 +81,8 @@ class Predictor:
     their number. `dtype` sets the compute dtype (e.g. "bfloat16"; parameters stay float32).
     """
     self.devices = list(devices or jax.local_devices())
+    if bucket_step < 1:
+      raise ValueError(f"--bucket_step={bucket_step}: must be at least 1 (batch lengths are multiples of it)")
     if batch_size < 1 or batch_size % len(self.devices):
       raise ValueError(f"--batch_size={batch_size}: must be a positive multiple of the {len(self.devices)} local "
                        f"devices (it is split evenly over them)")
