@@ -7,9 +7,9 @@ program the first batch needs is compiled before the first step, and every other
 (XLA compiles without holding the GIL) while training runs: a restart waits for one program, and a batch of a new
 length finds its program compiled, or waits only for what is left of its compilation.
 
-On the CPU there is nothing to overlap: the compiler threads run on the cores the steps compute on, and slowed
-the MiniLM steps of `bench/bench_loop.py` by 17% on two cores while they ran. There every program is compiled
-(in parallel) before the first step (`background=False`), and the steps run at their full rate from the first.
+On the CPU there is nothing to overlap: the compiler's threads would run on the cores the steps compute on. There
+every program is compiled (in parallel) before the first step (`background=False`), so no step shares the cores
+with a compilation and the rate a run reports after its first step is the steps' own.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class AheadOfTime:
     workers = min(len(tasks) + len(others), os.cpu_count() or 1)
     self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-compile")
     # `others` first: they are small, and a save waits for its snapshot program.
-    self.others_compiled = [Later(self._pool.submit(_compile, jitted, _abstract(args))) for jitted, args in others]
+    others_futures = [self._pool.submit(_compile, jitted, _abstract(args)) for jitted, args in others]
+    self.others_compiled = [Later(future) for future in others_futures]
     programs: list[dict[int, concurrent.futures.Future]] = [{} for _ in jobs]
     for index, length, jitted, leading, batch in tasks:
       if index == 0 and length == first_length:
@@ -84,9 +85,7 @@ class AheadOfTime:
     if background:
       log.info("%s: %d programs compiling ahead", name, len(tasks) + len(others))
     else:
-      waiting = [later._program for later in self.others_compiled]
-      waiting += [future for by_length in programs for future in by_length.values()]
-      concurrent.futures.wait(waiting)
+      concurrent.futures.wait(others_futures + [future for by_length in programs for future in by_length.values()])
       log.info("%s: %d programs compiled before the first step", name, len(tasks) + len(others))
     self.functions = [ByLength(jitted, by_length) for (jitted, _, _), by_length in zip(jobs, programs)]
 
