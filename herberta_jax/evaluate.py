@@ -62,10 +62,7 @@ def main(argv):
   paths = data_paths(argv)
   smiler.expand_inputs(paths)  # a missing file is refused before the model loads
   _MODEL_FLAGS.enable_compilation_cache()
-  try:
-    predictor = Predictor.from_export(_MODEL_FLAGS.model.value, **_MODEL_FLAGS.predictor_kwargs())
-  except ValueError as e:  # a --batch_size the devices cannot share, a --bucket_step under 1
-    raise app.UsageError(str(e), exitcode=2) from e
+  predictor = Predictor.from_export(_MODEL_FLAGS.model.value, **_MODEL_FLAGS.predictor_kwargs())
   manifest = workdir_manifest(pathlib.Path(_MODEL_FLAGS.model.value))
   rejects = smiler.Rejects()
   if _SPLIT.value:

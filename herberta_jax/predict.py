@@ -74,10 +74,7 @@ def main(argv):
   from herberta_jax.inference import sources
   _MODEL_FLAGS.enable_compilation_cache()
   kwargs = _MODEL_FLAGS.predictor_kwargs()
-  try:
-    model = api.load(_MODEL_FLAGS.model.value, top_k=_TOP_K.value, top_m=_TOP_M.value, **kwargs)
-  except ValueError as e:  # a --batch_size the devices cannot share
-    raise app.UsageError(str(e), exitcode=2) from e
+  model = api.load(_MODEL_FLAGS.model.value, top_k=_TOP_K.value, top_m=_TOP_M.value, **kwargs)
   predictor = model.predictor()
   total = count_lines(_INPUT.value)  # the progress bar's: one output row per line but a TSV header
   source = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")

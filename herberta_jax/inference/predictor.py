@@ -23,6 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from herberta_jax.data import tokenize
+from herberta_jax.errors import ArgumentError
 from herberta_jax.hub import format as export_format
 from herberta_jax.inference.two_stage import decode_row, make_two_stage_fn
 from herberta_jax.model import hf
@@ -82,9 +83,9 @@ class Predictor:
     """
     self.devices = list(devices or jax.local_devices())
     if bucket_step < 1:
-      raise ValueError(f"--bucket_step={bucket_step}: must be at least 1 (batch lengths are multiples of it)")
+      raise ArgumentError(f"--bucket_step={bucket_step}: must be at least 1 (batch lengths are multiples of it)")
     if batch_size < 1 or batch_size % len(self.devices):
-      raise ValueError(f"--batch_size={batch_size}: must be a positive multiple of the {len(self.devices)} local "
+      raise ArgumentError(f"--batch_size={batch_size}: must be a positive multiple of the {len(self.devices)} local "
                        f"devices (it is split evenly over them)")
     (relation_module, relation_params), (tagger_module, tagger_params) = relation, tagger
     if dtype:
