@@ -6,10 +6,12 @@
 Loop: `loop.train_stage` of the relation stage on the demo corpus (prepared records, the pipeline, the prefetch
 thread, logging every 25 steps, checkpoints every 50, one dev evaluation at the end); sentences/s over the steps
 after the first (summary.json's `seconds_after_first_step`). Bare: the same jitted step on the same batches
-already on the device, timed after each bucket's compilation. The two take turns for `--rounds` rounds (a fresh
-run each), so a burst of other work on a shared machine lands on both: the goal is a ratio of their medians
-loop / bare >= 0.95. Each loop starts with an empty compilation cache unless `--compilation_cache_dir` names one a
-run before filled: then it reads its programs instead of compiling them.
+already on the device, timed after each bucket's compilation. The two take turns, bare first and last
+(`--rounds` loops, each a fresh run, and one bare run more), so a burst of other work or a drift of the shared
+machine lands on both: each loop is divided by the mean of the bare runs before and after it, and the goal is the
+median of those ratios >= 0.95 (the ratio of the two sides' medians is printed too). Each loop starts with an
+empty compilation cache unless `--compilation_cache_dir` names one a run before filled: then it reads its programs
+instead of compiling them.
 
 `--restart` also times start-to-first-step of a fresh training process with an empty compilation cache (killed
 after a checkpoint), and of the same run restarted (resuming from that checkpoint) with the cache it left, each
@@ -188,7 +190,7 @@ def train_only(workdir: pathlib.Path, cache: str, steps: int, launched_at: float
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--steps", type=int, default=100)
-  parser.add_argument("--rounds", type=int, default=3, help="loop and bare step take turns this many times")
+  parser.add_argument("--rounds", type=int, default=3, help="loops timed, each between two bare-step runs")
   parser.add_argument("--json", action="store_true",
                       help=f"write the figures measured into {RESULT.relative_to(REPO)}, keeping its other part")
   parser.add_argument("--restart", action="store_true", help="also time cold and warm-cache starts")
@@ -229,19 +231,23 @@ def main() -> None:
 
 
 def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int, rounds: int, cache_dir: str) -> dict:
-  """The loop's and the bare step's sentences/s over `steps` steps, taking turns `rounds` times, and the ratio of
-  their medians. Each round's loop is a fresh run (with a fresh, empty cache unless `cache_dir` is given)."""
+  """The loop's and the bare step's sentences/s over `steps` steps, taking turns: bare, loop, bare, ..., loop,
+  bare (`rounds` loops). Each loop is compared with the bare runs on either side of it, so a machine that speeds
+  up or slows down during the bench moves both sides of a round alike. Each loop is a fresh run (with a fresh,
+  empty cache unless `cache_dir` is given)."""
   manifest = preparation.load_manifest(data_dir)
   mesh = parallel.make_mesh(1)
   steps_per_epoch = max(1, sum(i["count"] for i in manifest["splits"]["train"].values()) // BATCH)
+  configs = [bench_config(steps_per_epoch, steps, cache_dir or str(tmp / f"xla{index}")) for index in range(rounds)]
+  bare = [bare_rate(configs[0], data_dir, manifest, mesh, steps)]
   runs = []
-  for index in range(rounds):
-    config = bench_config(steps_per_epoch, steps, cache_dir or str(tmp / f"xla{index}"))
+  for index, config in enumerate(configs):
     workdir = tmp / f"run{index}"
     loop.train_stage("relation", config, workdir, data_dir, manifest, mesh)
     summary = json.loads((workdir / "relation" / "summary.json").read_text())
+    bare.append(bare_rate(config, data_dir, manifest, mesh, summary["steps_run"]))
     run = {"loop_sentences_per_second": (summary["steps_run"] - 1) * BATCH / summary["seconds_after_first_step"],
-           "bare_sentences_per_second": bare_rate(config, data_dir, manifest, mesh, summary["steps_run"]),
+           "bare_sentences_per_second": (bare[-2] + bare[-1]) / 2, "bare_before_and_after": bare[-2:],
            "seconds_to_first_step": summary["seconds_to_first_step"],
            "seconds_after_first_step": summary["seconds_after_first_step"],
            "load_average_1min": os.getloadavg()[0]}
@@ -251,18 +257,19 @@ def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int, rou
         run["bare_sentences_per_second"]
     runs.append(run)
     print(f"round {index + 1}/{rounds}: loop {run['loop_sentences_per_second']:.1f} sentences/s, bare step "
-          f"{run['bare_sentences_per_second']:.1f}: ratio {run['ratio']:.3f}; median logging window "
+          f"{bare[-2]:.1f} before and {bare[-1]:.1f} after: ratio {run['ratio']:.3f}; median logging window "
           f"{run['median_window_ratio']:.3f}; the stage's start to its first step {run['seconds_to_first_step']:.1f} "
           f"s, then {run['seconds_after_first_step']:.1f} s", flush=True)
-  median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-  result = {"rounds": runs, "loop_sentences_per_second": median["loop_sentences_per_second"],
-            "bare_sentences_per_second": median["bare_sentences_per_second"],
-            "ratio": median["loop_sentences_per_second"] / median["bare_sentences_per_second"],
-            "median_round_ratio": median["ratio"], "seconds_to_first_step": median["seconds_to_first_step"]}
+  loop_median = statistics.median(run["loop_sentences_per_second"] for run in runs)
+  result = {"rounds": runs, "bare_runs": bare, "loop_sentences_per_second": loop_median,
+            "bare_sentences_per_second": statistics.median(bare),
+            "ratio": statistics.median(run["ratio"] for run in runs),
+            "ratio_of_medians": loop_median / statistics.median(bare),
+            "seconds_to_first_step": statistics.median(run["seconds_to_first_step"] for run in runs)}
   ratios = ", ".join(f"{run['ratio']:.3f}" for run in runs)
-  print(f"medians of {rounds} rounds: loop {result['loop_sentences_per_second']:.1f} sentences/s, bare step "
-        f"{result['bare_sentences_per_second']:.1f}: ratio {result['ratio']:.3f} (goal >= 0.95); the rounds' "
-        f"ratios {ratios}")
+  print(f"each loop against the bare runs beside it: {ratios}; median {result['ratio']:.3f} (goal >= 0.95). "
+        f"Medians: loop {loop_median:.1f} sentences/s over {rounds} runs, bare step "
+        f"{result['bare_sentences_per_second']:.1f} over {len(bare)}: {result['ratio_of_medians']:.3f}")
   return result
 
 
