@@ -10,7 +10,9 @@ from raw sentences to (relation, entity 1, entity 2) with character offsets, tok
   order padded to their longest sentence (dynamic padding), greedy span decoding.
 Each side runs once to warm up (JAX compiles one function per batch shape); then the two sides take turns
 (`--repeats`) over all sentences and each keeps its fastest pass, so a burst of other work on a shared machine
-does not decide the ratio.
+does not decide the ratio. `--calls_only` adds a third turn: the same batches' jitted calls alone, tokenized and
+placed beforehand, every call queued and one wait; the JAX pipeline's time over theirs is what tokenizing,
+decoding and the Python between batches add.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+import jax  # noqa: E402
+
 from herberta_jax.data import smiler  # noqa: E402
 from herberta_jax.hub.format import export_directory  # noqa: E402
 from herberta_jax.inference.predictor import Predictor  # noqa: E402
@@ -38,6 +42,12 @@ DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared/data/semeva
 def jax_pass(predictor: Predictor, sentences: list[str]) -> list[dict]:
   """The streaming path of `predict`: background tokenization, sorted windows, one batch in flight."""
   return [prediction for _, prediction in predictor.run(predictor.encode_stream((s, None) for s in sentences))]
+
+
+def calls_pass(predictor: Predictor, placed: list) -> None:
+  """The jitted function alone over batches tokenized and placed beforehand: every call queued, one wait."""
+  jax.block_until_ready([predictor.fn(predictor.relation_params, predictor.tagger_params, ids, mask)
+                         for ids, mask in placed])
 
 
 def pipeline_flops(predictor: Predictor, rows: dict[int, int]) -> int:
@@ -130,6 +140,9 @@ def main():
   parser.add_argument("--max_span_len", type=int, default=None, help="default: the run's, from its export")
   parser.add_argument("--repeats", type=int, default=2, help="timed passes per side, taken in turns; best kept")
   parser.add_argument("--no_torch", action="store_true", help="time the JAX side only")
+  parser.add_argument("--calls_only", action="store_true",
+                      help="also time the same batches' jitted calls alone, tokenized and placed beforehand, in turn "
+                           "with the others: what tokenizing, decoding and the Python between batches add")
   parser.add_argument("--json", default="", help="also write the figures to this JSON file")
   args = parser.parse_args()
 
@@ -145,9 +158,13 @@ def main():
     torch.set_num_threads(os.cpu_count())
     pipeline = TorchPipeline(export, predictor.max_span_len)
     torch_pass(pipeline, sentences[:args.batch_size], args.batch_size)  # warm-up
+  placed = [predictor.place(rows, length) for rows, length in predictor.planned_batches(predictor.encode(sentences))] \
+      if args.calls_only else []
   # On a shared machine other work comes and goes: the two sides take turns and each keeps its fastest pass.
-  jax_times, torch_times = [], []
+  jax_times, torch_times, calls_times = [], [], []
   for _ in range(args.repeats):
+    if placed:
+      calls_times.append(timed(lambda: calls_pass(predictor, placed))[1])
     predictor.real_tokens = predictor.padded_tokens = 0
     predictor.batch_rows.clear()
     jax_out, seconds = timed(lambda: jax_pass(predictor, sentences))
@@ -166,6 +183,9 @@ def main():
               "passes": [round(t, 2) for t in jax_times],
               "first_pass_seconds": round(warmup_seconds, 2)},  # compiling each of the batch_shapes included
   }
+  if calls_times:
+    result["jax"]["calls_only"] = {"seconds": round(min(calls_times), 2), "passes": [round(t, 2) for t in calls_times],
+                                   "pipeline_over_calls": round(jax_seconds / min(calls_times), 3)}
   if pipeline:
     torch_seconds = min(torch_times)
     same = sum(j["relation"] == t["relation"] and (j["e1"]["start"], j["e1"]["end"]) == t["e1"]

@@ -262,18 +262,28 @@ class Predictor:
       rows = usable[start:start + self.batch_size]
       yield rows, self._bucket(len(rows[-1].input_ids))
 
-  def _dispatch(self, rows: list[Encoded], length: int):
+  def planned_batches(self, encoded: Iterable[Encoded]) -> Iterator[tuple[list[Encoded], int]]:
+    """The batches `run` computes for `encoded`, in order: (sentences, padded length)."""
+    for window in self._windows(encoded, 0):
+      yield from self._batches(window)
+
+  def place(self, rows: list[Encoded], length: int) -> tuple[jax.Array, jax.Array]:
+    """(input_ids, attention_mask) of a batch as the jitted function receives it: `length` columns, the rows cut
+    to a multiple of `row_step`, sharded over the devices."""
     batch = min(-(-len(rows) // self.row_step) * self.row_step, self.batch_size)
     ids = np.full((batch, length), self.meta["pad_id"], np.int32)
     mask = np.zeros((batch, length), np.int32)
     for i, e in enumerate(rows):
       ids[i, :len(e.input_ids)] = e.input_ids
       mask[i, :len(e.input_ids)] = 1
-    mask[len(rows):, :2] = 1  # padding rows: a harmless [PAD] [PAD] sentence, discarded below
+    mask[len(rows):, :2] = 1  # padding rows: a harmless [PAD] [PAD] sentence, discarded after the call
+    return jax.device_put((ids, mask), self.batch_sharding)
+
+  def _dispatch(self, rows: list[Encoded], length: int):
+    ids, mask = self.place(rows, length)
     self.real_tokens += sum(len(e.input_ids) for e in rows)
     self.padded_tokens += ids.size
-    self.batch_rows[length] += batch
-    ids, mask = jax.device_put((ids, mask), self.batch_sharding)
+    self.batch_rows[length] += ids.shape[0]
     return self.fn(self.relation_params, self.tagger_params, ids, mask)  # asynchronous: returns at once
 
   def _collect(self, state: list, rows: list[Encoded], length: int, outputs) -> None:
