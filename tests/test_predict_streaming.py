@@ -10,6 +10,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from tiny_run import REPO
 
@@ -86,6 +87,22 @@ def test_stream_keeps_input_order_across_windows(export_dir):
     assert ("error" in result) == (enc.error is not None)
     if enc.error is None:
       assert triples([result])[0] == whole[enc.text]
+
+
+def test_planned_and_placed_batches_are_the_calls_run_makes(export_dir):
+  predictor = Predictor.from_export(export_dir, batch_size=4, window_batches=1)
+  texts = SENTENCES * 3 + ["  "]  # an empty sentence is never in a batch
+  called = []
+  fn = predictor.fn
+  predictor.fn = lambda *args, fn=fn: (called.append((np.asarray(args[2]), np.asarray(args[3]))), fn(*args))[1]
+  list(predictor.run(predictor.encode(texts)))
+  planned = list(predictor.planned_batches(predictor.encode(texts)))
+  assert sorted(e.index for rows, _ in planned for e in rows) == list(range(len(SENTENCES) * 3))
+  placed = [tuple(np.asarray(a) for a in predictor.place(rows, length)) for rows, length in planned]
+  assert len(placed) == len(called) > 1
+  for (ids, mask), (run_ids, run_mask) in zip(placed, called):
+    np.testing.assert_array_equal(ids, run_ids)
+    np.testing.assert_array_equal(mask, run_mask)
 
 
 def test_long_sentence_is_marked_truncated(export_dir):
