@@ -245,7 +245,7 @@ def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int, rou
     workdir = tmp / f"run{index}"
     loop.train_stage("relation", config, workdir, data_dir, manifest, mesh)
     summary = json.loads((workdir / "relation" / "summary.json").read_text())
-    bare.append(bare_rate(config, data_dir, manifest, mesh, summary["steps_run"]))
+    bare.append(bare_rate(config, data_dir, manifest, mesh, steps))  # the same batches as the bare run before
     run = {"loop_sentences_per_second": (summary["steps_run"] - 1) * BATCH / summary["seconds_after_first_step"],
            "bare_sentences_per_second": (bare[-2] + bare[-1]) / 2, "bare_before_and_after": bare[-2:],
            "seconds_to_first_step": summary["seconds_to_first_step"],

@@ -86,7 +86,7 @@ class Predictor:
       raise ArgumentError(f"--bucket_step={bucket_step}: must be at least 1 (batch lengths are multiples of it)")
     if batch_size < 1 or batch_size % len(self.devices):
       raise ArgumentError(f"--batch_size={batch_size}: must be a positive multiple of the {len(self.devices)} local "
-                       f"devices (it is split evenly over them)")
+                          f"devices (it is split evenly over them)")
     (relation_module, relation_params), (tagger_module, tagger_params) = relation, tagger
     if dtype:
       relation_module = relation_module.clone(config=dataclasses.replace(relation_module.config, dtype=dtype))
