@@ -17,6 +17,9 @@ def stage_config(*, learning_rate: float, batch_size: int, num_epochs: float) ->
       warmup_fraction=0.1,
       weight_decay=0.01,
       max_grad_norm=1.0,
+      # Layer-wise learning-rate decay: the top encoder layer learns at layer_decay x the rate, each layer below
+      # at layer_decay x the one above, the embeddings last; the heads at the full rate. 1.0: off.
+      layer_decay=1.0,
       accum_steps=1,  # micro-batches per step (gradient accumulation)
       eval_every_steps=0,  # 0: once per epoch
       patience=3,  # evaluations without dev improvement before stopping; 0 disables early stopping

@@ -62,6 +62,7 @@ def check_config(config) -> None:
     _require(config, f"{stage}.warmup_fraction", lambda v: 0 <= v < 1, "use a share in [0, 1), e.g. 0.1")
     _require(config, f"{stage}.weight_decay", lambda v: v >= 0, "use a number >= 0")
     _require(config, f"{stage}.max_grad_norm", lambda v: v >= 0, "use a number >= 0")
+    _require(config, f"{stage}.layer_decay", lambda v: 0 < v <= 1, "use a number in (0, 1], e.g. 0.9 (1: off)")
     _require(config, f"{stage}.eval_every_steps", lambda v: isinstance(v, int) and v >= 0,
              "use 0 (once per epoch) or more")
     _require(config, f"{stage}.checkpoint_every_steps", _positive_int, "use a whole number >= 1")
@@ -82,6 +83,10 @@ def _switched(old, new) -> bool:
   return bool(old) != bool(new)
 
 
+def _decay_switched(old, new) -> bool:
+  return (old == 1.0) != (new == 1.0)  # 1.0 leaves the per-layer scaling out of the optimizer
+
+
 # Settings a stage's checkpoints are shaped by: (key, stages it shapes, whether a change breaks the restore, why).
 # Other changes resume fine (a learning rate, the epochs): they are only recorded.
 _CHECKPOINT_SHAPING = (
@@ -90,11 +95,14 @@ _CHECKPOINT_SHAPING = (
       for size in ("hidden_size", "num_layers", "intermediate_size", "max_position_embeddings")),
     *((f"{stage}.max_grad_norm", (stage,), _switched, "clipping on or off changes the optimizer state")
       for stage in _STAGES),
+    *((f"{stage}.layer_decay", (stage,), _decay_switched, "layer-wise decay on or off changes the optimizer state")
+      for stage in _STAGES),
     ("relation.entity_loss_weight", ("relation",), _switched,
      "the auxiliary entity head's parameters come or go with it"),
 )
 # What a workdir's config.json written before a key existed meant by its absence.
-_BEFORE_THE_KEY = {"dropout_rng_impl": "threefry2x32", "relation.entity_loss_weight": 0.0}
+_BEFORE_THE_KEY = {"dropout_rng_impl": "threefry2x32", "relation.entity_loss_weight": 0.0,
+                   "relation.layer_decay": 1.0, "tagger.layer_decay": 1.0}
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict:

@@ -12,8 +12,8 @@ def settings(**changes) -> dict:
   """A config as config.json holds it (nested plain dicts), with `a__b=value` overrides."""
   config = {"seed": 0, "dropout_rng_impl": "rbg",
             "model": {"init_from": "", "scratch": {"hidden_size": 32, "num_layers": 1, "num_heads": 2}},
-            "relation": {"learning_rate": 1e-3, "max_grad_norm": 1.0, "entity_loss_weight": 0.0},
-            "tagger": {"learning_rate": 1e-3, "max_grad_norm": 1.0},
+            "relation": {"learning_rate": 1e-3, "max_grad_norm": 1.0, "layer_decay": 1.0, "entity_loss_weight": 0.0},
+            "tagger": {"learning_rate": 1e-3, "max_grad_norm": 1.0, "layer_decay": 1.0},
             "data": {"bucket_boundaries": [32, 64]}}
   for key, value in changes.items():
     *parents, last = key.split("__")
@@ -61,6 +61,17 @@ def test_clipping_switched_off_is_refused_only_for_a_stage_with_checkpoints():
   assert check_resume(settings(), settings(tagger__max_grad_norm=0.0), ("relation",), "/wd")  # no tagger yet
   with pytest.raises(ConfigError, match=r"--config.tagger.max_grad_norm=0.0: the tagger checkpoints"):
     check_resume(settings(), settings(tagger__max_grad_norm=0.0), BOTH, "/wd")
+
+
+def test_layer_decay_switched_on_is_refused_and_retuned_resumes():
+  with pytest.raises(ConfigError, match=r"--config.relation.layer_decay=0.8: the relation checkpoints"):
+    check_resume(settings(), settings(relation__layer_decay=0.8), BOTH, "/wd")
+  decayed = settings(relation__layer_decay=0.9)
+  assert check_resume(decayed, settings(relation__layer_decay=0.8), BOTH, "/wd") == {
+      "relation.layer_decay": (0.9, 0.8)}
+  old = settings()
+  del old["relation"]["layer_decay"]  # a workdir from before the key: no decay
+  assert check_resume(old, settings(), BOTH, "/wd") == {}
 
 
 def test_the_entity_head_switched_on_is_refused():
