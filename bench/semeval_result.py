@@ -58,7 +58,7 @@ def main():
       "inference_sentences_per_second": round(metrics["sentences_per_second"], 1),
       "hyper_parameters": {
           s: {k: config[s][k] for k in ("learning_rate", "num_epochs", "batch_size", "warmup_fraction",
-                                        "entity_loss_weight", "init_from_relation") if k in config[s]}
+                                        "layer_decay", "entity_loss_weight", "init_from_relation") if k in config[s]}
           for s in ("relation", "tagger")},
       "max_seq_len": config["data"]["max_seq_len"],
       "max_span_len": config["infer"]["max_span_len"],
