@@ -1,4 +1,4 @@
-"""The stage optimizer: AdamW under the linear schedule, and layer-wise learning-rate decay."""
+"""Layer-wise learning-rate decay in the stage optimizer."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from herberta_jax.model.bert import BertConfig
+from herberta_jax.model.heads import RelationClassifier
 from herberta_jax.training import optim
 
 
@@ -30,6 +32,21 @@ def test_layer_scales_fall_from_the_heads_down_to_the_embeddings():
   assert scales["bert"]["encoder"]["layer_0"]["attention"]["kernel"] == 0.25
   assert scales["bert"]["embeddings"]["word_embeddings"]["embedding"] == 0.125
   assert scales["bert"]["embeddings"]["LayerNorm"]["scale"] == 0.125
+
+
+def test_the_real_models_parameters_get_their_layers_scale():
+  config = BertConfig(vocab_size=50, hidden_size=8, num_layers=3, num_heads=2, intermediate_size=16)
+  model = RelationClassifier(config, num_labels=3)
+  ids = jnp.ones((1, 6), jnp.int32)
+  tree = model.init(jax.random.key(0), ids, ids, with_entity_logits=True)["params"]
+  scales = optim.layer_scales(tree, 0.5)
+  for name, layer in scales["bert"]["encoder"].items():
+    assert set(jax.tree.leaves(layer)) == {0.5 ** (3 - int(name.removeprefix("layer_")))}
+  assert set(jax.tree.leaves(scales["bert"]["embeddings"])) == {0.5 ** 4}
+  for head in ("classifier", "entity_classifier"):
+    assert set(jax.tree.leaves(scales[head])) == {1.0}
+  assert set(jax.tree.leaves(scales["bert"]["pooler"])) == {1.0}
+  assert set(scales["bert"]) == {"embeddings", "encoder", "pooler"}
 
 
 @pytest.mark.parametrize("layer_decay", [0.5, 0.8])
