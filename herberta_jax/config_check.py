@@ -63,6 +63,9 @@ def check_config(config) -> None:
     _require(config, f"{stage}.weight_decay", lambda v: v >= 0, "use a number >= 0")
     _require(config, f"{stage}.max_grad_norm", lambda v: v >= 0, "use a number >= 0")
     _require(config, f"{stage}.layer_decay", lambda v: 0 < v <= 1, "use a number in (0, 1], e.g. 0.9 (1: off)")
+    for rate in ("hidden_dropout", "attention_dropout"):
+      _require(config, f"{stage}.{rate}", lambda v: v == -1 or 0 <= v < 1,
+               "use a rate in [0, 1), or -1 for the encoder's own")
     _require(config, f"{stage}.eval_every_steps", lambda v: isinstance(v, int) and v >= 0,
              "use 0 (once per epoch) or more")
     _require(config, f"{stage}.checkpoint_every_steps", _positive_int, "use a whole number >= 1")

@@ -236,6 +236,8 @@ CASES = [
          check=nothing_at("wd")),
     Case("train-learning-rate-negative", "train", train("--config.tagger.learning_rate=-1"),
          ("--config.tagger.learning_rate",)),
+    Case("train-dropout-1", "train", train("--config.tagger.attention_dropout=1.0"),
+         ("--config.tagger.attention_dropout=1.0", "[0, 1)")),
     Case("train-num-epochs-0", "train", train("--config.relation.num_epochs=0"), ("--config.relation.num_epochs",)),
     Case("train-accum-steps-0", "train", train("--config.relation.accum_steps=0"), ("--config.relation.accum_steps",)),
     Case("train-patience-negative", "train", train("--config.tagger.patience=-1"), ("--config.tagger.patience",)),

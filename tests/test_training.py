@@ -332,6 +332,26 @@ def test_feeds_send_only_the_step_fields_on_the_bucket_lengths(prepared):
     assert not np.asarray(full[1])[:, length:].any(), "the columns cut are padding"
 
 
+def test_a_stage_sets_its_own_dropout_and_zero_makes_the_train_step_deterministic(tmp_path, prepared):
+  manifest = prepare.load_manifest(prepared)
+  mesh = parallel.make_mesh(1)
+  config = tiny_pretrained_config(tmp_path / "hf")  # the checkpoint's rates: 0.1 and 0.1
+  config.tagger.update(hidden_dropout=0.0, attention_dropout=0.0)
+  config.relation.attention_dropout = 0.25
+  relation, tagger = (stages.build(name, config, manifest, mesh) for name in loop.STAGES)
+  assert (relation.bert_config.hidden_dropout, relation.bert_config.attention_dropout) == (0.1, 0.25)
+  assert (tagger.bert_config.hidden_dropout, tagger.bert_config.attention_dropout) == (0.0, 0.0)
+  loss_terms = {stage.name: stage.loss_terms() for stage in (relation, tagger)}
+  feed = feeding.StageFeed(config, prepared, "train", tagger, mesh, batch_size=8, batch_flag="b", train=True)
+  with feed.device_batches() as batches:
+    batch = next(batches)
+  for stage in (relation, tagger):
+    params = stage.initial_params(jax.random.PRNGKey(0))
+    first, second = (float(loss_terms[stage.name](params, batch, jax.random.key(seed), False)[0])
+                     for seed in (1, 2))
+    assert (first == second) == (stage is tagger), (stage.name, first, second)
+
+
 @pytest.mark.parametrize("background", [True, False])
 def test_steps_compiled_ahead_serve_every_batch_without_compiling_again(prepared, background):
   """feed.abstract_batch describes each real batch exactly, so the programs compiled ahead (the first length at

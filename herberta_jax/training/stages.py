@@ -179,7 +179,13 @@ def build(name: str, config, manifest: dict, mesh, *, load_pretrained: bool = Tr
                                       dtype=config.model.dtype)
   else:
     bert_config = scratch_bert_config(config, manifest)
-  return _CLASSES[name](config, manifest, mesh, bert_config, pretrained)
+  return _CLASSES[name](config, manifest, mesh, with_stage_dropout(bert_config, config[name]), pretrained)
+
+
+def with_stage_dropout(bert_config: BertConfig, stage_config) -> BertConfig:
+  """The encoder config with the stage's dropout rates where it sets them (>= 0; -1 keeps the encoder's)."""
+  rates = {key: stage_config.get(key, -1.0) for key in ("hidden_dropout", "attention_dropout")}
+  return bert_config.replace(**{key: rate for key, rate in rates.items() if rate >= 0})
 
 
 def from_workdir(stage_dir: pathlib.Path, name: str, config, manifest: dict, mesh) -> Stage:
