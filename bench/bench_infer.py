@@ -148,9 +148,10 @@ def main():
 
   sentences = [example.text for example in smiler.read_tsv(args.data)]
   export = export_directory(args.model)
-  # Independent span decoding on both sides, so the two pipelines compute the same triples.
+  # The PyTorch side's decoding on both, so the two pipelines compute the same triples: the top relation alone
+  # (the paper's output, whatever n-best the run chose) and its best independently decoded pair.
   predictor = Predictor.from_export(export, batch_size=args.batch_size, max_span_len=args.max_span_len,
-                                    bucket_step=args.bucket_step, disjoint_entities=False)
+                                    bucket_step=args.bucket_step, disjoint_entities=False, top_k=1, top_m=1)
   _, warmup_seconds = timed(lambda: jax_pass(predictor, sentences))  # compiles each batch shape once
   pipeline = None
   if not args.no_torch:

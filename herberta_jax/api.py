@@ -166,8 +166,8 @@ class Model:
 
     Args:
       sentences: raw sentences (no entity tags), or one sentence as a string.
-      top_k: relations kept per sentence in `nbest` (default: `load`'s, 1).
-      top_m: entity pairs kept per relation in `nbest` (default: `load`'s, 1).
+      top_k: relations kept per sentence in `nbest` (default: `load`'s).
+      top_m: entity pairs kept per relation in `nbest` (default: `load`'s).
 
     An empty sentence gets an `Extraction` whose `error` says so; nothing is raised for it.
     """
@@ -206,7 +206,7 @@ def _import_transformers_quietly() -> None:
   hf_logging.set_verbosity(hf_logging.WARNING)  # transformers' default
 
 
-def load(path: str | os.PathLike, *, top_k: int = 1, top_m: int = 1, batch_size: int = 64,
+def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None = None, batch_size: int = 64,
          dtype: str | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
          bucket_step: int = 4) -> Model:
   """Loads a trained pipeline for `Model.extract`.
@@ -214,7 +214,9 @@ def load(path: str | os.PathLike, *, top_k: int = 1, top_m: int = 1, batch_size:
   Args:
     path: an export directory (holding `herberta.json`, `relation/`, `tagger/`) or a finished training workdir
       (its `export/` is used).
-    top_k, top_m: the default n-best sizes of `extract` (relations per sentence, entity pairs per relation).
+    top_k, top_m: the default n-best sizes of `extract` (relations per sentence, entity pairs per relation; each
+      sentence's best triple is the most probable of them); None takes the run's own (recorded in the export:
+      1 and 1, the paper's output, unless the run's `infer.top_k` / `infer.top_m` said otherwise).
     batch_size: sentences per batch over all local devices (must divide by their number).
     dtype: compute dtype, e.g. "bfloat16" on GPU/TPU (parameters stay float32); None: float32.
     max_span_len, disjoint_entities: span decoding; None takes the run's own (recorded in the export).
@@ -225,9 +227,13 @@ def load(path: str | os.PathLike, *, top_k: int = 1, top_m: int = 1, batch_size:
     ValueError: a `batch_size` the devices cannot share, or a `top_k`/`top_m`/`bucket_step` under 1.
   """
   _import_transformers_quietly()
+  from herberta_jax.hub import format as export_format
   from herberta_jax.inference.predictor import load_export
 
   loaded = load_export(path)
+  decoding = export_format.run_decoding(loaded.meta)
+  top_k = decoding["top_k"] if top_k is None else top_k
+  top_m = decoding["top_m"] if top_m is None else top_m
   options = {"batch_size": batch_size, "dtype": dtype, "max_span_len": max_span_len,
              "disjoint_entities": disjoint_entities, "bucket_step": bucket_step}
   return Model(loaded.directory, loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=top_k,

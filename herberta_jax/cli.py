@@ -35,7 +35,7 @@ _USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileE
 
 
 class ModelFlags:
-  """The flags `predict` and `evaluate` share: the trained pipeline, the batch, the compute dtype, the span
+  """The flags `predict` and `evaluate` share: the trained pipeline, the batch, the compute dtype, the
   decoding and the compilation cache.
 
   Defined by each of those CLIs at import (flags are global: a module that defined them for every CLI would give
@@ -46,6 +46,9 @@ class ModelFlags:
     self.model = flags.DEFINE_string("model", None, "Export directory or training workdir.")
     self.batch_size = flags.DEFINE_integer("batch_size", 64, "Sentences per batch over all local devices "
                                            "(divisible by their number).")
+    self.top_k = flags.DEFINE_integer("top_k", None, "Relations kept per sentence; the best triple is the most "
+                                      "probable of theirs (default: the run's, 1 unless its config said more).")
+    self.top_m = flags.DEFINE_integer("top_m", None, "Entity pairs kept per relation (default: the run's).")
     self.max_span_len = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
     self.disjoint_entities = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs "
                                                "(default: the run's).")
@@ -62,8 +65,15 @@ class ModelFlags:
   def enable_compilation_cache(self) -> None:
     compile_cache.enable(self.compilation_cache_dir.value)
 
+  def check(self) -> None:
+    """The values no model is needed to refuse."""
+    for flag in (self.top_k, self.top_m, self.batch_size, self.bucket_step):
+      if flag.value is not None and flag.value < 1:
+        raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
+
   def predictor_kwargs(self) -> dict:
-    return {"batch_size": self.batch_size.value, "max_span_len": self.max_span_len.value,
+    return {"top_k": self.top_k.value, "top_m": self.top_m.value,
+            "batch_size": self.batch_size.value, "max_span_len": self.max_span_len.value,
             "disjoint_entities": self.disjoint_entities.value, "dtype": self.dtype.value,
             "bucket_step": self.bucket_step.value}
 

@@ -28,8 +28,6 @@ _INPUT = flags.DEFINE_string("input", "-", "Input file, or - for stdin.")
 _OUT = flags.DEFINE_string("out", "-", "Output JSONL file, or - for stdout.")
 flags.DEFINE_alias("output", "out")  # the flag's name before 0.2
 _FORMAT = flags.DEFINE_enum("format", "auto", ["auto", "text", "tsv", "jsonl"], "Input format.")
-_TOP_K = flags.DEFINE_integer("top_k", 1, "Relations kept per sentence.")
-_TOP_M = flags.DEFINE_integer("top_m", 1, "Entity pairs kept per relation.")
 _MAX_CHARS = flags.DEFINE_integer("max_chars", 5000, "Longer lines get an error object instead of a prediction.")
 _RESUME = flags.DEFINE_bool("resume", False, "Keep the complete lines of --out and predict the rest only.")
 flags.mark_flag_as_required("model")
@@ -37,9 +35,7 @@ flags.mark_flag_as_required("model")
 
 def check_flags() -> None:
   """Every user error that needs no model, before any work and before --out is touched."""
-  for flag in (_TOP_K, _TOP_M, _MODEL_FLAGS.batch_size, _MODEL_FLAGS.bucket_step):
-    if flag.value < 1:
-      raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
+  _MODEL_FLAGS.check()
   if _INPUT.value != "-" and not os.path.isfile(_INPUT.value):
     raise app.UsageError(f"--input {_INPUT.value}: no such file", exitcode=2)
   if _RESUME.value and _OUT.value == "-":
@@ -74,7 +70,7 @@ def main(argv):
   from herberta_jax.inference import sources
   _MODEL_FLAGS.enable_compilation_cache()
   kwargs = _MODEL_FLAGS.predictor_kwargs()
-  model = api.load(_MODEL_FLAGS.model.value, top_k=_TOP_K.value, top_m=_TOP_M.value, **kwargs)
+  model = api.load(_MODEL_FLAGS.model.value, **kwargs)
   predictor = model.predictor()
   total = count_lines(_INPUT.value)  # the progress bar's: one output row per line but a TSV header
   source = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")

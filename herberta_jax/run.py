@@ -96,8 +96,7 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   devices = jax.local_device_count()
   batch_size = -(-config.infer.batch_size // devices) * devices
   predictor = Predictor((rel_model.module, rel_params), (tag_model.module, tag_params), meta,
-                        tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size,
-                        top_k=config.infer.top_k, top_m=config.infer.top_m)  # decoding: from meta
+                        tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size)  # decoding: meta's
   result = evaluator.evaluate_examples(predictor, examples, workdir / "report",
                                        train_sizes=evaluator.train_sizes_of(manifest), progress=True)
   if jax.process_index() == 0:

@@ -29,7 +29,8 @@ def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("e2e")
   config = tiny_config()
   config.tagger.num_epochs = 2
-  config.infer.update(max_span_len=12, disjoint_entities=True)  # the export carries these to predict/evaluate
+  # The export carries these to predict and evaluate; the run's own test evaluation decodes with them too.
+  config.infer.update(max_span_len=12, disjoint_entities=True, top_k=2)
   metrics = run_lib.train_and_evaluate(config, workdir)
   return workdir, metrics
 
@@ -54,11 +55,15 @@ def test_run_writes_metrics_report_and_export(run):
                "tagger/model.safetensors", "tagger/tokenizer.json"):
     assert (workdir / "export" / name).exists()
   meta = json.loads((workdir / "export" / "herberta.json").read_text())
-  assert meta["decoding"] == {"max_span_len": 12, "disjoint_entities": True}
+  assert meta["decoding"] == {"max_span_len": 12, "disjoint_entities": True, "top_k": 2, "top_m": 1}
   predictor = Predictor.from_export(workdir / "export")
-  assert (predictor.max_span_len, predictor.disjoint_entities) == (12, True)
-  overridden = Predictor.from_export(workdir / "export", max_span_len=5, disjoint_entities=False)
-  assert (overridden.max_span_len, overridden.disjoint_entities) == (5, False)
+  assert (predictor.max_span_len, predictor.disjoint_entities, predictor.top_k) == (12, True, 2)
+  overridden = Predictor.from_export(workdir / "export", max_span_len=5, disjoint_entities=False, top_k=1)
+  assert (overridden.max_span_len, overridden.disjoint_entities, overridden.top_k) == (5, False, 1)
+  # The run's predictions are the best of two relations each, by joint probability.
+  predictions = [json.loads(line) for line in (workdir / "report" / "predictions.jsonl").read_text().splitlines()]
+  assert all(len(p["pred"]["nbest"]) == 2 for p in predictions)
+  assert all(p["pred"]["label"] == p["pred"]["nbest"][0]["relation"] for p in predictions)
 
 
 def test_predict_keeps_output_aligned_with_input_and_reports_bad_lines(run, tmp_path):
@@ -89,6 +94,7 @@ def test_predict_reads_tsv_and_jsonl_from_stdin(run):
   jsonl = (json.dumps({"text": SENTENCES[3]}) + "\n" + json.dumps({"txt": "no text field"}) + "\n").encode()
   from_jsonl = cli("predict", "--model", str(workdir), stdin=jsonl).stdout.decode().splitlines()
   assert len(from_tsv) == 1 and json.loads(from_tsv[0])["text"] == SENTENCES[3]  # tags stripped
+  assert len(json.loads(from_tsv[0])["nbest"]) == 2  # the run's top_k
   assert json.loads(from_jsonl[0])["relation"] == json.loads(from_tsv[0])["relation"]
   assert "text" in json.loads(from_jsonl[1])["error"]
 

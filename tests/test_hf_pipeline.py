@@ -84,7 +84,8 @@ def run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("hfpipe") / "run"
   config = tiny_config()
   config.tagger.num_epochs = 2
-  config.infer.update(max_span_len=12, disjoint_entities=True)  # the pipeline must take these from the export
+  # The pipeline must take these from the export.
+  config.infer.update(max_span_len=12, disjoint_entities=True, top_m=2)
   command = ["python", "-m", "herberta_jax.train", "--config", "configs/demo.py", "--workdir", str(workdir)]
   metrics = run_lib.train_and_evaluate(config, workdir, command=command)
   return workdir, metrics, command
@@ -135,8 +136,11 @@ def test_pipeline_without_jax_gives_the_jax_predictors_triples(run, tmp_path):
     truncated += encoded.truncated_at is not None
   assert truncated > 0  # the demo corpus has sentences longer than the model reads
   assert len({r["relation"] for r in torch_results[:-1] for r in r["nbest"]}) > 1
-  single = out["single"]
-  assert spans(single) == spans(jax_results[0]) and len(single["nbest"]) == 1
+  single = out["single"]  # the run's decoding: the top relation and its two best pairs
+  default = Predictor.from_export(export, batch_size=8)
+  [(_, expected)] = default.run(default.encode(sentences[:1]))
+  assert len(single["nbest"]) == len(expected["nbest"]) == 2
+  assert [spans(n) for n in single["nbest"]] == [spans(n) for n in expected["nbest"]]
 
 
 @pytest.mark.slow

@@ -160,8 +160,9 @@ extract(["first sentence", "second sentence"], batch_size=32, top_k=2, top_m=2) 
 
 Each sentence gives its relation and score, both entities (`text`, character `start` and `end`), the sentence
 with `<e1>..</e1>` and `<e2>..</e2>` tags, and the n-best list (`top_k` relations x `top_m` entity pairs, by joint
-probability). `trust_remote_code` runs `herberta_pipeline.py` of this folder (PyTorch and transformers only),
-which chains the two checkpoints exactly as herberta_jax's JAX predictor does. Sentences longer than
+probability; the best triple is its first, so with `top_k` above 1 the tagger's confidence helps choose the
+relation; the run's default: `top_k={decoding.get("top_k", 1)}`, `top_m={decoding.get("top_m", 1)}`).
+`trust_remote_code` runs `herberta_pipeline.py` of this folder (PyTorch and transformers only), which chains the two checkpoints exactly as herberta_jax's JAX predictor does. Sentences longer than
 {meta["max_seq_len"] - 2} tokens are read up to there and marked `truncated`. Spans: at most
 {decoding.get("max_span_len", 32)} tokens, entities decoded {"as a non-overlapping pair" if decoding.get(
     "disjoint_entities") else "independently"} (the run's settings; `max_span_len=` and `disjoint_entities=`

@@ -6,7 +6,13 @@ import json
 import pathlib
 
 EXPORT_FORMAT_VERSION = 1
-DEFAULT_DECODING = {"max_span_len": 32, "disjoint_entities": False}  # for exports written without "decoding"
+# What an export written without "decoding" (or without one of its keys) decodes with.
+DEFAULT_DECODING = {"max_span_len": 32, "disjoint_entities": False, "top_k": 1, "top_m": 1}
+
+
+def run_decoding(meta: dict) -> dict:
+  """The decoding the run recorded in its export (`herberta.json`'s "decoding"), completed by the defaults."""
+  return {**DEFAULT_DECODING, **meta.get("decoding", {})}
 
 
 def export_directory(directory) -> pathlib.Path:

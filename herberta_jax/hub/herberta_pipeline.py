@@ -76,18 +76,20 @@ class HerbertaTwoStageModel(PreTrainedModel):
     config._name_or_path = str(pretrained_model_name_or_path)
     return cls(config, relation, tagger).eval()
 
-  def forward(self, input_ids, attention_mask, *, top_k: int = 1, top_m: int = 1, max_span_len: int | None = None,
-              disjoint_entities: bool | None = None) -> dict:
+  def forward(self, input_ids, attention_mask, *, top_k: int | None = None, top_m: int | None = None,
+              max_span_len: int | None = None, disjoint_entities: bool | None = None) -> dict:
     """Relation inputs `[CLS] sentence [SEP] pad..` [B, L] -> the top K relations and, for each, the top M entity
     pairs, as `two_stage.make_two_stage_fn` returns them: `relation` [B, K] label ids, `relation_logprob` [B, K];
     `e1_start`, `e1_end`, `e2_start`, `e2_end` [B, K, M] positions in the relation input (ends inclusive; a
-    missing candidate is negative), `pair_logprob` and `joint_logprob` [B, K, M]."""
+    missing candidate is negative), `pair_logprob` and `joint_logprob` [B, K, M]. A setting left None is the
+    trained run's (the export's "decoding")."""
     meta = self.config.herberta
-    decoding = {"max_span_len": 32, "disjoint_entities": False, **meta.get("decoding", {})}
+    decoding = {"max_span_len": 32, "disjoint_entities": False, "top_k": 1, "top_m": 1, **meta.get("decoding", {})}
     max_span_len = decoding["max_span_len"] if max_span_len is None else int(max_span_len)
     disjoint = decoding["disjoint_entities"] if disjoint_entities is None else bool(disjoint_entities)
     labels = meta["labels"]
-    top_k = min(int(top_k), len(labels))
+    top_k = min(int(decoding["top_k"] if top_k is None else top_k), len(labels))
+    top_m = int(decoding["top_m"] if top_m is None else top_m)
     logits = self.relation(input_ids=input_ids, attention_mask=attention_mask).logits
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     relation_logprob, relation = _top_k(logprobs, top_k)  # [B, K]
@@ -99,7 +101,7 @@ class HerbertaTwoStageModel(PreTrainedModel):
         token_table[relation.reshape(-1)], cls_id=meta["cls_id"], sep_id=meta["sep_id"], pad_id=meta["pad_id"],
         two_segments=meta["two_segments"])
     tag_logits = self.tagger(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-    pairs = best_entity_pairs(tag_logits.float(), sentence_mask, max_span_len=max_span_len, top_m=int(top_m),
+    pairs = best_entity_pairs(tag_logits.float(), sentence_mask, max_span_len=max_span_len, top_m=top_m,
                               disjoint=disjoint)
     out = {"relation": relation, "relation_logprob": relation_logprob}
     for key in ("e1_start", "e1_end", "e2_start", "e2_end"):
@@ -115,8 +117,8 @@ class RelationExtractionPipeline(Pipeline):
   """Sentences in, (relation, entity 1, entity 2) out, with character offsets, scores and n-best lists.
 
   Call parameters (also accepted by `pipeline(...)`): `top_k` relations per sentence and `top_m` entity pairs per
-  relation (both 1 by default: the paper's output), `max_span_len` and `disjoint_entities` (default: the trained
-  run's, from the export). A list of sentences is run in batches of `batch_size`; `device` as for any pipeline.
+  relation, the best triple being the most probable of them; `max_span_len` and `disjoint_entities`. Each defaults
+  to the trained run's, from the export. A list of sentences is run in batches of `batch_size`; `device` as for any pipeline.
   """
 
   _load_tokenizer = True  # the export root carries the tagger's tokenizer (relation tokens included)
@@ -159,7 +161,7 @@ class RelationExtractionPipeline(Pipeline):
     return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
             "text": text, "offsets": offsets, "truncated_at": truncated_at, "error": error}
 
-  def _forward(self, model_inputs: dict, top_k: int = 1, top_m: int = 1, max_span_len=None, disjoint_entities=None):
+  def _forward(self, model_inputs: dict, top_k=None, top_m=None, max_span_len=None, disjoint_entities=None):
     outputs = self.model(model_inputs["input_ids"], model_inputs["attention_mask"], top_k=top_k, top_m=top_m,
                          max_span_len=max_span_len, disjoint_entities=disjoint_entities)
     # Tensors first: the pipeline's batch unrolling reads the batch size from the first value.

@@ -31,9 +31,12 @@ def host_params(params):
 
 
 def decoding_of(config) -> dict:
-  """The run's span decoding settings, which an export carries as the defaults of predict and evaluate."""
+  """The run's decoding settings, which an export carries as the defaults of predict, evaluate and the PyTorch
+  pipeline: the spans, and the relations (`top_k`) and pairs (`top_m`) each sentence's best triple is chosen
+  among by joint probability."""
   return {"max_span_len": int(config.infer.max_span_len),
-          "disjoint_entities": bool(config.infer.disjoint_entities)}
+          "disjoint_entities": bool(config.infer.disjoint_entities),
+          "top_k": int(config.infer.top_k), "top_m": int(config.infer.top_m)}
 
 
 def export_meta(manifest: dict, bucket_boundaries, two_segments: bool, decoding: dict) -> dict:

@@ -72,8 +72,8 @@ def load_export(directory) -> LoadedExport:
 class Predictor:
   """Both trained stages behind one call: sentences in, triples out."""
 
-  def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int = 1,
-               top_m: int = 1, max_span_len: int | None = None, disjoint_entities: bool | None = None,
+  def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int | None = None,
+               top_m: int | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
                devices: Sequence[jax.Device] | None = None, dtype: str | None = None, bucket_step: int = 4,
                window_batches: int = 64):
     """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export).
@@ -114,8 +114,9 @@ class Predictor:
     table = [meta["relation_token_ids"][label] for label in self.labels]
     build = model_inputs.TaggerInputs(table, cls_id=meta["cls_id"], sep_id=meta["sep_id"], pad_id=meta["pad_id"],
                                       two_segments=meta["two_segments"])
-    self.top_k = min(top_k, len(self.labels))
-    decoding = {**export_format.DEFAULT_DECODING, **meta.get("decoding", {})}
+    decoding = export_format.run_decoding(meta)
+    self.top_k = min(decoding["top_k"] if top_k is None else top_k, len(self.labels))
+    top_m = decoding["top_m"] if top_m is None else top_m
     self.max_span_len = decoding["max_span_len"] if max_span_len is None else max_span_len
     self.disjoint_entities = decoding["disjoint_entities"] if disjoint_entities is None else disjoint_entities
     self.fn = make_two_stage_fn(self.relation_module, self.tagger_module, build, top_k=self.top_k, top_m=top_m,
