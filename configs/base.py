@@ -21,7 +21,7 @@ def stage_config(*, learning_rate: float, batch_size: int, num_epochs: float) ->
       # at layer_decay x the one above, the embeddings last; the heads at the full rate. 1.0: off.
       layer_decay=1.0,
       # The encoder's dropout rates in this stage; -1 keeps the checkpoint's (model.scratch's from scratch).
-      # 0 also skips drawing the random bits, a sizeable share of a step on the CPU (bench/bench_rng.py).
+      # 0 turns it off and skips drawing its random bits.
       hidden_dropout=-1.0,
       attention_dropout=-1.0,
       accum_steps=1,  # micro-batches per step (gradient accumulation)
