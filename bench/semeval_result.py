@@ -1,10 +1,12 @@
 """Collects a finished `configs/semeval.py` run into bench/results/semeval_minilm.json.
 
   python -m herberta_jax.train --config configs/semeval.py --workdir RUN
-  python bench/semeval_result.py --workdir RUN [--out FILE] [--command "the exact train command"] [--overwrite]
+  python bench/semeval_result.py --workdir RUN [--out FILE] [--command "the exact train command"] [--commit REV]
+                                 [--overwrite]
 
 Takes the test metrics (`RUN/metrics.json`: read once, at the end of the run), the training wall time of each
-stage (`RUN/STAGE/summary.json`), the tuned hyper-parameters (`RUN/config.json`) and the commit checked out.
+stage (`RUN/STAGE/summary.json`), the tuned hyper-parameters (`RUN/config.json`) and the commit the run trained at
+(`--commit`; default: the one checked out).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main():
   parser.add_argument("--workdir", required=True, type=pathlib.Path)
   parser.add_argument("--command", default=None, help="defaults to the train command with this workdir")
   parser.add_argument("--out", type=pathlib.Path, default=OUT)
+  parser.add_argument("--commit", default="HEAD", help="the commit the run trained at, if not the checked-out one")
   parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
   args = parser.parse_args()
   if args.out.exists() and not args.overwrite:  # the default file holds the figures the README cites
@@ -38,7 +41,10 @@ def main():
   stages = {s: json.loads((args.workdir / s / "summary.json").read_text()) for s in ("relation", "tagger")}
   if any(summary["steps_run"] != summary["final_step"] for summary in stages.values()):
     raise SystemExit(f"{args.workdir}: a stage was resumed, so its summary does not hold the whole training time")
-  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+  commit = subprocess.run(["git", "rev-parse", "--verify", f"{args.commit}^{{commit}}"], cwd=REPO,
+                          capture_output=True, text=True).stdout.strip()
+  if not commit:
+    raise SystemExit(f"--commit {args.commit}: not a commit of this repository")
   result = {
       "date": time.strftime("%Y-%m-%d"),
       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no accelerator",
@@ -62,6 +68,7 @@ def main():
           for s in ("relation", "tagger")},
       "max_seq_len": config["data"]["max_seq_len"],
       "max_span_len": config["infer"]["max_span_len"],
+      "relations_decoded": config["infer"].get("top_k", 1),  # the best triple among this many relations
   }
   result["train_seconds"]["both"] = round(sum(result["train_seconds"].values()), 1)
   args.out.parent.mkdir(parents=True, exist_ok=True)
