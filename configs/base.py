@@ -90,8 +90,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.tagger.init_from_relation = False
 
   # disjoint_entities: decode the two entities as a non-overlapping pair (the paper decodes them independently).
+  # ordered_entities: entity 1 must also end before entity 2 starts (data that always names them in that order).
+  # top_k: the best triple is chosen among this many relations by joint probability (1: the top relation's).
   config.infer = ml_collections.ConfigDict(dict(batch_size=64, max_span_len=32, top_k=1, top_m=1,
-                                                disjoint_entities=False))
+                                                disjoint_entities=False, ordered_entities=False))
   config.mesh = ml_collections.ConfigDict(dict(num_devices=-1))  # -1: every device of every process
   # What the export's model card (its README.md, the Hub's model page) cannot infer from the run: its name, the
   # Hub id of the base model where model.init_from is a local copy (override it with init_from), and the

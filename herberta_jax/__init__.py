@@ -28,7 +28,7 @@ def load(path: str | os.PathLike, **options) -> Model:
   """Loads a trained pipeline (an export directory or a finished training workdir) as a `Model`.
 
   `options` (all keyword): `top_k`, `top_m` (default n-best sizes), `batch_size`, `dtype`, `max_span_len`,
-  `disjoint_entities`; see `herberta_jax.api.load`.
+  `disjoint_entities`, `ordered_entities`; see `herberta_jax.api.load`.
   """
   from herberta_jax import api
   return api.load(path, **options)

@@ -208,7 +208,7 @@ def _import_transformers_quietly() -> None:
 
 def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None = None, batch_size: int = 64,
          dtype: str | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
-         bucket_step: int = 4) -> Model:
+         ordered_entities: bool | None = None, bucket_step: int = 4) -> Model:
   """Loads a trained pipeline for `Model.extract`.
 
   Args:
@@ -219,7 +219,8 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
       1 and 1, the paper's output, unless the run's `infer.top_k` / `infer.top_m` said otherwise).
     batch_size: sentences per batch over all local devices (must divide by their number).
     dtype: compute dtype, e.g. "bfloat16" on GPU/TPU (parameters stay float32); None: float32.
-    max_span_len, disjoint_entities: span decoding; None takes the run's own (recorded in the export).
+    max_span_len, disjoint_entities, ordered_entities: span decoding; None takes the run's own (recorded in the
+      export).
     bucket_step: batch lengths are multiples of this many tokens (2 pads less and compiles more programs).
 
   Raises:
@@ -235,6 +236,6 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
   top_k = decoding["top_k"] if top_k is None else top_k
   top_m = decoding["top_m"] if top_m is None else top_m
   options = {"batch_size": batch_size, "dtype": dtype, "max_span_len": max_span_len,
-             "disjoint_entities": disjoint_entities, "bucket_step": bucket_step}
+             "disjoint_entities": disjoint_entities, "ordered_entities": ordered_entities, "bucket_step": bucket_step}
   return Model(loaded.directory, loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=top_k,
                top_m=top_m, options=options)

@@ -52,6 +52,8 @@ class ModelFlags:
     self.max_span_len = flags.DEFINE_integer("max_span_len", None, "Longest entity, in tokens (default: the run's).")
     self.disjoint_entities = flags.DEFINE_bool("disjoint_entities", None, "Rule out overlapping entity pairs "
                                                "(default: the run's).")
+    self.ordered_entities = flags.DEFINE_bool("ordered_entities", None, "Rule out entity pairs where entity 1 does "
+                                              "not end before entity 2 starts (default: the run's).")
     self.dtype = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (bfloat16: GPU/TPU; "
                                    "parameters stay float32).")
     self.bucket_step = flags.DEFINE_integer(
@@ -72,10 +74,9 @@ class ModelFlags:
         raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
 
   def predictor_kwargs(self) -> dict:
-    return {"top_k": self.top_k.value, "top_m": self.top_m.value,
-            "batch_size": self.batch_size.value, "max_span_len": self.max_span_len.value,
-            "disjoint_entities": self.disjoint_entities.value, "dtype": self.dtype.value,
-            "bucket_step": self.bucket_step.value}
+    return {"top_k": self.top_k.value, "top_m": self.top_m.value, "max_span_len": self.max_span_len.value,
+            "disjoint_entities": self.disjoint_entities.value, "ordered_entities": self.ordered_entities.value,
+            "batch_size": self.batch_size.value, "dtype": self.dtype.value, "bucket_step": self.bucket_step.value}
 
 
 def debugging(argv: Sequence[str] = ()) -> bool:

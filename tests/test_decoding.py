@@ -111,7 +111,14 @@ def test_best_entity_pairs_is_the_exact_top_m_of_all_pairs():
     assert got == [p[1:] for p in pairs]
 
 
-def test_disjoint_pairs_are_the_exact_top_m_of_non_overlapping_pairs_when_every_span_is_a_candidate():
+ALLOWED_PAIRS = {  # (score, start, end) spans of entity 1 and entity 2 -> whether the rule keeps the pair
+    "disjoint": lambda a, b: a[2] < b[1] or b[2] < a[1],
+    "ordered": lambda a, b: a[2] < b[1],
+}
+
+
+@pytest.mark.parametrize("rule", ["disjoint", "ordered"])
+def test_constrained_pairs_are_the_exact_top_m_of_the_allowed_pairs_when_every_span_is_a_candidate(rule):
   rng = np.random.default_rng(2)
   batch, length, max_len, top_m = 3, 6, 3, 4
   logits = rng.normal(size=(batch, length, 4)).astype(np.float32) * 2
@@ -119,15 +126,15 @@ def test_disjoint_pairs_are_the_exact_top_m_of_non_overlapping_pairs_when_every_
   mask = np.ones((batch, length), np.int32)
   mask[:, 0] = 0
   every_span = length * max_len
-  out = spans.best_entity_pairs(logits, mask, max_span_len=max_len, top_m=top_m, disjoint=True,
-                                candidates=every_span)
+  out = spans.best_entity_pairs(logits, mask, max_span_len=max_len, top_m=top_m, disjoint=rule == "disjoint",
+                                ordered=rule == "ordered", candidates=every_span)
   independent = spans.best_entity_pairs(logits, mask, max_span_len=max_len, top_m=1)
   overlapping_rows = 0
   for row in range(batch):
     e1 = _brute_force(logits[row, :, 0], logits[row, :, 1], mask[row], max_len)
     e2 = _brute_force(logits[row, :, 2], logits[row, :, 3], mask[row], max_len)
     pairs = sorted(((a[0] + b[0], a[1], a[2], b[1], b[2]) for a, b in itertools.product(e1, e2)
-                    if a[2] < b[1] or b[2] < a[1]), key=lambda t: -t[0])[:top_m]
+                    if ALLOWED_PAIRS[rule](a, b)), key=lambda t: -t[0])[:top_m]
     np.testing.assert_allclose(out["score"][row], [p[0] for p in pairs], rtol=1e-5)
     np.testing.assert_allclose(out["e1_score"][row], [e1[[x[1:] for x in e1].index(p[1:3])][0] for p in pairs],
                                rtol=1e-5)

@@ -30,7 +30,7 @@ def run(tmp_path_factory):
   config = tiny_config()
   config.tagger.num_epochs = 2
   # The export carries these to predict and evaluate; the run's own test evaluation decodes with them too.
-  config.infer.update(max_span_len=12, disjoint_entities=True, top_k=2)
+  config.infer.update(max_span_len=12, disjoint_entities=True, ordered_entities=True, top_k=2)
   metrics = run_lib.train_and_evaluate(config, workdir)
   return workdir, metrics
 
@@ -55,11 +55,15 @@ def test_run_writes_metrics_report_and_export(run):
                "tagger/model.safetensors", "tagger/tokenizer.json"):
     assert (workdir / "export" / name).exists()
   meta = json.loads((workdir / "export" / "herberta.json").read_text())
-  assert meta["decoding"] == {"max_span_len": 12, "disjoint_entities": True, "top_k": 2, "top_m": 1}
+  assert meta["decoding"] == {"max_span_len": 12, "disjoint_entities": True, "ordered_entities": True, "top_k": 2,
+                              "top_m": 1}
   predictor = Predictor.from_export(workdir / "export")
-  assert (predictor.max_span_len, predictor.disjoint_entities, predictor.top_k) == (12, True, 2)
-  overridden = Predictor.from_export(workdir / "export", max_span_len=5, disjoint_entities=False, top_k=1)
-  assert (overridden.max_span_len, overridden.disjoint_entities, overridden.top_k) == (5, False, 1)
+  assert (predictor.max_span_len, predictor.disjoint_entities, predictor.ordered_entities, predictor.top_k) == \
+      (12, True, True, 2)
+  overridden = Predictor.from_export(workdir / "export", max_span_len=5, disjoint_entities=False,
+                                     ordered_entities=False, top_k=1)
+  assert (overridden.max_span_len, overridden.disjoint_entities, overridden.ordered_entities, overridden.top_k) == \
+      (5, False, False, 1)
   # The run's predictions are the best of two relations each, by joint probability.
   predictions = [json.loads(line) for line in (workdir / "report" / "predictions.jsonl").read_text().splitlines()]
   assert all(len(p["pred"]["nbest"]) == 2 for p in predictions)

@@ -27,8 +27,10 @@ from herberta_jax.model import inputs as model_inputs
 PAIR_KEYS = ("e1_start", "e1_end", "e2_start", "e2_end")
 
 
-@pytest.mark.parametrize("top_m,max_span_len,disjoint", [(1, 32, False), (3, 4, False), (2, 6, True), (5, 1, True)])
-def test_torch_span_decoding_equals_jax(top_m, max_span_len, disjoint):
+@pytest.mark.parametrize("top_m,max_span_len,disjoint,ordered", [(1, 32, False, False), (3, 4, False, False),
+                                                                  (2, 6, True, False), (5, 1, True, False),
+                                                                  (1, 32, False, True), (4, 3, False, True)])
+def test_torch_span_decoding_equals_jax(top_m, max_span_len, disjoint, ordered):
   rng = np.random.default_rng(top_m * 10 + max_span_len)
   batch, length = 16, 21
   logits = rng.normal(size=(batch, length, 4)).astype(np.float32)
@@ -36,9 +38,9 @@ def test_torch_span_decoding_equals_jax(top_m, max_span_len, disjoint):
   lengths = rng.integers(0, length - 3, size=batch)
   mask = (np.arange(length)[None, :] >= 3) & (np.arange(length)[None, :] < 3 + lengths[:, None])
   expected = decoding.best_entity_pairs(jnp.asarray(logits), jnp.asarray(mask), max_span_len=max_span_len,
-                                        top_m=top_m, disjoint=disjoint)
+                                        top_m=top_m, disjoint=disjoint, ordered=ordered)
   got = hp.best_entity_pairs(torch.from_numpy(logits), torch.from_numpy(mask), max_span_len=max_span_len,
-                             top_m=top_m, disjoint=disjoint)
+                             top_m=top_m, disjoint=disjoint, ordered=ordered)
   for key in PAIR_KEYS:
     np.testing.assert_array_equal(got[key].numpy(), np.asarray(expected[key]), err_msg=key)
   for key in ("score", "e1_score", "e2_score"):
@@ -85,7 +87,7 @@ def run(tmp_path_factory):
   config = tiny_config()
   config.tagger.num_epochs = 2
   # The pipeline must take these from the export.
-  config.infer.update(max_span_len=12, disjoint_entities=True, top_m=2)
+  config.infer.update(max_span_len=12, ordered_entities=True, top_m=2)
   command = ["python", "-m", "herberta_jax.train", "--config", "configs/demo.py", "--workdir", str(workdir)]
   metrics = run_lib.train_and_evaluate(config, workdir, command=command)
   return workdir, metrics, command

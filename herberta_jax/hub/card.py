@@ -134,6 +134,13 @@ def _training_section(config: dict, commands: list[list[str]]) -> str:
           + json.dumps(config, indent=2, ensure_ascii=False) + "\n```\n\n</details>\n")
 
 
+def pair_rule(decoding: dict) -> str:
+  """How the export's decoding picks the two entities, in words."""
+  if decoding.get("ordered_entities"):
+    return "as a non-overlapping pair with entity 1 first"
+  return "as a non-overlapping pair" if decoding.get("disjoint_entities") else "independently"
+
+
 def root_card(*, name: str, meta: dict, manifest: dict, config: dict, metrics: dict | None,
               commands: list[list[str]]) -> str:
   """The export root's card: what the two-stage model is, how to run it, how well it does, how it was trained."""
@@ -164,9 +171,8 @@ probability; the best triple is its first, so with `top_k` above 1 the tagger's 
 relation; the run's default: `top_k={decoding.get("top_k", 1)}`, `top_m={decoding.get("top_m", 1)}`).
 `trust_remote_code` runs `herberta_pipeline.py` of this folder (PyTorch and transformers only), which chains the two checkpoints exactly as herberta_jax's JAX predictor does. Sentences longer than
 {meta["max_seq_len"] - 2} tokens are read up to there and marked `truncated`. Spans: at most
-{decoding.get("max_span_len", 32)} tokens, entities decoded {"as a non-overlapping pair" if decoding.get(
-    "disjoint_entities") else "independently"} (the run's settings; `max_span_len=` and `disjoint_entities=`
-override them).
+{decoding.get("max_span_len", 32)} tokens, entities decoded {pair_rule(decoding)} (the run's settings;
+`max_span_len=`, `disjoint_entities=` and `ordered_entities=` override them).
 
 Relations ({len(labels)} plus `{meta.get("negative_label", "no_relation")}`): {", ".join(f"`{label}`" for label in labels)}.
 

@@ -7,7 +7,7 @@ import pathlib
 
 EXPORT_FORMAT_VERSION = 1
 # What an export written without "decoding" (or without one of its keys) decodes with.
-DEFAULT_DECODING = {"max_span_len": 32, "disjoint_entities": False, "top_k": 1, "top_m": 1}
+DEFAULT_DECODING = {"max_span_len": 32, "disjoint_entities": False, "ordered_entities": False, "top_k": 1, "top_m": 1}
 
 
 def run_decoding(meta: dict) -> dict:

@@ -77,16 +77,19 @@ class HerbertaTwoStageModel(PreTrainedModel):
     return cls(config, relation, tagger).eval()
 
   def forward(self, input_ids, attention_mask, *, top_k: int | None = None, top_m: int | None = None,
-              max_span_len: int | None = None, disjoint_entities: bool | None = None) -> dict:
+              max_span_len: int | None = None, disjoint_entities: bool | None = None,
+              ordered_entities: bool | None = None) -> dict:
     """Relation inputs `[CLS] sentence [SEP] pad..` [B, L] -> the top K relations and, for each, the top M entity
     pairs, as `two_stage.make_two_stage_fn` returns them: `relation` [B, K] label ids, `relation_logprob` [B, K];
     `e1_start`, `e1_end`, `e2_start`, `e2_end` [B, K, M] positions in the relation input (ends inclusive; a
     missing candidate is negative), `pair_logprob` and `joint_logprob` [B, K, M]. A setting left None is the
     trained run's (the export's "decoding")."""
     meta = self.config.herberta
-    decoding = {"max_span_len": 32, "disjoint_entities": False, "top_k": 1, "top_m": 1, **meta.get("decoding", {})}
+    decoding = {"max_span_len": 32, "disjoint_entities": False, "ordered_entities": False, "top_k": 1, "top_m": 1,
+                **meta.get("decoding", {})}
     max_span_len = decoding["max_span_len"] if max_span_len is None else int(max_span_len)
     disjoint = decoding["disjoint_entities"] if disjoint_entities is None else bool(disjoint_entities)
+    ordered = decoding["ordered_entities"] if ordered_entities is None else bool(ordered_entities)
     labels = meta["labels"]
     top_k = min(int(decoding["top_k"] if top_k is None else top_k), len(labels))
     top_m = int(decoding["top_m"] if top_m is None else top_m)
@@ -102,7 +105,7 @@ class HerbertaTwoStageModel(PreTrainedModel):
         two_segments=meta["two_segments"])
     tag_logits = self.tagger(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
     pairs = best_entity_pairs(tag_logits.float(), sentence_mask, max_span_len=max_span_len, top_m=top_m,
-                              disjoint=disjoint)
+                              disjoint=disjoint, ordered=ordered)
     out = {"relation": relation, "relation_logprob": relation_logprob}
     for key in ("e1_start", "e1_end", "e2_start", "e2_end"):
       out[key] = pairs[key].reshape(batch, top_k, -1) - TAGGER_SHIFT
@@ -117,8 +120,8 @@ class RelationExtractionPipeline(Pipeline):
   """Sentences in, (relation, entity 1, entity 2) out, with character offsets, scores and n-best lists.
 
   Call parameters (also accepted by `pipeline(...)`): `top_k` relations per sentence and `top_m` entity pairs per
-  relation, the best triple being the most probable of them; `max_span_len` and `disjoint_entities`. Each defaults
-  to the trained run's, from the export. A list of sentences is run in batches of `batch_size`; `device` as for any pipeline.
+  relation, the best triple being the most probable of them; `max_span_len`, `disjoint_entities` and
+  `ordered_entities`. Each defaults to the trained run's, from the export. A list of sentences is run in batches of `batch_size`; `device` as for any pipeline.
   """
 
   _load_tokenizer = True  # the export root carries the tagger's tokenizer (relation tokens included)
@@ -138,9 +141,11 @@ class RelationExtractionPipeline(Pipeline):
       backend.no_padding()
     self.tokenizer.padding_side = "right"
 
-  def _sanitize_parameters(self, top_k=None, top_m=None, max_span_len=None, disjoint_entities=None, **unused):
-    forward = {name: value for name, value in (("top_k", top_k), ("top_m", top_m), ("max_span_len", max_span_len),
-                                               ("disjoint_entities", disjoint_entities)) if value is not None}
+  def _sanitize_parameters(self, top_k=None, top_m=None, max_span_len=None, disjoint_entities=None,
+                           ordered_entities=None, **unused):
+    given = {"top_k": top_k, "top_m": top_m, "max_span_len": max_span_len, "disjoint_entities": disjoint_entities,
+             "ordered_entities": ordered_entities}
+    forward = {name: value for name, value in given.items() if value is not None}
     return {}, forward, {}
 
   def preprocess(self, text: str) -> dict:
@@ -161,9 +166,11 @@ class RelationExtractionPipeline(Pipeline):
     return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
             "text": text, "offsets": offsets, "truncated_at": truncated_at, "error": error}
 
-  def _forward(self, model_inputs: dict, top_k=None, top_m=None, max_span_len=None, disjoint_entities=None):
+  def _forward(self, model_inputs: dict, top_k=None, top_m=None, max_span_len=None, disjoint_entities=None,
+               ordered_entities=None):
     outputs = self.model(model_inputs["input_ids"], model_inputs["attention_mask"], top_k=top_k, top_m=top_m,
-                         max_span_len=max_span_len, disjoint_entities=disjoint_entities)
+                         max_span_len=max_span_len, disjoint_entities=disjoint_entities,
+                         ordered_entities=ordered_entities)
     # Tensors first: the pipeline's batch unrolling reads the batch size from the first value.
     return {**outputs, **{key: model_inputs[key] for key in ("text", "offsets", "truncated_at", "error")}}
 
@@ -258,21 +265,26 @@ def best_spans(start_logits, end_logits, mask, *, max_span_len: int, top_m: int 
 
 
 def best_entity_pairs(logits, mask, *, max_span_len: int, top_m: int = 1, disjoint: bool = False,
-                      candidates: int = DISJOINT_CANDIDATES) -> dict:
+                      ordered: bool = False, candidates: int = DISJOINT_CANDIDATES) -> dict:
   """The `top_m` best (entity 1, entity 2) span pairs of [B, L, 4] tagger logits (e1 start, e1 end, e2 start,
-  e2 end) by the sum of their span scores; `disjoint` rules out overlapping pairs (falling back to independent
-  decoding where every candidate pair overlaps). Returns [B, top_m] `e1_start`, `e1_end`, `e2_start`, `e2_end`
+  e2 end) by the sum of their span scores; `disjoint` rules out overlapping pairs, `ordered` pairs whose entity 1
+  does not end before entity 2 starts (each falling back to independent decoding where it rules out every
+  candidate pair). Returns [B, top_m] `e1_start`, `e1_end`, `e2_start`, `e2_end`
   (tagger positions, ends inclusive, -1 where missing) and `score`."""
   batch, length = logits.shape[:2]
-  keep = min(max(top_m, candidates), length * min(max_span_len, length)) if disjoint else top_m
+  constrained = disjoint or ordered
+  keep = min(max(top_m, candidates), length * min(max_span_len, length)) if constrained else top_m
   e1_start, e1_end, e1_score = best_spans(logits[..., 0], logits[..., 1], mask, max_span_len=max_span_len, top_m=keep)
   e2_start, e2_end, e2_score = best_spans(logits[..., 2], logits[..., 3], mask, max_span_len=max_span_len, top_m=keep)
   pair_scores = e1_score[:, :, None] + e2_score[:, None, :]  # [B, keep, keep]
-  if disjoint:
-    overlap = (e1_start[:, :, None] <= e2_end[:, None, :]) & (e2_start[:, None, :] <= e1_end[:, :, None])
-    apart = pair_scores.masked_fill(overlap, float("-inf"))
-    any_apart = torch.isfinite(apart).flatten(1).any(dim=1)[:, None, None]
-    pair_scores = torch.where(any_apart, apart, pair_scores)
+  if constrained:
+    if ordered:
+      ruled_out = e1_end[:, :, None] >= e2_start[:, None, :]
+    else:
+      ruled_out = (e1_start[:, :, None] <= e2_end[:, None, :]) & (e2_start[:, None, :] <= e1_end[:, :, None])
+    allowed = pair_scores.masked_fill(ruled_out, float("-inf"))
+    any_allowed = torch.isfinite(allowed).flatten(1).any(dim=1)[:, None, None]
+    pair_scores = torch.where(any_allowed, allowed, pair_scores)
   score, flat = _top_k(pair_scores.reshape(batch, keep * keep), top_m)
   first, second = flat // keep, flat % keep
   found = torch.isfinite(score)

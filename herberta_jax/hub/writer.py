@@ -36,6 +36,7 @@ def decoding_of(config) -> dict:
   among by joint probability."""
   return {"max_span_len": int(config.infer.max_span_len),
           "disjoint_entities": bool(config.infer.disjoint_entities),
+          "ordered_entities": bool(config.infer.get("ordered_entities", False)),  # absent from older workdirs
           "top_k": int(config.infer.top_k), "top_m": int(config.infer.top_m)}
 
 

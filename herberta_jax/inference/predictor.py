@@ -74,7 +74,7 @@ class Predictor:
 
   def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int | None = None,
                top_m: int | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
-               devices: Sequence[jax.Device] | None = None, dtype: str | None = None, bucket_step: int = 4,
+               ordered_entities: bool | None = None, devices: Sequence[jax.Device] | None = None, dtype: str | None = None, bucket_step: int = 4,
                window_batches: int = 64):
     """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export).
 
@@ -119,8 +119,10 @@ class Predictor:
     top_m = decoding["top_m"] if top_m is None else top_m
     self.max_span_len = decoding["max_span_len"] if max_span_len is None else max_span_len
     self.disjoint_entities = decoding["disjoint_entities"] if disjoint_entities is None else disjoint_entities
+    self.ordered_entities = decoding["ordered_entities"] if ordered_entities is None else ordered_entities
     self.fn = make_two_stage_fn(self.relation_module, self.tagger_module, build, top_k=self.top_k, top_m=top_m,
-                                max_span_len=self.max_span_len, disjoint=self.disjoint_entities)
+                                max_span_len=self.max_span_len, disjoint=self.disjoint_entities,
+                                ordered=self.ordered_entities)
     self.real_tokens = self.padded_tokens = 0  # relation-input tokens of the batches run so far
     self.batch_rows: Counter = Counter()  # rows run so far (padding rows included), by padded length
 

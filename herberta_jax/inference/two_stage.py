@@ -17,7 +17,7 @@ from herberta_jax.model import inputs as model_inputs
 
 
 def make_two_stage_fn(relation_module, tagger_module, build: model_inputs.TaggerInputs, *, top_k: int, top_m: int,
-                      max_span_len: int, disjoint: bool = False):
+                      max_span_len: int, disjoint: bool = False, ordered: bool = False):
   """`fn(relation_params, tagger_params, input_ids, attention_mask) -> dict of arrays`, jitted.
 
   Outputs ([B, K] or [B, K, M]): `relation` label ids and `relation_logprob`; `e1_start`, `e1_end`, `e2_start`,
@@ -39,7 +39,7 @@ def make_two_stage_fn(relation_module, tagger_module, build: model_inputs.Tagger
     tag_logits = tagger_module.apply({"params": tagger_params}, ids, mask, types, sentence_mask,
                                      deterministic=True)
     pairs = spans_lib.best_entity_pairs(tag_logits, sentence_mask, max_span_len=max_span_len, top_m=top_m,
-                                        disjoint=disjoint)
+                                        disjoint=disjoint, ordered=ordered)
     out = {"relation": relation, "relation_logprob": relation_logprob}
     for key in ("e1_start", "e1_end", "e2_start", "e2_end"):
       out[key] = pairs[key].reshape(batch, top_k, top_m) - model_inputs.TAGGER_SHIFT

@@ -87,7 +87,7 @@ def best_spans(start_logits: jax.Array, end_logits: jax.Array, mask: jax.Array, 
 
 
 def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, top_m: int = 1,
-                      disjoint: bool = False, candidates: int = 8) -> dict:
+                      disjoint: bool = False, ordered: bool = False, candidates: int = 8) -> dict:
   """The `top_m` best (entity 1 span, entity 2 span) pairs per row.
 
   Independent decoding (`disjoint=False`, the paper's): each entity keeps its `top_m` best spans (`best_spans`);
@@ -99,13 +99,17 @@ def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, 
   are ruled out. Each entity keeps max(top_m, candidates) best spans and the best `top_m` non-overlapping pairs
   among them are returned; a row where every such pair overlaps falls back to independent decoding.
 
+  Ordered decoding (`ordered=True`, for data whose entity 1 always comes first, as SemEval-2010 Task 8's): as
+  disjoint decoding, with the pairs whose entity 1 does not end before entity 2 starts ruled out.
+
   Args:
     logits: [B, L, 4] tagger logits; channels e1 start, e1 end, e2 start, e2 end.
     mask: [B, L], nonzero/True where a span may start or end (the tagger's `sentence_mask`).
     max_span_len: longest span in tokens.
     top_m: pairs to return per row, best first.
     disjoint: rule out overlapping pairs.
-    candidates: spans kept per entity for disjoint decoding.
+    ordered: rule out pairs where entity 1 does not end before entity 2 starts (implies `disjoint`).
+    candidates: spans kept per entity for disjoint and ordered decoding.
 
   Returns:
     A dict of [B, top_m] arrays: `e1_start`, `e1_end`, `e2_start`, `e2_end` (int32 positions, ends inclusive),
@@ -116,17 +120,21 @@ def best_entity_pairs(logits: jax.Array, mask: jax.Array, *, max_span_len: int, 
     raise ValueError(f"best_entity_pairs: logits must be [B, L, 4] (e1 start, e1 end, e2 start, e2 end); "
                      f"got shape {logits.shape}")
   batch, length = logits.shape[:2]
-  keep = min(max(top_m, candidates), length * min(max_span_len, length)) if disjoint else top_m
+  constrained = disjoint or ordered
+  keep = min(max(top_m, candidates), length * min(max_span_len, length)) if constrained else top_m
   e1_start, e1_end, e1_score = best_spans(logits[..., 0], logits[..., 1], mask, max_span_len=max_span_len,
                                           top_m=keep)
   e2_start, e2_end, e2_score = best_spans(logits[..., 2], logits[..., 3], mask, max_span_len=max_span_len,
                                           top_m=keep)
   pair_scores = e1_score[:, :, None] + e2_score[:, None, :]  # [B, keep, keep]
-  if disjoint:
-    overlap = (e1_start[:, :, None] <= e2_end[:, None, :]) & (e2_start[:, None, :] <= e1_end[:, :, None])
-    apart = jnp.where(overlap, -jnp.inf, pair_scores)
-    any_apart = jnp.isfinite(apart).any(axis=(1, 2), keepdims=True)
-    pair_scores = jnp.where(any_apart, apart, pair_scores)
+  if constrained:
+    if ordered:
+      ruled_out = e1_end[:, :, None] >= e2_start[:, None, :]
+    else:
+      ruled_out = (e1_start[:, :, None] <= e2_end[:, None, :]) & (e2_start[:, None, :] <= e1_end[:, :, None])
+    allowed = jnp.where(ruled_out, -jnp.inf, pair_scores)
+    any_allowed = jnp.isfinite(allowed).any(axis=(1, 2), keepdims=True)
+    pair_scores = jnp.where(any_allowed, allowed, pair_scores)
   score, flat = jax.lax.top_k(pair_scores.reshape(batch, keep * keep), top_m)
   first, second = flat // keep, flat % keep
   found = jnp.isfinite(score)

@@ -161,7 +161,8 @@ class TaggerStage(Stage):
   def dev_counts(self):
     module, build, infer = self.module, self.input_builder(), self.config.infer
     return lambda params, batch: steps.tagger_counts(module, build, params, batch, max_span_len=infer.max_span_len,
-                                                     disjoint=infer.disjoint_entities)
+                                                     disjoint=infer.disjoint_entities,
+                                                     ordered=infer.ordered_entities)
 
 
 _CLASSES = {cls.name: cls for cls in (RelationStage, TaggerStage)}

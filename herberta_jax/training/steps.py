@@ -105,19 +105,22 @@ def relation_counts(model, params, batch, *, negative: int):
   return jnp.stack([hits.sum(), predicted_positive.sum(), gold_positive.sum()]).astype(jnp.int32)
 
 
-def tagger_predictions(model, build: Callable, params, batch, *, max_span_len: int, disjoint: bool):
+def tagger_predictions(model, build: Callable, params, batch, *, max_span_len: int, disjoint: bool,
+                       ordered: bool = False):
   """Best (e1, e2) token spans [B, 4] in relation-input positions, given each row's gold relation."""
   ids, mask, types, sentence_mask = build(batch["input_ids"], batch["attention_mask"], batch["label"])
   logits = model.apply({"params": params}, ids, mask, types, sentence_mask, deterministic=True)
-  best = decoding.best_entity_pairs(logits, sentence_mask, max_span_len=max_span_len, top_m=1, disjoint=disjoint)
+  best = decoding.best_entity_pairs(logits, sentence_mask, max_span_len=max_span_len, top_m=1, disjoint=disjoint,
+                                    ordered=ordered)
   predicted = jnp.stack([best["e1_start"][:, 0], best["e1_end"][:, 0], best["e2_start"][:, 0],
                          best["e2_end"][:, 0]], axis=-1)
   return predicted - model_inputs.TAGGER_SHIFT
 
 
-def tagger_counts(model, build: Callable, params, batch, *, max_span_len: int, disjoint: bool):
+def tagger_counts(model, build: Callable, params, batch, *, max_span_len: int, disjoint: bool, ordered: bool = False):
   """[exact entity-pair matches, rows, rows] of the valid rows: as Counts, F1 is then the exact-match rate."""
-  predicted = tagger_predictions(model, build, params, batch, max_span_len=max_span_len, disjoint=disjoint)
+  predicted = tagger_predictions(model, build, params, batch, max_span_len=max_span_len, disjoint=disjoint,
+                                 ordered=ordered)
   valid = batch["valid"]
   hits = valid & jnp.all(predicted == batch["spans"], axis=-1)
   return jnp.stack([hits.sum(), valid.sum(), valid.sum()]).astype(jnp.int32)
