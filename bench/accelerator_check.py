@@ -550,7 +550,7 @@ def part_inference(entry: dict, args, report: Report) -> None:
   shape_name, shape = ("smoke", SMOKE_SHAPE) if args.smoke else ("minilm", SHAPES["minilm"])
   batch_size = 64
   export = build_export(args.workdir / "inference", shape, args.smoke)
-  base = Predictor.from_export(export, batch_size=batch_size, disjoint_entities=False, top_k=1, top_m=1)
+  base = Predictor.from_export(export, batch_size=batch_size, top_k=1, top_m=1, **bench_infer.PAPER_PAIRS)
   tokens = np.array([len(e.input_ids) for e in base.encode(sentences)])
   entry.update(sentences=len(sentences), source=source, shape=shape_name, model=dict(shape),
                batch_size=batch_size, export=str(export),
@@ -568,7 +568,7 @@ def part_inference(entry: dict, args, report: Report) -> None:
     outputs = {}
 
     def jax_side(section):
-      predictor = Predictor.from_export(export, batch_size=batch_size, disjoint_entities=False, top_k=1, top_m=1,
+      predictor = Predictor.from_export(export, batch_size=batch_size, top_k=1, top_m=1, **bench_infer.PAPER_PAIRS,
                                         dtype=None if dtype == "float32" else dtype)
       warm_start = time.perf_counter()
       bench_infer.jax_pass(predictor, sentences)

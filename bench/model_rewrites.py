@@ -61,8 +61,8 @@ def inference_calls(export: pathlib.Path, length: int) -> dict:
   ids[:, 0], ids[np.arange(64), mask.sum(1) - 1] = loaded.meta["cls_id"], loaded.meta["sep_id"]
   calls = {}
   for name in VERSIONS:
-    predictor = Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, batch_size=64,
-                          disjoint_entities=False)
+    predictor = Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, batch_size=64, top_k=1,
+                          top_m=1, disjoint_entities=False, ordered_entities=False)
     batch = jax.device_put((ids, mask), predictor.batch_sharding)
     call = (lambda p=predictor, b=batch: jax.block_until_ready(p.fn(p.relation_params, p.tagger_params, *b)))
     with version(name):  # traced and compiled here
