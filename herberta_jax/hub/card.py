@@ -169,7 +169,8 @@ Each sentence gives its relation and score, both entities (`text`, character `st
 with `<e1>..</e1>` and `<e2>..</e2>` tags, and the n-best list (`top_k` relations x `top_m` entity pairs, by joint
 probability; the best triple is its first, so with `top_k` above 1 the tagger's confidence helps choose the
 relation; the run's default: `top_k={decoding.get("top_k", 1)}`, `top_m={decoding.get("top_m", 1)}`).
-`trust_remote_code` runs `herberta_pipeline.py` of this folder (PyTorch and transformers only), which chains the two checkpoints exactly as herberta_jax's JAX predictor does. Sentences longer than
+`trust_remote_code` runs `herberta_pipeline.py` of this folder (PyTorch and transformers only), which chains the
+two checkpoints exactly as herberta_jax's JAX predictor does. Sentences longer than
 {meta["max_seq_len"] - 2} tokens are read up to there and marked `truncated`. Spans: at most
 {decoding.get("max_span_len", 32)} tokens, entities decoded {pair_rule(decoding)} (the run's settings;
 `max_span_len=`, `disjoint_entities=` and `ordered_entities=` override them).

@@ -121,7 +121,8 @@ class RelationExtractionPipeline(Pipeline):
 
   Call parameters (also accepted by `pipeline(...)`): `top_k` relations per sentence and `top_m` entity pairs per
   relation, the best triple being the most probable of them; `max_span_len`, `disjoint_entities` and
-  `ordered_entities`. Each defaults to the trained run's, from the export. A list of sentences is run in batches of `batch_size`; `device` as for any pipeline.
+  `ordered_entities`. Each defaults to the trained run's, from the export. A list of sentences is run in batches
+  of `batch_size`; `device` as for any pipeline.
   """
 
   _load_tokenizer = True  # the export root carries the tagger's tokenizer (relation tokens included)

@@ -74,8 +74,8 @@ class Predictor:
 
   def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int | None = None,
                top_m: int | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
-               ordered_entities: bool | None = None, devices: Sequence[jax.Device] | None = None, dtype: str | None = None, bucket_step: int = 4,
-               window_batches: int = 64):
+               ordered_entities: bool | None = None, devices: Sequence[jax.Device] | None = None,
+               dtype: str | None = None, bucket_step: int = 4, window_batches: int = 64):
     """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export).
 
     `batch_size` is the global batch, split over `devices` (default: all local devices), so it must divide by
