@@ -56,10 +56,10 @@ def data_paths(argv: list[str]) -> list[str]:
 
 
 def main(argv):
+  _MODEL_FLAGS.check()  # before the imports below, which load JAX
   from herberta_jax.data import smiler
   from herberta_jax.evaluation import evaluator
   from herberta_jax.inference.predictor import Predictor
-  _MODEL_FLAGS.check()
   paths = data_paths(argv)
   smiler.expand_inputs(paths)  # a missing file is refused before the model loads
   _MODEL_FLAGS.enable_compilation_cache()
