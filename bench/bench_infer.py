@@ -137,7 +137,7 @@ def main():
   parser.add_argument("--model", required=True, type=pathlib.Path, help="training workdir or export directory")
   parser.add_argument("--data", default=str(DEFAULT_DATA), help="SMiLER-format TSV whose sentences are used")
   parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--bucket_step", type=int, default=4, help="batch lengths: multiples of this")
+  parser.add_argument("--lengths_per_doubling", type=int, default=8, help="padded batch lengths per doubling")
   parser.add_argument("--max_span_len", type=int, default=None, help="default: the run's, from its export")
   parser.add_argument("--repeats", type=int, default=2, help="timed passes per side, taken in turns; best kept")
   parser.add_argument("--no_torch", action="store_true", help="time the JAX side only")
@@ -152,7 +152,7 @@ def main():
   # The PyTorch side's decoding on both, so the two pipelines compute the same triples: the top relation alone
   # and its best independently decoded pair (the paper's output, whatever decoding the run chose).
   predictor = Predictor.from_export(export, batch_size=args.batch_size, max_span_len=args.max_span_len,
-                                    bucket_step=args.bucket_step, top_k=1, top_m=1, **PAPER_PAIRS)
+                                    lengths_per_doubling=args.lengths_per_doubling, top_k=1, top_m=1, **PAPER_PAIRS)
   _, warmup_seconds = timed(lambda: jax_pass(predictor, sentences))  # compiles each batch shape once
   pipeline = None
   if not args.no_torch:

@@ -208,7 +208,7 @@ def _import_transformers_quietly() -> None:
 
 def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None = None, batch_size: int = 64,
          dtype: str | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
-         ordered_entities: bool | None = None, bucket_step: int = 4) -> Model:
+         ordered_entities: bool | None = None, lengths_per_doubling: int = 8) -> Model:
   """Loads a trained pipeline for `Model.extract`.
 
   Args:
@@ -221,11 +221,12 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
     dtype: compute dtype, e.g. "bfloat16" on GPU/TPU (parameters stay float32); None: float32.
     max_span_len, disjoint_entities, ordered_entities: span decoding; None takes the run's own (recorded in the
       export).
-    bucket_step: batch lengths are multiples of this many tokens (2 pads less and compiles more programs).
+    lengths_per_doubling: padded batch lengths per doubling of the length (8: ..., 16, 18, ..., 32, 36, ...; more
+      pads less and compiles more programs).
 
   Raises:
     herberta_jax.errors.UserError: `path` is not an export or workdir, or its files are incomplete.
-    ValueError: a `batch_size` the devices cannot share, or a `top_k`/`top_m`/`bucket_step` under 1.
+    ValueError: a `batch_size` the devices cannot share, or a `top_k`/`top_m`/`lengths_per_doubling` under 1.
   """
   _import_transformers_quietly()
   from herberta_jax.hub import format as export_format
@@ -236,6 +237,7 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
   top_k = decoding["top_k"] if top_k is None else top_k
   top_m = decoding["top_m"] if top_m is None else top_m
   options = {"batch_size": batch_size, "dtype": dtype, "max_span_len": max_span_len,
-             "disjoint_entities": disjoint_entities, "ordered_entities": ordered_entities, "bucket_step": bucket_step}
+             "disjoint_entities": disjoint_entities, "ordered_entities": ordered_entities,
+             "lengths_per_doubling": lengths_per_doubling}
   return Model(loaded.directory, loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=top_k,
                top_m=top_m, options=options)

@@ -56,10 +56,10 @@ class ModelFlags:
                                               "not end before entity 2 starts (default: the run's).")
     self.dtype = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (bfloat16: GPU/TPU; "
                                    "parameters stay float32).")
-    self.bucket_step = flags.DEFINE_integer(
-        "bucket_step", 4, "Batch lengths are multiples of this many tokens. 2 pads less (SemEval's test set: 3.7% "
-        "fewer tokens) but compiles about twice the programs (each about 2 s on a CPU, 12 s on a GPU, once: they "
-        "are cached): worth it for long inputs.")
+    self.lengths_per_doubling = flags.DEFINE_integer(
+        "lengths_per_doubling", 8, "Padded batch lengths per doubling of the length (8: ..., 16, 18, ..., 32, 36, "
+        "...): a batch is padded by under 1/N of its length. More pads less but compiles more programs (each about "
+        "2 s on a CPU, 12 s on a GPU, once: they are cached).")
     self.compilation_cache_dir = flags.DEFINE_string(
         "compilation_cache_dir", compile_cache.DEFAULT_DIR, "XLA's persistent compilation cache ('' turns it off): "
         "a later run reads the programs this one compiled from there.")
@@ -69,14 +69,15 @@ class ModelFlags:
 
   def check(self) -> None:
     """The values no model is needed to refuse."""
-    for flag in (self.top_k, self.top_m, self.batch_size, self.bucket_step):
+    for flag in (self.top_k, self.top_m, self.batch_size, self.lengths_per_doubling):
       if flag.value is not None and flag.value < 1:
         raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
 
   def predictor_kwargs(self) -> dict:
     return {"top_k": self.top_k.value, "top_m": self.top_m.value, "max_span_len": self.max_span_len.value,
             "disjoint_entities": self.disjoint_entities.value, "ordered_entities": self.ordered_entities.value,
-            "batch_size": self.batch_size.value, "dtype": self.dtype.value, "bucket_step": self.bucket_step.value}
+            "batch_size": self.batch_size.value, "dtype": self.dtype.value,
+            "lengths_per_doubling": self.lengths_per_doubling.value}
 
 
 def debugging(argv: Sequence[str] = ()) -> bool:

@@ -129,11 +129,12 @@ def test_verbosity_brings_the_library_logs_back(workdir, three_lines, tmp_path, 
 
 
 @pytest.mark.slow
-def test_bucket_step_sets_the_batch_lengths_and_keeps_the_triples(workdir):
-  coarse, fine = herberta_jax.load(workdir), herberta_jax.load(workdir, bucket_step=2)
-  assert coarse.predictor().boundaries[:3] == [4, 8, 12] and fine.predictor().boundaries[:3] == [2, 4, 6]
+def test_lengths_per_doubling_sets_the_batch_lengths_and_keeps_the_triples(workdir):
+  fine, coarse = herberta_jax.load(workdir), herberta_jax.load(workdir, lengths_per_doubling=1)
+  assert fine.predictor().boundaries[14:20] == [15, 16, 18, 20, 22, 24]
+  assert coarse.predictor().boundaries[:6] == [1, 2, 4, 8, 16, 32]
   triple = lambda r: (r.relation, r.e1.start, r.e1.end, r.e2.start, r.e2.end)
-  assert [triple(r) for r in fine.extract(SENTENCES)] == [triple(r) for r in coarse.extract(SENTENCES)]
-  assert all(length % 2 == 0 for length in fine.predictor().batch_rows)
-  with pytest.raises(ValueError, match="--bucket_step=0"):
-    herberta_jax.load(workdir, bucket_step=0)
+  assert [triple(r) for r in coarse.extract(SENTENCES)] == [triple(r) for r in fine.extract(SENTENCES)]
+  assert set(coarse.predictor().batch_rows) <= {1, 2, 4, 8, 16, 32, 64}
+  with pytest.raises(ValueError, match="--lengths_per_doubling=0"):
+    herberta_jax.load(workdir, lengths_per_doubling=0)

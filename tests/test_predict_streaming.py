@@ -17,7 +17,7 @@ from tiny_run import REPO
 from herberta_jax.data import tokenize
 from herberta_jax.hub import writer
 from herberta_jax.inference import sources
-from herberta_jax.inference.predictor import Predictor
+from herberta_jax.inference.predictor import Predictor, length_grid
 from herberta_jax.model.bert import BertConfig
 from herberta_jax.model.heads import EntityTagger, RelationClassifier
 
@@ -57,6 +57,17 @@ def export_dir(tmp_path_factory, minilm_dir):
 
 def triples(results):
   return [(r["relation"], r["e1"]["start"], r["e1"]["end"], r["e2"]["start"], r["e2"]["end"]) for r in results]
+
+
+def test_length_grid_pads_by_under_one_step_in_n_per_doubling():
+  assert length_grid(40, 8) == [*range(1, 17), 18, 20, 22, 24, 26, 28, 30, 32, 36, 40]
+  assert length_grid(130, 2) == [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 130]
+  for max_tokens in (7, 62, 126, 510):
+    for per_doubling in (1, 3, 8):
+      grid = length_grid(max_tokens, per_doubling)
+      assert grid[0] == 1 and grid[-1] == max_tokens and grid == sorted(set(grid))
+      assert all(b - a <= max(1, a / per_doubling) for a, b in zip(grid, grid[1:]))
+  assert len(length_grid(510, 8)) < len(range(4, 510, 4))  # a 4-token grid's lengths up to BERT's 512
 
 
 def test_four_devices_share_each_batch_and_agree_with_one(export_dir):

@@ -3,7 +3,7 @@ all local devices in bounded memory.
 
 The pipeline, each part overlapping the next: a background thread tokenizes ahead (bounded queue); sentences are
 taken a window at a time (a quarter batch, then `window_batches` batches each), sorted by length inside it so batches
-carry little padding, cut into static-shape batches (lengths rounded up to a multiple of `bucket_step`, a
+carry little padding, cut into static-shape batches (lengths rounded up to the next of `length_grid`'s lengths, a
 part-full batch cut to fewer rows) sharded over the devices; batch i+1 is dispatched before batch i is fetched
 and decoded; a window's results are yielded in input order as soon as all its batches are back. Parameters are
 placed on the devices once, replicated. Memory is bounded by two windows, whatever the input's length.
@@ -31,6 +31,20 @@ from herberta_jax.model import inputs as model_inputs
 from herberta_jax.model.heads import EntityTagger, RelationClassifier
 
 _QUEUE_CHUNKS = 8  # tokenized chunks (of one batch each) the background thread may run ahead
+
+
+def length_grid(max_tokens: int, per_doubling: int) -> list[int]:
+  """The padded batch lengths up to `max_tokens`: `per_doubling` evenly spaced lengths in each doubling, every
+  length where that step would be under one token (8: 1, 2, ..., 16, 18, ..., 32, 36, ..., 64, 72, ...).
+
+  A batch is padded by less than one step, at most 1/`per_doubling` of its length: short sentences get fine steps,
+  long ones coarse steps, and the number of lengths (programs to compile) grows with the logarithm of `max_tokens`.
+  """
+  lengths, length = [], 1
+  while length < max_tokens:
+    lengths.append(length)
+    length += max(1, (1 << (length.bit_length() - 1)) // per_doubling)
+  return lengths + [max_tokens]
 
 
 @dataclasses.dataclass
@@ -75,15 +89,16 @@ class Predictor:
   def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int | None = None,
                top_m: int | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
                ordered_entities: bool | None = None, devices: Sequence[jax.Device] | None = None,
-               dtype: str | None = None, bucket_step: int = 4, window_batches: int = 64):
+               dtype: str | None = None, lengths_per_doubling: int = 8, window_batches: int = 64):
     """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export).
 
     `batch_size` is the global batch, split over `devices` (default: all local devices), so it must divide by
     their number. `dtype` sets the compute dtype (e.g. "bfloat16"; parameters stay float32).
     """
     self.devices = list(devices or jax.local_devices())
-    if bucket_step < 1:
-      raise ArgumentError(f"--bucket_step={bucket_step}: must be at least 1 (batch lengths are multiples of it)")
+    if lengths_per_doubling < 1:
+      raise ArgumentError(f"--lengths_per_doubling={lengths_per_doubling}: must be at least 1 (padded batch lengths "
+                          f"per doubling of the length)")
     if batch_size < 1 or batch_size % len(self.devices):
       raise ArgumentError(f"--batch_size={batch_size}: must be a positive multiple of the {len(self.devices)} local "
                           f"devices (it is split evenly over them)")
@@ -110,7 +125,7 @@ class Predictor:
     self.max_tokens = tokenize.relation_input_limit(self.max_seq_len)
     # Inference buckets finer than the run's: every distinct shape compiles once, but sorted windows make each
     # batch's rows about the same length, so a fine grid saves far more padding than its compiles cost.
-    self.boundaries = list(range(bucket_step, self.max_tokens, bucket_step)) + [self.max_tokens]
+    self.boundaries = length_grid(self.max_tokens, lengths_per_doubling)
     table = [meta["relation_token_ids"][label] for label in self.labels]
     build = model_inputs.TaggerInputs(table, cls_id=meta["cls_id"], sep_id=meta["sep_id"], pad_id=meta["pad_id"],
                                       two_segments=meta["two_segments"])
