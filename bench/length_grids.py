@@ -1,0 +1,95 @@
+"""Padding against programs to compile, for inference's grids of padded batch lengths, on real sentences.
+
+  python bench/length_grids.py --model RUN_OR_EXPORT [--data ../shared/data/semeval2010_task8/test.tsv]
+                               [--rounds 3] [--json FILE]
+
+For each grid, `Predictor`'s batches over the file as `predict` makes them (sorted windows, batch 64): the share of
+real tokens in them and the number of batch shapes (one compiled program each), plus how many lengths the grid
+holds up to 128 and 512 tokens (the most programs a long input can need, per row count). Grids: lengths in uniform
+steps of 4 (inference's grid before `--lengths_per_doubling`) and of 2, and 4, 8 (the default) and 16 lengths per
+doubling. With `--rounds N` the JAX pipeline (bench_infer's `jax_pass`, paper decoding) also runs over the file
+with each grid, compiled first, then the grids take turns N times; medians and best passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
+
+from bench_infer import DEFAULT_DATA, PAPER_PAIRS, jax_pass  # noqa: E402
+
+from herberta_jax.data import smiler  # noqa: E402
+from herberta_jax.hub.format import export_directory  # noqa: E402
+from herberta_jax.inference.predictor import Predictor, length_grid, load_export  # noqa: E402
+
+
+def uniform(step: int, max_tokens: int) -> list[int]:
+  return list(range(step, max_tokens, step)) + [max_tokens]
+
+
+GRIDS = {
+    "steps of 4": lambda n: uniform(4, n),
+    "steps of 2": lambda n: uniform(2, n),
+    "4 per doubling": lambda n: length_grid(n, 4),
+    "8 per doubling (default)": lambda n: length_grid(n, 8),
+    "16 per doubling": lambda n: length_grid(n, 16),
+}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", required=True, type=pathlib.Path, help="training workdir or export directory")
+  parser.add_argument("--data", default=str(DEFAULT_DATA), help="SMiLER-format TSV whose sentences are used")
+  parser.add_argument("--rounds", type=int, default=0, help="timed passes per grid, taken in turns (0: none)")
+  parser.add_argument("--json", default="")
+  args = parser.parse_args()
+  sentences = [example.text for example in smiler.read_tsv(args.data)]
+  loaded = load_export(export_directory(args.model))
+  result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d %H:%M"),
+            "data": args.data, "sentences": len(sentences), "grids": {}}
+  predictors = {}
+  for name, grid in GRIDS.items():
+    predictor = Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=1, top_m=1,
+                          **PAPER_PAIRS)
+    predictor.boundaries = grid(predictor.max_tokens)
+    shapes, real, padded = set(), 0, 0
+    for rows, length in predictor.planned_batches(predictor.encode(sentences)):
+      ids, _ = predictor.place(rows, length)
+      shapes.add(ids.shape)
+      real += sum(len(e.input_ids) for e in rows)
+      padded += ids.size
+    result["grids"][name] = {"real_token_share": round(real / padded, 4), "batch_shapes": len(shapes),
+                             "lengths_to_128": len(grid(128)), "lengths_to_512": len(grid(512))}
+    predictors[name] = predictor
+  if args.rounds:
+    outputs = {name: jax_pass(predictor, sentences) for name, predictor in predictors.items()}  # compiles
+    triple = lambda p: (p["relation"], p["e1"]["start"], p["e1"]["end"], p["e2"]["start"], p["e2"]["end"])
+    reference = [triple(p) for p in next(iter(outputs.values()))]
+    seconds = {name: [] for name in predictors}
+    for _ in range(args.rounds):
+      for name, predictor in predictors.items():
+        start = time.perf_counter()
+        jax_pass(predictor, sentences)
+        seconds[name].append(time.perf_counter() - start)
+    for name, passes in seconds.items():
+      same = sum(a == triple(b) for a, b in zip(reference, outputs[name]))
+      result["grids"][name].update({"median_seconds": round(statistics.median(passes), 2),
+                                    "best_seconds": round(min(passes), 2),
+                                    "passes": [round(s, 2) for s in passes],
+                                    "same_triples_as_first_grid": f"{same}/{len(sentences)}"})
+  print(json.dumps(result, indent=2))
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+  main()
