@@ -60,6 +60,7 @@ class ModelFlags:
         "lengths_per_doubling", 8, "Padded batch lengths per doubling of the length (8: ..., 16, 18, ..., 32, 36, "
         "...): a batch is padded by under 1/N of its length. More pads less but compiles more programs (each about "
         "2 s on a CPU, 12 s on a GPU, once: they are cached).")
+    self.retired_bucket_step = flags.DEFINE_integer("bucket_step", None, "Retired: see --lengths_per_doubling.")
     self.compilation_cache_dir = flags.DEFINE_string(
         "compilation_cache_dir", compile_cache.DEFAULT_DIR, "XLA's persistent compilation cache ('' turns it off): "
         "a later run reads the programs this one compiled from there.")
@@ -69,6 +70,10 @@ class ModelFlags:
 
   def check(self) -> None:
     """The values no model is needed to refuse."""
+    if self.retired_bucket_step.value is not None:
+      raise app.UsageError("--bucket_step is retired: batch lengths now follow a grid of --lengths_per_doubling "
+                           "lengths per doubling (default 8: a batch is padded by under an eighth of its length). "
+                           "Drop the flag.", exitcode=2)
     for flag in (self.top_k, self.top_m, self.batch_size, self.lengths_per_doubling):
       if flag.value is not None and flag.value < 1:
         raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)

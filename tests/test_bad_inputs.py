@@ -282,6 +282,8 @@ CASES = [
          check=nothing_at("out.jsonl")),
     Case("predict-lengths-per-doubling-0", "predict", predict("--lengths_per_doubling", "0"),
          ("--lengths_per_doubling",), check=nothing_at("out.jsonl")),
+    Case("predict-bucket-step-retired", "predict", predict("--bucket_step", "4"),
+         ("--bucket_step", "--lengths_per_doubling"), check=nothing_at("out.jsonl")),
     Case("predict-model-flag-missing", "predict", lambda w, d: ["--input", str(w.sentences)], ("--model",)),
     # evaluate
     Case("evaluate-data-globbed", "evaluate", lambda w, d: [*evaluate()(w, d), "--input", *w.demo_tests()], code=0,
