@@ -549,11 +549,15 @@ def part_inference(entry: dict, args, report: Report) -> None:
     sentences = sentences[:64]
   shape_name, shape = ("smoke", SMOKE_SHAPE) if args.smoke else ("minilm", SHAPES["minilm"])
   batch_size = 64
+  # A coarser length grid than predict's default of 8: about 13 programs to compile per dtype instead of 21 (some
+  # 12 s each on an H100), for as much padding as the steps of 4 that this check's earlier runs used.
+  lengths_per_doubling = 4
   export = build_export(args.workdir / "inference", shape, args.smoke)
-  base = Predictor.from_export(export, batch_size=batch_size, top_k=1, top_m=1, **bench_infer.PAPER_PAIRS)
+  base = Predictor.from_export(export, batch_size=batch_size, top_k=1, top_m=1, **bench_infer.PAPER_PAIRS,
+                               lengths_per_doubling=lengths_per_doubling)
   tokens = np.array([len(e.input_ids) for e in base.encode(sentences)])
   entry.update(sentences=len(sentences), source=source, shape=shape_name, model=dict(shape),
-               batch_size=batch_size, export=str(export),
+               batch_size=batch_size, lengths_per_doubling=lengths_per_doubling, export=str(export),
                relation_input_tokens={"mean": float(tokens.mean()), "p50": float(np.percentile(tokens, 50)),
                                       "p90": float(np.percentile(tokens, 90)), "max": int(tokens.max())},
                timing="one full warm-up pass per side (JAX compiles one function per batch shape), then one timed "
@@ -569,6 +573,7 @@ def part_inference(entry: dict, args, report: Report) -> None:
 
     def jax_side(section):
       predictor = Predictor.from_export(export, batch_size=batch_size, top_k=1, top_m=1, **bench_infer.PAPER_PAIRS,
+                                        lengths_per_doubling=lengths_per_doubling,
                                         dtype=None if dtype == "float32" else dtype)
       warm_start = time.perf_counter()
       bench_infer.jax_pass(predictor, sentences)
