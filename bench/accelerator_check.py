@@ -549,8 +549,8 @@ def part_inference(entry: dict, args, report: Report) -> None:
     sentences = sentences[:64]
   shape_name, shape = ("smoke", SMOKE_SHAPE) if args.smoke else ("minilm", SHAPES["minilm"])
   batch_size = 64
-  # A coarser length grid than predict's default of 8: about 13 programs to compile per dtype instead of 21 (some
-  # 12 s each on an H100), for as much padding as the steps of 4 that this check's earlier runs used.
+  # A coarser length grid than predict's default of 8: 13 programs to compile per dtype instead of 21 at SemEval's
+  # lengths (some 12 s each on an H100), for about the padding of the steps of 4 this check's earlier runs used.
   lengths_per_doubling = 4
   export = build_export(args.workdir / "inference", shape, args.smoke)
   base = Predictor.from_export(export, batch_size=batch_size, top_k=1, top_m=1, **bench_infer.PAPER_PAIRS,
