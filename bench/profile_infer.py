@@ -28,20 +28,10 @@ sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Pa
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_infer import PAPER_PAIRS  # noqa: E402
-from profile_step import operation_times  # noqa: E402
+from profile_step import instruction_ops, operation_times  # noqa: E402
 
 from herberta_jax.hub.format import export_directory  # noqa: E402
 from herberta_jax.inference.predictor import Predictor  # noqa: E402
-
-
-def instruction_ops(hlo_text: str) -> dict[str, str]:
-  """Instruction name -> its op_name, layer numbers dropped, from a compiled module's text."""
-  ops = {}
-  for line in hlo_text.splitlines():
-    found = re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]*)"', line)
-    if found:
-      ops[found.group(1)] = re.sub(r"layer_\d+", "layer_N", re.sub(r"^jit\(\w+\)/", "", found.group(2)))
-  return ops
 
 
 def main() -> None:

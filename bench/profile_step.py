@@ -38,6 +38,28 @@ def trace_events(trace: pathlib.Path) -> list[dict]:
   return events["traceEvents"] if isinstance(events, dict) else events
 
 
+def instruction_ops(hlo_text: str, *, kernel_names: bool = False) -> dict[str, str]:
+  """Instruction name -> the model op it computes, from a compiled module's text: its `op_name` with the `jit(...)/`
+  prefix and layer numbers dropped, so the layers add up.
+
+  A CPU trace names its operations after the instructions. With `kernel_names`, the keys are a GPU trace's kernel
+  names instead: only fusions and custom calls launch kernels, each named after its instruction (or the fusion it
+  was deduplicated into) with '.' written '_'.
+  """
+  ops = {}
+  launches = r" (?:fusion|custom-call)\(.*?" if kernel_names else ""
+  for line in hlo_text.splitlines():
+    found = re.match(rf'\s*(?:ROOT )?%?([\w.\-]+) = .*?{launches}op_name="([^"]*)"', line)
+    if not found:
+      continue
+    op = re.sub(r"layer_\d+", "layer_N", re.sub(r"^jit\(\w+\)/(while/body/)?(eval_jaxpr/)?", "", found.group(2)))
+    deduplicated = re.search(r'deduplicated_name="([^"]*)"', line) if kernel_names else None
+    for name in (found.group(1), deduplicated.group(1) if deduplicated else None):
+      if name:
+        ops.setdefault(name.replace(".", "_") if kernel_names else name, op)
+  return ops
+
+
 def operation_times(trace: pathlib.Path) -> collections.Counter:
   """Microseconds per operation name, summed over the trace."""
   times = collections.Counter()

@@ -53,7 +53,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
-from profile_step import trace_events  # noqa: E402
+from profile_step import instruction_ops, trace_events  # noqa: E402
 from step_builders import SHAPES, bert_config, input_length, jax_runner, seconds_per_step, torch_runner  # noqa: E402
 
 from herberta_jax import compile_cache  # noqa: E402
@@ -214,24 +214,6 @@ def time_variant(name: str, args, config, flops: float) -> dict:
           "model_flops_per_second": flops / per_step}
 
 
-def _kernel_ops(hlo_text: str) -> dict[str, str]:
-  """Kernel name -> the model op it computes, from an optimised HLO module's text (`--xla_dump_to`): a fusion's
-  kernel is named after it (or after the fusion it was deduplicated into), '.' written '_'; layer numbers are
-  dropped so the twelve layers' kernels add up."""
-  ops = {}
-  for line in hlo_text.splitlines():
-    found = re.match(r'\s*(?:ROOT )?%([\w.\-]+) = .*? (?:fusion|custom-call)\(.*?op_name="([^"]*)"', line)
-    if not found:
-      continue
-    op = re.sub(r"layer_\d+", "layer_N", found.group(2))
-    op = re.sub(r"^jit\(\w+\)/(while/body/)?(eval_jaxpr/)?", "", op)
-    deduplicated = re.search(r'deduplicated_name="([^"]*)"', line)
-    for name in (found.group(1), deduplicated.group(1) if deduplicated else None):
-      if name:
-        ops.setdefault(name.replace(".", "_"), op)
-  return ops
-
-
 def _kind(kernel: str) -> str:
   if kernel.startswith(("nvjet", "gemm_fusion", "cutlass")) or "gemm" in kernel or "xmma" in kernel:
     return "matmul"
@@ -245,7 +227,7 @@ def device_time(trace_file: pathlib.Path, steps: int, hlo_file: pathlib.Path | N
   process_names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
                    if e.get("ph") == "M" and e.get("name") == "process_name"}
   device_pids = {pid for pid, name in process_names.items() if "GPU" in name or "TPU" in name or "/device" in name}
-  ops = _kernel_ops(hlo_file.read_text()) if hlo_file else {}
+  ops = instruction_ops(hlo_file.read_text(), kernel_names=True) if hlo_file else {}
   by_kernel, by_op, by_kind = collections.Counter(), collections.Counter(), collections.Counter()
   calls: collections.Counter = collections.Counter()
   for e in events:
