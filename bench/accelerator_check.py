@@ -579,12 +579,11 @@ def part_inference(entry: dict, args, report: Report) -> None:
       bench_infer.jax_pass(predictor, sentences)
       warm = time.perf_counter() - warm_start
       predictor.real_tokens = predictor.padded_tokens = 0
-      predictor.batch_rows.clear()
+      predictor.batch_shapes.clear()
       outputs["jax"], seconds = bench_infer.timed(lambda: bench_infer.jax_pass(predictor, sentences))
-      rows = dict(predictor.batch_rows)
       section.update(warmup_seconds=warm, seconds=seconds, sentences_per_second=len(sentences) / seconds,
-                     model_flops_per_second=bench_infer.pipeline_flops(predictor, rows) / seconds,
-                     real_token_share=predictor.real_token_share, batch_shapes=len(rows))
+                     model_flops_per_second=bench_infer.pipeline_flops(predictor) / seconds,
+                     real_token_share=predictor.real_token_share, batch_shapes=len(predictor.batch_shapes))
 
     def torch_side(section):
       device = _torch_device(torch)

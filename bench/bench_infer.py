@@ -51,16 +51,17 @@ def calls_pass(predictor: Predictor, placed: list) -> None:
                          for ids, mask in placed])
 
 
-def pipeline_flops(predictor: Predictor, rows: dict[int, int]) -> int:
-  """Forward FLOPs of both stages over the batches as run (`rows`: rows per padded length; the tagger input is
+def pipeline_flops(predictor: Predictor) -> int:
+  """Forward FLOPs of both stages over the batches run so far (`Predictor.batch_shapes`; the tagger input is
   TAGGER_SHIFT tokens longer; the relation classifier's last layer computes [CLS] only)."""
   relation_config = predictor.relation_module.config
   tagger_config = predictor.tagger_module.config
   labels = len(predictor.labels)
-  return sum(n * (flops.forward_flops_per_sequence(relation_config, length, "relation", labels, first_token_only=True)
-                  + predictor.top_k * flops.forward_flops_per_sequence(
-                      tagger_config, length + model_inputs.TAGGER_SHIFT, "tagger", labels))
-             for length, n in rows.items())
+  return sum(batches * rows * (
+      flops.forward_flops_per_sequence(relation_config, length, "relation", labels, first_token_only=True)
+      + predictor.top_k * flops.forward_flops_per_sequence(tagger_config, length + model_inputs.TAGGER_SHIFT,
+                                                             "tagger", labels))
+      for (rows, length), batches in predictor.batch_shapes.items())
 
 
 class TorchPipeline:
@@ -168,20 +169,19 @@ def main():
     if placed:
       calls_times.append(timed(lambda: calls_pass(predictor, placed))[1])
     predictor.real_tokens = predictor.padded_tokens = 0
-    predictor.batch_rows.clear()
+    predictor.batch_shapes.clear()
     jax_out, seconds = timed(lambda: jax_pass(predictor, sentences))
     jax_times.append(seconds)
     if pipeline:
       torch_out, seconds = timed(lambda: torch_pass(pipeline, sentences, args.batch_size))
       torch_times.append(seconds)
   jax_seconds = min(jax_times)
-  rows = dict(predictor.batch_rows)
   result = {
       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"),
       "model": str(export), "data": args.data, "sentences": len(sentences), "batch_size": args.batch_size,
-      "real_token_share": round(predictor.real_token_share, 4), "batch_shapes": len(rows),
+      "real_token_share": round(predictor.real_token_share, 4), "batch_shapes": len(predictor.batch_shapes),
       "jax": {"seconds": round(jax_seconds, 2), "sentences_per_second": round(len(sentences) / jax_seconds, 1),
-              "model_gflop_per_second": round(pipeline_flops(predictor, rows) / jax_seconds / 1e9, 1),
+              "model_gflop_per_second": round(pipeline_flops(predictor) / jax_seconds / 1e9, 1),
               "passes": [round(t, 2) for t in jax_times],
               "first_pass_seconds": round(warmup_seconds, 2)},  # compiling each of the batch_shapes included
   }

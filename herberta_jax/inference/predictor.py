@@ -139,7 +139,7 @@ class Predictor:
                                 max_span_len=self.max_span_len, disjoint=self.disjoint_entities,
                                 ordered=self.ordered_entities)
     self.real_tokens = self.padded_tokens = 0  # relation-input tokens of the batches run so far
-    self.batch_rows: Counter = Counter()  # rows run so far (padding rows included), by padded length
+    self.batch_shapes: Counter = Counter()  # batches run so far, by shape: (rows, padded length)
 
   @classmethod
   def from_export(cls, directory, **kwargs) -> Predictor:
@@ -302,7 +302,7 @@ class Predictor:
     ids, mask = self.place(rows, length)
     self.real_tokens += sum(len(e.input_ids) for e in rows)
     self.padded_tokens += ids.size
-    self.batch_rows[length] += ids.shape[0]
+    self.batch_shapes[ids.shape] += 1
     return self.fn(self.relation_params, self.tagger_params, ids, mask)  # asynchronous: returns at once
 
   def _collect(self, state: list, rows: list[Encoded], length: int, outputs) -> None:
