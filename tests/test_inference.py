@@ -104,3 +104,20 @@ def test_disjoint_decoding_separates_overlapping_pairs_and_keeps_the_others():
   for independent, disjoint in zip(outputs[False], outputs[True]):
     if not overlaps(independent):
       assert disjoint == independent
+
+
+def test_sub_batches_compute_the_same_outputs_as_one_batch():
+  relation, rel_params, tagger, tag_params = tiny_models()
+  build = model_inputs.TaggerInputs(RELATION_TOKENS, cls_id=CLS, sep_id=SEP, pad_id=PAD, two_segments=True)
+  make = lambda n: two_stage.make_two_stage_fn(relation, tagger, build, top_k=2, top_m=2, max_span_len=4,
+                                               sub_batches=n)
+  whole, split = make(1), make(2)
+  for lengths in ([5, 9, 3, 12, 7, 2], [4, 8, 6]):  # the second's 3 rows do not split in two: one batch
+    ids, mask = batch_of_sentences(np.random.default_rng(3), lengths, width=16)
+    expected, got = jax.device_get(whole(rel_params, tag_params, ids, mask)), jax.device_get(
+        split(rel_params, tag_params, ids, mask))
+    assert got.keys() == expected.keys()
+    for key in ("relation", "e1_start", "e1_end", "e2_start", "e2_end"):
+      np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    for key in ("relation_logprob", "pair_logprob", "joint_logprob"):
+      np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)

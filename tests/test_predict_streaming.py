@@ -5,6 +5,7 @@ scaled up so that predictions are decided by clear margins and compare exactly a
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -83,6 +84,11 @@ def test_four_devices_share_each_batch_and_agree_with_one(export_dir):
     assert 0 < predictor.real_token_share <= 1
   assert seen[0] == 4 and seen[-1] == 1
   assert by_devices[4] == by_devices[1]
+  # Each device runs its own rows: the compiled program moves nothing between devices.
+  predictor = Predictor.from_export(export_dir, batch_size=8)
+  batch = predictor.place(predictor.encode(SENTENCES), predictor.max_tokens)
+  program = predictor.fn.lower(predictor.relation_params, predictor.tagger_params, *batch).compile().as_text()
+  assert not re.search(r"all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter", program)
   with pytest.raises(ValueError, match="--batch_size=6"):
     Predictor.from_export(export_dir, batch_size=6)
 

@@ -89,16 +89,20 @@ class Predictor:
   def __init__(self, relation, tagger, meta: dict, tokenizer, *, batch_size: int = 64, top_k: int | None = None,
                top_m: int | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
                ordered_entities: bool | None = None, devices: Sequence[jax.Device] | None = None,
-               dtype: str | None = None, lengths_per_doubling: int = 8, window_batches: int = 64):
+               dtype: str | None = None, lengths_per_doubling: int = 8, window_batches: int = 64,
+               sub_batches: int | None = None):
     """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export).
 
     `batch_size` is the global batch, split over `devices` (default: all local devices), so it must divide by
-    their number. `dtype` sets the compute dtype (e.g. "bfloat16"; parameters stay float32).
+    their number. `dtype` sets the compute dtype (e.g. "bfloat16"; parameters stay float32). `sub_batches`: how
+    many independent sub-batches each batch is computed as (`make_two_stage_fn`); default 2 on CPUs, 1 elsewhere.
     """
     self.devices = list(devices or jax.local_devices())
     if lengths_per_doubling < 1:
       raise ArgumentError(f"--lengths_per_doubling={lengths_per_doubling}: must be at least 1 (padded batch lengths "
                           f"per doubling of the length)")
+    if sub_batches is not None and sub_batches < 1:
+      raise ArgumentError(f"sub_batches={sub_batches}: must be at least 1 (independent sub-batches per batch)")
     if batch_size < 1 or batch_size % len(self.devices):
       raise ArgumentError(f"--batch_size={batch_size}: must be a positive multiple of the {len(self.devices)} local "
                           f"devices (it is split evenly over them)")
@@ -135,9 +139,11 @@ class Predictor:
     self.max_span_len = decoding["max_span_len"] if max_span_len is None else max_span_len
     self.disjoint_entities = decoding["disjoint_entities"] if disjoint_entities is None else disjoint_entities
     self.ordered_entities = decoding["ordered_entities"] if ordered_entities is None else ordered_entities
+    if sub_batches is None:
+      sub_batches = 2 if self.devices[0].platform == "cpu" else 1
     self.fn = make_two_stage_fn(self.relation_module, self.tagger_module, build, top_k=self.top_k, top_m=top_m,
                                 max_span_len=self.max_span_len, disjoint=self.disjoint_entities,
-                                ordered=self.ordered_entities)
+                                ordered=self.ordered_entities, mesh=mesh, sub_batches=sub_batches)
     self.real_tokens = self.padded_tokens = 0  # relation-input tokens of the batches run so far
     self.batch_shapes: Counter = Counter()  # batches run so far, by shape: (rows, padded length)
 
