@@ -22,6 +22,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import sys
 import time
 
@@ -49,6 +50,24 @@ def calls_pass(predictor: Predictor, placed: list) -> None:
   """The jitted function alone over batches tokenized and placed beforehand: every call queued, one wait."""
   jax.block_until_ready([predictor.fn(predictor.relation_params, predictor.tagger_params, ids, mask)
                          for ids, mask in placed])
+
+
+def passes_in_turns(predictors: dict[str, Predictor], sentences: list[str], rounds: int) -> dict[str, dict]:
+  """Each predictor's `jax_pass` over `sentences`, once to compile, then the predictors taking turns `rounds`
+  times: per predictor the median and best seconds, the passes, and how many triples equal the first one's."""
+  triple = lambda p: (p["relation"], p["e1"]["start"], p["e1"]["end"], p["e2"]["start"], p["e2"]["end"])
+  triples = {name: [triple(p) for p in jax_pass(predictor, sentences)] for name, predictor in predictors.items()}
+  reference = next(iter(triples.values()))
+  seconds = {name: [] for name in predictors}
+  for _ in range(rounds):
+    for name, predictor in predictors.items():
+      start = time.perf_counter()
+      jax_pass(predictor, sentences)
+      seconds[name].append(time.perf_counter() - start)
+  return {name: {"median_seconds": round(statistics.median(passes), 2), "best_seconds": round(min(passes), 2),
+                 "passes": [round(s, 2) for s in passes],
+                 "same_triples_as_first": f"{sum(a == b for a, b in zip(reference, triples[name]))}/{len(sentences)}"}
+          for name, passes in seconds.items()}
 
 
 def pipeline_flops(predictor: Predictor) -> int:

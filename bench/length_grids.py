@@ -18,14 +18,13 @@ import json
 import os
 import pathlib
 import platform
-import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
 
-from bench_infer import DEFAULT_DATA, PAPER_PAIRS, jax_pass  # noqa: E402
+from bench_infer import DEFAULT_DATA, PAPER_PAIRS, passes_in_turns  # noqa: E402
 
 from herberta_jax.data import smiler  # noqa: E402
 from herberta_jax.hub.format import export_directory  # noqa: E402
@@ -71,21 +70,8 @@ def main() -> None:
                              "lengths_to_128": len(grid(128)), "lengths_to_512": len(grid(512))}
     predictors[name] = predictor
   if args.rounds:
-    outputs = {name: jax_pass(predictor, sentences) for name, predictor in predictors.items()}  # compiles
-    triple = lambda p: (p["relation"], p["e1"]["start"], p["e1"]["end"], p["e2"]["start"], p["e2"]["end"])
-    reference = [triple(p) for p in next(iter(outputs.values()))]
-    seconds = {name: [] for name in predictors}
-    for _ in range(args.rounds):
-      for name, predictor in predictors.items():
-        start = time.perf_counter()
-        jax_pass(predictor, sentences)
-        seconds[name].append(time.perf_counter() - start)
-    for name, passes in seconds.items():
-      same = sum(a == triple(b) for a, b in zip(reference, outputs[name]))
-      result["grids"][name].update({"median_seconds": round(statistics.median(passes), 2),
-                                    "best_seconds": round(min(passes), 2),
-                                    "passes": [round(s, 2) for s in passes],
-                                    "same_triples_as_first_grid": f"{same}/{len(sentences)}"})
+    for name, timing in passes_in_turns(predictors, sentences, args.rounds).items():
+      result["grids"][name].update(timing)
   print(json.dumps(result, indent=2))
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

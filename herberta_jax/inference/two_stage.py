@@ -34,7 +34,7 @@ def make_two_stage_fn(relation_module, tagger_module, build: model_inputs.Tagger
   `sub_batches`: a device's rows, when they divide by it, are computed as that many independent sub-batches in one
   program. XLA's CPU runtime runs independent operations side by side, so one sub-batch's small operations
   (LayerNorm, softmax, transposes), which leave cores idle, overlap another's matrix multiplications: on the 2-core
-  CPU two sub-batches made the SemEval pass 5-7% faster (README, "Inference speed"). A GPU runs one operation at a
+  CPU two sub-batches made the SemEval pass 2-7% faster (README, "Inference speed"). A GPU runs one operation at a
   time: leave it at 1 there.
   """
 
