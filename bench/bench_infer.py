@@ -5,7 +5,8 @@
 `--model` is a finished training run (for the MiniLM shape: `configs/semeval.py`) or its export. Both sides go
 from raw sentences to (relation, entity 1, entity 2) with character offsets, tokenization included:
 - JAX: `Predictor`'s streaming path (as `predict`), one jitted function for both stages, sentences sorted by
-  length inside windows into static shapes, tokenization on a background thread, one batch in flight;
+  length inside windows into static shapes, tokenization on a background thread, one batch in flight; on a host
+  without an accelerator, the CPU split into one device per core as `predict` splits it (`--cpu_devices`);
 - PyTorch: the exported relation and tagger models from transformers, one after the other, batches in input
   order padded to their longest sentence (dynamic padding), greedy span decoding.
 Each side runs once to warm up (JAX compiles one function per batch shape); then the two sides take turns
@@ -31,6 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run as a
 
 import jax  # noqa: E402
 
+from herberta_jax import cpu_devices  # noqa: E402
 from herberta_jax.data import smiler  # noqa: E402
 from herberta_jax.hub.format import export_directory  # noqa: E402
 from herberta_jax.inference.predictor import Predictor  # noqa: E402
@@ -159,6 +161,9 @@ def main():
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--lengths_per_doubling", type=int, default=8, help="padded batch lengths per doubling")
   parser.add_argument("--max_span_len", type=int, default=None, help="default: the run's, from its export")
+  parser.add_argument("--cpu_devices", type=int, default=None,
+                      help="JAX devices a CPU is split into, as predict's flag (default: one per core that divides "
+                           "the batch)")
   parser.add_argument("--repeats", type=int, default=2, help="timed passes per side, taken in turns; best kept")
   parser.add_argument("--no_torch", action="store_true", help="time the JAX side only")
   parser.add_argument("--calls_only", action="store_true",
@@ -166,6 +171,7 @@ def main():
                            "with the others: what tokenizing, decoding and the Python between batches add")
   parser.add_argument("--json", default="", help="also write the figures to this JSON file")
   args = parser.parse_args()
+  cpu_devices.split_host(args.cpu_devices or cpu_devices.per_core_count(args.batch_size))  # before any JAX work
 
   sentences = [example.text for example in smiler.read_tsv(args.data)]
   export = export_directory(args.model)
@@ -198,6 +204,7 @@ def main():
   result = {
       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"),
       "model": str(export), "data": args.data, "sentences": len(sentences), "batch_size": args.batch_size,
+      "devices": f"{len(predictor.devices)} {predictor.devices[0].platform}",
       "real_token_share": round(predictor.real_token_share, 4), "batch_shapes": len(predictor.batch_shapes),
       "jax": {"seconds": round(jax_seconds, 2), "sentences_per_second": round(len(sentences) / jax_seconds, 1),
               "model_gflop_per_second": round(pipeline_flops(predictor) / jax_seconds / 1e9, 1),

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from absl import app, flags
 
-from herberta_jax import compile_cache, console
+from herberta_jax import compile_cache, console, cpu_devices
 from herberta_jax.errors import UserError
 
 # Before the CLI imports jax or transformers, which read these once: XLA's C++ logs and transformers' import-time
@@ -36,7 +36,7 @@ _USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileE
 
 class ModelFlags:
   """The flags `predict` and `evaluate` share: the trained pipeline, the batch, the compute dtype, the
-  decoding and the compilation cache.
+  decoding, the compilation cache and the CPU's devices.
 
   Defined by each of those CLIs at import (flags are global: a module that defined them for every CLI would give
   `train` a --model).
@@ -64,9 +64,16 @@ class ModelFlags:
     self.compilation_cache_dir = flags.DEFINE_string(
         "compilation_cache_dir", compile_cache.DEFAULT_DIR, "XLA's persistent compilation cache ('' turns it off): "
         "a later run reads the programs this one compiled from there.")
+    self.cpu_devices = flags.DEFINE_integer(
+        "cpu_devices", None, "Without an accelerator: JAX devices the CPU is split into, each computing its share "
+        "of every batch (default: one per core, as many as divide --batch_size; 1: JAX's single CPU device). "
+        f"XLA_FLAGS={cpu_devices.FORCE_FLAG}=N takes precedence.")
 
-  def enable_compilation_cache(self) -> None:
+  def configure_jax(self) -> None:
+    """Before the first JAX operation: the compilation cache and the CPU's devices."""
     compile_cache.enable(self.compilation_cache_dir.value)
+    count = self.cpu_devices.value or cpu_devices.per_core_count(self.batch_size.value)
+    cpu_devices.split_host(count)
 
   def check(self) -> None:
     """The values no model is needed to refuse."""
@@ -74,7 +81,7 @@ class ModelFlags:
       raise app.UsageError("--bucket_step is retired: batch lengths now follow a grid of --lengths_per_doubling "
                            "lengths per doubling (default 8: a batch is padded by under an eighth of its length). "
                            "Drop the flag.", exitcode=2)
-    for flag in (self.top_k, self.top_m, self.batch_size, self.lengths_per_doubling):
+    for flag in (self.top_k, self.top_m, self.batch_size, self.lengths_per_doubling, self.cpu_devices):
       if flag.value is not None and flag.value < 1:
         raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
 

@@ -62,7 +62,7 @@ def main(argv):
   from herberta_jax.inference.predictor import Predictor
   paths = data_paths(argv)
   smiler.expand_inputs(paths)  # a missing file is refused before the model loads
-  _MODEL_FLAGS.enable_compilation_cache()
+  _MODEL_FLAGS.configure_jax()
   predictor = Predictor.from_export(_MODEL_FLAGS.model.value, **_MODEL_FLAGS.predictor_kwargs())
   manifest = workdir_manifest(pathlib.Path(_MODEL_FLAGS.model.value))
   rejects = smiler.Rejects()

@@ -54,13 +54,15 @@ def count_lines(path: str) -> int | None:
   return count + (last not in (0, ord("\n")))
 
 
-def summary(count: int, errors: int, kept: int, seconds: float, first: float | None, real_token_share: float) -> str:
+def summary(count: int, errors: int, kept: int, seconds: float, first: float | None, predictor) -> str:
   """predict's one summary line."""
   predicted = count - errors
   kept_note = f", {kept} kept from --out" if kept else ""
+  devices = predictor.devices
   return (f"predicted {predicted} sentence{'s' * (predicted != 1)} ({errors} error{'s' * (errors != 1)}{kept_note}) "
           f"in {seconds:.2f} s: {console.rate(predicted, seconds)} sentences/s, first line after {first or 0:.2f} s, "
-          f"real-token share {real_token_share:.3f}")
+          f"real-token share {predictor.real_token_share:.3f}, on {len(devices)} {devices[0].platform.upper()} "
+          f"device{'s' * (len(devices) != 1)}")
 
 
 def main(argv):
@@ -68,7 +70,7 @@ def main(argv):
   check_flags()
   from herberta_jax import api
   from herberta_jax.inference import sources
-  _MODEL_FLAGS.enable_compilation_cache()
+  _MODEL_FLAGS.configure_jax()
   kwargs = _MODEL_FLAGS.predictor_kwargs()
   model = api.load(_MODEL_FLAGS.model.value, **kwargs)
   predictor = model.predictor()
@@ -95,8 +97,7 @@ def main(argv):
       if count % predictor.batch_size == 0:
         out.flush()  # an interrupted run keeps whole batches
     out.flush()
-  print(summary(count, errors, done, time.perf_counter() - start, first, predictor.real_token_share),
-        file=sys.stderr)
+  print(summary(count, errors, done, time.perf_counter() - start, first, predictor), file=sys.stderr)
 
 
 def run() -> None:

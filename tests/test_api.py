@@ -93,7 +93,7 @@ def test_extract_gives_what_predict_writes_and_predict_prints_a_bar_and_one_line
   others = [line for line in lines if not line.startswith("predict: ")]
   assert len(others) == 1, proc.stderr
   assert re.fullmatch(r"predicted 3 sentences \(0 errors\) in \d+\.\d\d s: [\d.,]+ sentences/s, first line after "
-                      r"\d+\.\d\d s, real-token share 0\.\d{3}", others[0]), others[0]
+                      r"\d+\.\d\d s, real-token share 0\.\d{3}, on 4 CPU devices", others[0]), others[0]
   assert re.search(r"predict: 100%\|.*\| 3/3 ", proc.stderr)
   for unwanted in ("traceback", "tpu", "pytorch was not found", "warning"):
     assert unwanted not in proc.stderr.lower()
@@ -138,3 +138,23 @@ def test_lengths_per_doubling_sets_the_batch_lengths_and_keeps_the_triples(workd
   assert {length for _, length in coarse.predictor().batch_shapes} <= {1, 2, 4, 8, 16, 32, 64}
   with pytest.raises(ValueError, match="--lengths_per_doubling=0"):
     herberta_jax.load(workdir, lengths_per_doubling=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu_flag", [None, "1"])
+def test_predict_splits_the_cpu_into_one_device_per_core_unless_told(workdir, three_lines, tmp_path, cpu_flag):
+  from herberta_jax import cpu_devices
+  env = user_env()
+  env.pop("XLA_FLAGS", None)  # the tests' four simulated devices would take precedence
+  out = tmp_path / "out.jsonl"
+  proc = subprocess.run([sys.executable, "-m", "herberta_jax.predict", "--model", str(workdir), "--input",
+                         str(three_lines), "--out", str(out), *(["--cpu_devices", cpu_flag] if cpu_flag else [])],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  devices = int(cpu_flag) if cpu_flag else cpu_devices.per_core_count(64)
+  assert proc.stderr.rstrip().endswith(f", on {devices} CPU device{'s' * (devices != 1)}"), proc.stderr[-500:]
+  written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+  expected = [r.to_dict() for r in herberta_jax.load(workdir).extract(SENTENCES)]  # here: on four devices
+  triple = lambda r: (r["relation"], r["e1"]["start"], r["e1"]["end"], r["e2"]["start"], r["e2"]["end"])
+  assert [triple(r) for r in written] == [triple(r) for r in expected]
+  assert [r["score"] for r in written] == pytest.approx([r["score"] for r in expected], rel=1e-4)

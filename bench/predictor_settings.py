@@ -1,11 +1,12 @@
-"""Inference's batches computed as independent sub-batches in one program, against whole batches, on real sentences.
+"""Inference pipelines built with different `Predictor` settings, compared on real sentences in one run.
 
-  python bench/sub_batches.py --model RUN_OR_EXPORT [--data ../shared/data/semeval2010_task8/test.tsv]
-                              [--sub_batches 1,2] [--rounds 5] [--json FILE]
+  python bench/predictor_settings.py --model RUN_OR_EXPORT [--data ../shared/data/semeval2010_task8/test.tsv]
+                                     [--settings sub_batches=1 sub_batches=2] [--rounds 5] [--json FILE]
 
-For each `--sub_batches` setting (`Predictor(sub_batches=N)`, `two_stage.make_two_stage_fn`), the JAX pipeline
-(bench_infer's `jax_pass`, paper decoding, batch 64) runs over the file once to compile, then the settings take turns
-`--rounds` times: medians, best passes, and whether the triples match the first setting's.
+Each setting is a comma-separated list of integer `Predictor` arguments (`sub_batches=2,batch_size=32`); `devices=N`
+runs on the first N local devices. For each, the
+JAX pipeline (bench_infer's `jax_pass`, paper decoding, batch 64) runs over the file once to compile, then the
+settings take turns `--rounds` times: medians, best passes, and whether the triples match the first setting's.
 """
 
 from __future__ import annotations
@@ -29,19 +30,30 @@ from herberta_jax.hub.format import export_directory  # noqa: E402
 from herberta_jax.inference.predictor import Predictor, load_export  # noqa: E402
 
 
+def parse_setting(setting: str) -> dict[str, int]:
+  """"sub_batches=2,devices=1" -> {"sub_batches": 2, "devices": [the first local device]}."""
+  try:
+    kwargs = {name.strip(): int(value) for name, value in (pair.split("=") for pair in setting.split(","))}
+  except ValueError:
+    raise SystemExit(f"--settings {setting!r}: expected name=integer pairs separated by commas") from None
+  if "devices" in kwargs:
+    kwargs["devices"] = jax.local_devices()[:kwargs["devices"]]
+  return kwargs
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True, type=pathlib.Path, help="training workdir or export directory")
   parser.add_argument("--data", default=str(DEFAULT_DATA), help="SMiLER-format TSV whose sentences are used")
-  parser.add_argument("--sub_batches", default="1,2", help="comma-separated settings, the first the reference")
+  parser.add_argument("--settings", nargs="+", default=["sub_batches=1", "sub_batches=2"],
+                      help="Predictor settings (name=integer, comma-separated), the first the reference")
   parser.add_argument("--rounds", type=int, default=5, help="timed passes per setting, taken in turns")
   parser.add_argument("--json", default="")
   args = parser.parse_args()
   sentences = [example.text for example in smiler.read_tsv(args.data)]
   loaded = load_export(export_directory(args.model))
-  predictors = {f"sub_batches={n}": Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer,
-                                              top_k=1, top_m=1, sub_batches=int(n), **PAPER_PAIRS)
-                for n in args.sub_batches.split(",")}
+  predictors = {setting: Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=1,
+                                   top_m=1, **PAPER_PAIRS, **parse_setting(setting)) for setting in args.settings}
   result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "backend": jax.default_backend(),
             "date": time.strftime("%Y-%m-%d %H:%M"), "data": args.data, "sentences": len(sentences),
             "settings": passes_in_turns(predictors, sentences, args.rounds)}
