@@ -4,9 +4,9 @@
                                      [--settings sub_batches=1 sub_batches=2] [--rounds 5] [--json FILE]
 
 Each setting is a comma-separated list of integer `Predictor` arguments (`sub_batches=2,batch_size=32`); `devices=N`
-runs on the first N local devices. For each, the
-JAX pipeline (bench_infer's `jax_pass`, paper decoding, batch 64) runs over the file once to compile, then the
-settings take turns `--rounds` times: medians, best passes, and whether the triples match the first setting's.
+runs on the first N local devices (a CPU host is split into one device per core first, as `predict` splits it). For
+each, the JAX pipeline (bench_infer's `jax_pass`, paper decoding, batch 64) runs over the file once to compile, then
+the settings take turns `--rounds` times: medians, best passes, and whether the triples match the first setting's.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Pa
 import jax  # noqa: E402
 from bench_infer import DEFAULT_DATA, PAPER_PAIRS, passes_in_turns  # noqa: E402
 
+from herberta_jax import cpu_devices  # noqa: E402
 from herberta_jax.data import smiler  # noqa: E402
 from herberta_jax.hub.format import export_directory  # noqa: E402
 from herberta_jax.inference.predictor import Predictor, load_export  # noqa: E402
@@ -50,6 +51,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=5, help="timed passes per setting, taken in turns")
   parser.add_argument("--json", default="")
   args = parser.parse_args()
+  cpu_devices.split_host(cpu_devices.per_core_count(64))  # before any JAX work: predict's devices
   sentences = [example.text for example in smiler.read_tsv(args.data)]
   loaded = load_export(export_directory(args.model))
   predictors = {setting: Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=1,

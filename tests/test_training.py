@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -330,6 +331,25 @@ def test_feeds_send_only_the_step_fields_on_the_bucket_lengths(prepared):
       assert cut.shape[1] == length
       np.testing.assert_array_equal(np.asarray(cut), np.asarray(whole)[:, :length])
     assert not np.asarray(full[1])[:, length:].any(), "the columns cut are padding"
+
+
+def test_dev_counts_run_per_device_with_one_all_reduce_and_match_one_device(prepared):
+  # Left to XLA's partitioner, the tagger's span decoding (lax.top_k) gathered the batch's scores onto every device.
+  manifest, config = prepare.load_manifest(prepared), tiny_config()
+  for name in loop.STAGES:
+    totals, programs = [], []
+    for devices in (4, 1):
+      stage = stages.build(name, config, manifest, parallel.make_mesh(devices))
+      params = stage.initial_params(jax.random.key(0))
+      scorer = loop.DevScorer(stage, config, prepared)
+      with scorer.feed.device_batches() as batches:
+        batches = list(batches)
+      totals.append(sum(np.asarray(scorer.counts(params, batch)) for batch in batches))
+      programs.append(scorer.counts.lower(params, batches[0]).compile().as_text())
+    np.testing.assert_array_equal(totals[0], totals[1])
+    assert totals[0][2] > 0, f"{name}: the dev split should have rows to count"
+    assert "all-reduce" in programs[0]
+    assert not re.search(r"all-gather|all-to-all|collective-permute|reduce-scatter", programs[0]), name
 
 
 def test_a_stage_sets_its_own_dropout_and_zero_makes_the_train_step_deterministic(tmp_path, prepared):

@@ -7,7 +7,7 @@ without pmap. Each process contributes its own rows (`make_array_from_process_lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
@@ -35,6 +35,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def summed_over_devices(fn: Callable, mesh: Mesh) -> Callable:
+  """`fn(params, batch)` run by each device on its own rows of a batch-sharded `batch` (parameters replicated), the
+  devices' results summed by one all-reduce. Left to XLA's partitioner, an operation it cannot split by rows, such
+  as `lax.top_k` over each row's span scores, would gather the whole batch's inputs onto every device first."""
+  per_device = lambda params, batch: jax.lax.psum(fn(params, batch), DATA_AXIS)
+  return jax.shard_map(per_device, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
+                       out_specs=PartitionSpec())
 
 
 def host_arrays(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -80,7 +80,7 @@ class Stage:
     raise NotImplementedError
 
   def dev_counts(self):
-    """`counts(params, batch) -> int32 [tp, predicted, gold]` summed over the global batch (jittable)."""
+    """`counts(params, batch) -> int32 [tp, predicted, gold]` summed over the batch's rows (jittable)."""
     raise NotImplementedError
 
   def init(self, rng):

@@ -97,7 +97,7 @@ def relation_predictions(model, params, batch):
 
 def relation_counts(model, params, batch, *, negative: int):
   """[true positives, predicted positives, gold positives] of the batch's relations, the negative label excluded
-  (micro-F1 the TACRED way), summed on device over the global batch."""
+  (micro-F1 the TACRED way), summed on device over the batch's rows."""
   predicted, labels, valid = relation_predictions(model, params, batch), batch["label"], batch["valid"]
   predicted_positive = valid & (predicted != negative)
   gold_positive = valid & (labels != negative)
