@@ -60,13 +60,10 @@ def main() -> None:
     predictor = Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=1, top_m=1,
                           **PAPER_PAIRS)
     predictor.boundaries = grid(predictor.max_tokens)
-    shapes, real, padded = set(), 0, 0
     for rows, length in predictor.planned_batches(predictor.encode(sentences)):
-      ids, _ = predictor.place(rows, length)
-      shapes.add(ids.shape)
-      real += sum(len(e.input_ids) for e in rows)
-      padded += ids.size
-    result["grids"][name] = {"real_token_share": round(real / padded, 4), "batch_shapes": len(shapes),
+      predictor.count(rows, predictor.place(rows, length)[0])
+    result["grids"][name] = {"real_token_share": round(predictor.real_token_share, 4),
+                             "batch_shapes": len(predictor.batch_shapes),
                              "lengths_to_128": len(grid(128)), "lengths_to_512": len(grid(512))}
     predictors[name] = predictor
   if args.rounds:

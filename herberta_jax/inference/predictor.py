@@ -304,11 +304,15 @@ class Predictor:
     mask[len(rows):, :2] = 1  # padding rows: a harmless [PAD] [PAD] sentence, discarded after the call
     return jax.device_put((ids, mask), self.batch_sharding)
 
-  def _dispatch(self, rows: list[Encoded], length: int):
-    ids, mask = self.place(rows, length)
+  def count(self, rows: list[Encoded], ids: jax.Array) -> None:
+    """Adds a placed batch (`place`) to `real_tokens`, `padded_tokens` and `batch_shapes`."""
     self.real_tokens += sum(len(e.input_ids) for e in rows)
     self.padded_tokens += ids.size
     self.batch_shapes[ids.shape] += 1
+
+  def _dispatch(self, rows: list[Encoded], length: int):
+    ids, mask = self.place(rows, length)
+    self.count(rows, ids)
     return self.fn(self.relation_params, self.tagger_params, ids, mask)  # asynchronous: returns at once
 
   def _collect(self, state: list, rows: list[Encoded], length: int, outputs) -> None:
