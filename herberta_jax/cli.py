@@ -84,6 +84,9 @@ class ModelFlags:
     for flag in (self.top_k, self.top_m, self.batch_size, self.lengths_per_doubling, self.cpu_devices):
       if flag.value is not None and flag.value < 1:
         raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
+    if self.cpu_devices.value and self.batch_size.value % self.cpu_devices.value:
+      raise app.UsageError(f"--cpu_devices={self.cpu_devices.value}: must divide --batch_size={self.batch_size.value} "
+                           f"(each device computes an equal share of every batch)", exitcode=2)
 
   def predictor_kwargs(self) -> dict:
     return {"top_k": self.top_k.value, "top_m": self.top_m.value, "max_span_len": self.max_span_len.value,
