@@ -171,7 +171,7 @@ def main():
                            "with the others: what tokenizing, decoding and the Python between batches add")
   parser.add_argument("--json", default="", help="also write the figures to this JSON file")
   args = parser.parse_args()
-  cpu_devices.split_host(args.cpu_devices or cpu_devices.per_core_count(args.batch_size))  # before any JAX work
+  cpu_devices.split_host(args.batch_size, args.cpu_devices)  # before any JAX work
 
   sentences = [example.text for example in smiler.read_tsv(args.data)]
   export = export_directory(args.model)

@@ -51,7 +51,7 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=5, help="timed passes per setting, taken in turns")
   parser.add_argument("--json", default="")
   args = parser.parse_args()
-  cpu_devices.split_host(cpu_devices.per_core_count(64))  # before any JAX work: predict's devices
+  cpu_devices.split_host(64)  # before any JAX work: predict's devices at its default batch
   sentences = [example.text for example in smiler.read_tsv(args.data)]
   loaded = load_export(export_directory(args.model))
   predictors = {setting: Predictor(loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=1,

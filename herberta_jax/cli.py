@@ -72,8 +72,7 @@ class ModelFlags:
   def configure_jax(self) -> None:
     """Before the first JAX operation: the compilation cache and the CPU's devices."""
     compile_cache.enable(self.compilation_cache_dir.value)
-    count = self.cpu_devices.value or cpu_devices.per_core_count(self.batch_size.value)
-    cpu_devices.split_host(count)
+    cpu_devices.split_host(self.batch_size.value, self.cpu_devices.value)
 
   def check(self) -> None:
     """The values no model is needed to refuse."""

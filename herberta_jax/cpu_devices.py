@@ -29,8 +29,8 @@ def per_core_count(batch_size: int, cores: int | None = None) -> int:
   return max(n for n in range(1, min(cores, batch_size) + 1) if batch_size % n == 0)
 
 
-def split_host(count: int) -> bool:
-  """Asks JAX for `count` CPU devices; True if it will have them.
+def split_host(batch_size: int, count: int | None = None) -> bool:
+  """Asks JAX for `count` CPU devices (None: `per_core_count(batch_size)`); True if it will have them.
 
   Left as it is (False) when the user chose already (XLA_FLAGS's --xla_force_host_platform_device_count, as the
   tests and the launch scripts set, or `jax_num_cpu_devices`) or when JAX's backends are up: the count can only be
@@ -41,7 +41,7 @@ def split_host(count: int) -> bool:
   if FORCE_FLAG in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices != -1:
     return False
   try:
-    jax.config.update("jax_num_cpu_devices", count)
+    jax.config.update("jax_num_cpu_devices", count or per_core_count(batch_size))
   except RuntimeError:  # JAX refuses once its backends are initialized
     return False
   return True

@@ -17,10 +17,10 @@ def test_per_core_count_is_the_most_devices_that_split_the_batch_evenly(batch_si
   assert cpu_devices.per_core_count(batch_size, cores) == expected
 
 
-def _devices_after_split(count: int, xla_flags: str | None, touch_jax_first: bool = False) -> str:
+def _devices_after_split(count: int | None, xla_flags: str | None, touch_jax_first: bool = False) -> str:
   code = ("import jax; from herberta_jax import cpu_devices; "
           + ("jax.devices(); " if touch_jax_first else "")
-          + f"print(cpu_devices.split_host({count}), len(jax.devices()))")
+          + f"print(cpu_devices.split_host(batch_size=6, count={count}), len(jax.devices()))")
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
   env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **({"XLA_FLAGS": xla_flags} if xla_flags else {}))
   result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -30,6 +30,7 @@ def _devices_after_split(count: int, xla_flags: str | None, touch_jax_first: boo
 
 def test_split_host_gives_jax_the_devices_asked_for():
   assert _devices_after_split(3, None) == "True 3"
+  assert _devices_after_split(None, None) == f"True {cpu_devices.per_core_count(6)}"  # one per core dividing 6
 
 
 def test_split_host_keeps_the_users_xla_flags():
