@@ -22,7 +22,8 @@ timed as accelerator_check.py times it: a compiling warm-up call, then 20 steps 
   (the stored parameters keep their per-layer names): one layer traced instead of twelve. On the 2-core CPU
   (2026-11-27, BERT-base relation bf16, batch 64, length 128) tracing the step took 0.78 s against 1.57 s and
   compiling it 6.7 s against 9.0 s; what it costs per step on an accelerator is what this variant measures;
-- xla:FLAGS: the baseline in a child process with XLA_FLAGS=FLAGS (flags are read once, at backend start).
+- xla:FLAGS: the baseline in a child process with XLA_FLAGS=FLAGS (flags are read once, at backend start);
+  `--combine MARGIN` then runs the flags of every such variant at least MARGIN faster than the baseline together.
 
 `--profile_dir` writes a profiler trace of three baseline steps and prints where the device time went: matmul
 kernels against the rest, and by kernel or (with `--hlo_dump`) by the model op each kernel computes; the summary
@@ -39,9 +40,9 @@ import functools
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -270,15 +271,26 @@ def profile_baseline(args, config) -> dict:
 
 def xla_flags_variant(flags: str, args) -> dict:
   """The baseline in a child process started with XLA_FLAGS=flags."""
-  out = pathlib.Path(args.json).with_suffix(f".{re.sub(r'[^A-Za-z0-9]+', '_', flags).strip('_')[:80]}.json")
-  child = [sys.executable, __file__, "--json", str(out), "--variants", "baseline", "--shape", args.shape,
-           "--stage", args.stage, "--dtype", args.dtype, "--batch", str(args.batch), "--length", str(args.length),
-           "--steps", str(args.steps)] + (["--smoke"] if args.smoke else [])
-  env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()}
-  done = subprocess.run(child, env=env, capture_output=True, text=True, timeout=args.child_timeout_s)
-  if done.returncode:
-    return {"error": (done.stderr or done.stdout)[-1500:]}
-  return json.loads(out.read_text())["variants"]["baseline"]
+  with tempfile.TemporaryDirectory() as scratch:  # the child's report is read back into this one
+    out = pathlib.Path(scratch) / "baseline.json"
+    child = [sys.executable, __file__, "--json", str(out), "--variants", "baseline", "--shape", args.shape,
+             "--stage", args.stage, "--dtype", args.dtype, "--batch", str(args.batch), "--length", str(args.length),
+             "--steps", str(args.steps)] + (["--smoke"] if args.smoke else [])
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()}
+    done = subprocess.run(child, env=env, capture_output=True, text=True, timeout=args.child_timeout_s)
+    if done.returncode:
+      return {"error": (done.stderr or done.stdout)[-1500:]}
+    return json.loads(out.read_text())["variants"]["baseline"]
+
+
+def faster_flags(variants: dict, margin: float) -> list[str]:
+  """The flags of the `xla:` variants at least `margin` (a fraction) faster than the baseline, fastest first."""
+  base = variants.get("baseline", {}).get("seconds_per_step")
+  if not base:
+    return []
+  timed = [(result["seconds_per_step"], name[4:]) for name, result in variants.items()
+           if name.startswith("xla:") and result.get("seconds_per_step")]
+  return [flags for seconds, flags in sorted(timed) if seconds <= base * (1 - margin)]
 
 
 def print_profile(profile: dict) -> None:
@@ -308,6 +320,11 @@ def main(argv=None) -> int:
   parser.add_argument("--torch", action="store_true", help="also time transformers' model on the same shape")
   parser.add_argument("--compilation_cache_dir", default="")
   parser.add_argument("--child_timeout_s", type=float, default=240)
+  parser.add_argument("--budget_s", type=float, default=float("inf"),
+                      help="seconds after which the variants not yet started are skipped")
+  parser.add_argument("--combine", type=float, default=None, metavar="MARGIN",
+                      help="then run the flags of every `xla:` variant at least MARGIN (e.g. 0.01) faster than "
+                           "the baseline together, when there are two or more")
   parser.add_argument("--smoke", action="store_true", help="a tiny shape on the CPU, 2 steps")
   args = parser.parse_args(argv)
   if args.breakdown:
@@ -350,17 +367,29 @@ def main(argv=None) -> int:
       report["torch"] = {"error": f"{type(error).__name__}: {error}"}
     print(f"torch: {report['torch']}", flush=True)
     save()
-  for name in args.variants.split(","):
-    try:
-      if name.startswith("xla:"):
-        result = xla_flags_variant(name[4:], args)
-      else:
-        result = time_variant(name, args, config, flops)
-    except Exception as error:
-      result = {"error": f"{type(error).__name__}: {error}"[:1500]}
+  started = time.perf_counter()
+
+  def run_variant(name: str) -> None:
+    if time.perf_counter() - started > args.budget_s:
+      result = {"skipped": f"past --budget_s {args.budget_s:g}"}
+    else:
+      try:
+        result = xla_flags_variant(name[4:], args) if name.startswith("xla:") else time_variant(name, args, config,
+                                                                                                flops)
+      except Exception as error:
+        result = {"error": f"{type(error).__name__}: {error}"[:1500]}
     report["variants"][name] = result
     print(f"{name}: {json.dumps(result)}", flush=True)
     save()
+
+  for name in args.variants.split(","):
+    run_variant(name)
+  if args.combine is not None:
+    winners = faster_flags(report["variants"], args.combine)
+    report["combined_from"] = winners
+    save()
+    if len(winners) > 1:
+      run_variant("xla:" + " ".join(winners))
   if args.profile_dir:
     try:
       report["profile"] = profile_baseline(args, config)
