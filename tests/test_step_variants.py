@@ -107,6 +107,26 @@ def test_device_time_adds_kernels_up_per_step_and_names_their_ops(tmp_path):
   assert kernel["calls_per_step"] == 2
 
 
+def test_combine_picks_the_flags_faster_than_the_baseline_by_the_margin_fastest_first():
+  variants = _load()
+  timed = {"baseline": {"seconds_per_step": 0.100},
+           "xla:--a=true": {"seconds_per_step": 0.095}, "xla:--b=true": {"seconds_per_step": 0.098},
+           "xla:--c=true": {"seconds_per_step": 0.0995}, "xla:--d=true": {"error": "Unknown flag"},
+           "scanned_layers": {"seconds_per_step": 0.050}}
+  assert variants.faster_flags(timed, 0.01) == ["--a=true", "--b=true"]
+  assert variants.faster_flags(timed, 0.0) == ["--a=true", "--b=true", "--c=true"]
+  assert variants.faster_flags({"xla:--a=true": {"seconds_per_step": 0.01}}, 0.0) == []  # no baseline, no pick
+
+
+def test_variants_past_the_budget_are_skipped_and_recorded(tmp_path):
+  variants = _load()
+  out = tmp_path / "v.json"
+  assert variants.main(["--smoke", "--json", str(out), "--variants", "baseline,no_dropout", "--budget_s", "0.5"]) == 0
+  report = json.loads(out.read_text())
+  assert report["variants"]["baseline"]["seconds_per_step"] > 0  # started at once; compiling takes over 0.5 s
+  assert report["variants"]["no_dropout"] == {"skipped": "past --budget_s 0.5"}
+
+
 @pytest.mark.slow
 def test_smoke_run_times_every_variant(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
