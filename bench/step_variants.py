@@ -374,8 +374,10 @@ def main(argv=None) -> int:
       result = {"skipped": f"past --budget_s {args.budget_s:g}"}
     else:
       try:
-        result = xla_flags_variant(name[4:], args) if name.startswith("xla:") else time_variant(name, args, config,
-                                                                                                flops)
+        if name.startswith("xla:"):
+          result = xla_flags_variant(name[4:], args)
+        else:
+          result = time_variant(name, args, config, flops)
       except Exception as error:
         result = {"error": f"{type(error).__name__}: {error}"[:1500]}
     report["variants"][name] = result
