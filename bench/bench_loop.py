@@ -1,7 +1,7 @@
 """The real training loop against the bare jitted train step, MiniLM shape, on this machine.
 
   python bench/bench_loop.py [--steps 100] [--rounds 3] [--json] [--restart | --restart_only] [--restart_runs 3]
-                             [--compilation_cache_dir DIR]
+                             [--compilation_cache_dir DIR] [--gcs]
 
 Loop: `loop.train_stage` of the relation stage on the demo corpus (prepared records, the pipeline, the prefetch
 thread, logging every 25 steps, checkpoints every 50, one dev evaluation at the end); sentences/s over the steps
@@ -18,6 +18,11 @@ after a checkpoint), and of the same run restarted (resuming from that checkpoin
 from the stage's start (`train_stage`, what summary.json reports) and from the process's launch (adding imports,
 the backend's start and reading the manifest); `--restart_runs` pairs, each figure printed and their medians.
 The goal is warm / cold <= 1/3. `--restart_only` skips the loop against the bare step.
+
+`--gcs`: the loop reads its prepared data from, and writes its workdir (checkpoints, losses, events) to, a bucket
+on a local fake GCS server (tests/fake_gcs.py) started by the bench: the path layer's cost against the same bare
+step. Its result goes to `loop_minilm_gcs.json`. A real bucket adds network latency this cannot show; the loop's
+reads run ahead in the feeding thread and its saves in the background, which is what it measures.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import jax
 import numpy as np
 
 from configs import demo
+from herberta_jax import storage
 from herberta_jax.data import preparation
 from herberta_jax.training import (
   data_setup,
@@ -59,6 +65,7 @@ MINILM = dict(hidden_size=384, num_layers=6, num_heads=12, intermediate_size=153
 LOG_EVERY, CHECKPOINT_EVERY, BATCH = 25, 50, 32
 RESTART_STEPS = 3  # the cold run is killed after its checkpoint at this step; the restart resumes from it
 RESULT = REPO / "bench" / "results" / "loop_minilm.json"
+GCS_RESULT = REPO / "bench" / "results" / "loop_minilm_gcs.json"
 
 
 def bench_config(steps_per_epoch: int | None, steps: int, cache_dir: str):
@@ -201,7 +208,11 @@ def main() -> None:
   parser.add_argument("--launched_at", type=float, help=argparse.SUPPRESS)
   parser.add_argument("--compilation_cache_dir", default="",
                       help="the loop's compilation cache (default: a new, empty one); the restarts keep their own")
+  parser.add_argument("--gcs", action="store_true", help="data and workdirs in a bucket on a local fake GCS server")
   args = parser.parse_args()
+  if args.gcs:
+    gcs_loop(args)
+    return
   if args.train_only:
     # The loop's "first step done" line is what the runs report; an imported library may have set up logging.
     logging.basicConfig(level=logging.INFO, force=True)
@@ -230,21 +241,47 @@ def main() -> None:
     print(f"wrote {RESULT}")
 
 
-def loop_against_bare(data_dir: pathlib.Path, tmp: pathlib.Path, steps: int, rounds: int, cache_dir: str) -> dict:
+def gcs_loop(args) -> None:
+  """The loop against the bare step with the prepared data and the workdirs in a bucket on a local server."""
+  sys.path.insert(0, str(REPO / "tests"))
+  import fake_gcs
+  server, environment = fake_gcs.start()
+  os.environ.update(environment)
+  try:
+    with tempfile.TemporaryDirectory() as tmp:
+      tmp = pathlib.Path(tmp)
+      local_data = data_setup.prepare_run_data(bench_config(None, args.steps, ""), tmp / "run")
+      root = storage.path(fake_gcs.make_bucket("bench-loop"))
+      storage.copy_tree(local_data, root / "data")
+      result = {"device": jax.devices()[0].device_kind, "platform": platform.platform(), "batch": BATCH,
+                "buckets": [32, 64], "steps": args.steps, "shape": MINILM, "storage": "gs:// on a local fake-gcs-server",
+                "compilation_cache": "given, possibly warm" if args.compilation_cache_dir else "empty"}
+      result.update(loop_against_bare(root / "data", root, args.steps, args.rounds, args.compilation_cache_dir,
+                                      cache_root=tmp))
+  finally:
+    server.stop()
+  if args.json:
+    GCS_RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {GCS_RESULT}")
+
+
+def loop_against_bare(data_dir, tmp, steps: int, rounds: int, cache_dir: str, *, cache_root=None) -> dict:
   """The loop's and the bare step's sentences/s over `steps` steps, taking turns: bare, loop, bare, ..., loop,
   bare (`rounds` loops). Each loop is compared with the bare runs on either side of it, so a machine that speeds
   up or slows down during the bench moves both sides of a round alike. Each loop is a fresh run (with a fresh,
-  empty cache unless `cache_dir` is given)."""
+  empty cache unless `cache_dir` is given). `data_dir` and the workdirs' folder `tmp` may be URLs; the caches
+  then go under `cache_root`."""
+  cache_root = cache_root or tmp
   manifest = preparation.load_manifest(data_dir)
   mesh = parallel.make_mesh(1)
   steps_per_epoch = max(1, sum(i["count"] for i in manifest["splits"]["train"].values()) // BATCH)
-  configs = [bench_config(steps_per_epoch, steps, cache_dir or str(tmp / f"xla{index}")) for index in range(rounds)]
+  configs = [bench_config(steps_per_epoch, steps, cache_dir or str(cache_root / f"xla{index}")) for index in range(rounds)]
   bare = [bare_rate(configs[0], data_dir, manifest, mesh, steps)]
   runs = []
   for index, config in enumerate(configs):
     workdir = tmp / f"run{index}"
     loop.train_stage("relation", config, workdir, data_dir, manifest, mesh)
-    summary = json.loads((workdir / "relation" / "summary.json").read_text())
+    summary = json.loads(storage.path(workdir / "relation" / "summary.json").read_text())
     bare.append(bare_rate(config, data_dir, manifest, mesh, steps))  # the same batches as the bare run before
     run = {"loop_sentences_per_second": (summary["steps_run"] - 1) * BATCH / summary["seconds_after_first_step"],
            "bare_sentences_per_second": (bare[-2] + bare[-1]) / 2, "bare_before_and_after": bare[-2:],
