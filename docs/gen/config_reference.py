@@ -1,14 +1,15 @@
 """The configuration reference, generated from `configs/base.py` so that it cannot drift from the code.
 
 Every key of `get_base_config()` is listed with its default and the comment that documents it in the source: the
-comment at the end of the key's line, else the block of comment lines above it (shared by the keys that follow the
-block with no comment of their own). Where a block documents several keys as `key: text`, each key gets its part.
-The keys that `stage_config` defines appear under both `relation.` and `tagger.`.
+comment at the end of the key's line, else the block of comment lines right above it (inside a dict(...), shared by
+the keys that follow the block with no comment of their own). Where a block documents several keys as
+`key: text`, each key gets its part. The keys that `stage_config` defines appear under both `relation.` and `tagger.`.
 
   python docs/gen/config_reference.py             # the page, on stdout
   python docs/gen/config_reference.py --check     # exit 1 naming every key without documentation
 
-The MkDocs hook (docs/gen/hooks.py) adds the page to the site; tests/test_docs.py fails on an undocumented key.
+The MkDocs hook (docs/gen/hooks.py) rewrites docs/configuration.md before every build; tests/test_docs.py fails on an
+undocumented key and on a committed page that differs from this output.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def key_lines(source: str) -> dict[str, int]:
   return found
 
 
-def _is_key_line(line: str) -> bool:
-  return bool(re.match(r"\s*(config(\.\w+)+\s*=|\w+\s*=)", line))
+def _is_keyword_line(line: str) -> bool:
+  """A `name=value,` line inside a dict(...): the keys a comment block above them may share."""
+  return bool(re.match(r"\s*\w+=", line))
 
 
 def documentation(path: str, line: int, source_lines: list[str], inline: dict, whole: dict) -> str:
@@ -100,8 +102,11 @@ def documentation(path: str, line: int, source_lines: list[str], inline: dict, w
   if line in inline:
     return inline[line]
   row = line - 1
-  while row >= 1 and row not in whole and row not in inline and _is_key_line(source_lines[row - 1]):
-    row -= 1  # an uncommented key line right above: the block above it covers this key too
+  if _is_keyword_line(source_lines[line - 1]):
+    while row >= 1 and row not in whole and row not in inline and _is_keyword_line(source_lines[row - 1]):
+      row -= 1  # an uncommented key of the same dict right above: the block above it covers this key too
+    if row >= 1 and row not in inline and "dict(" in source_lines[row - 1]:
+      row -= 1  # the line that opens the dict: the block above it covers the keys it opens
   block = []
   while row >= 1 and row in whole:
     block.insert(0, whole[row])
