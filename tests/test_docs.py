@@ -98,13 +98,14 @@ def _plain_clone(destination: pathlib.Path) -> pathlib.Path:
 def test_readme_and_getting_started_commands_run_as_written(tmp_path):
   clone = _plain_clone(tmp_path / "clone" / "herberta_jax")
   # A virtual environment that sees this interpreter's packages, so that `pip install -e .` installs the clone
-  # without downloading anything and without touching the interpreter the tests run in.
+  # without downloading anything and without touching the interpreter the tests run in. (pip reads
+  # PIP_NO_BUILD_ISOLATION=0 as --no-build-isolation: the variable sets the option's value, build_isolation.)
   venv = tmp_path / "venv"
   subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
   drop = ("PYTHONPATH", "XLA_FLAGS", "JAX_PLATFORMS")  # a user's shell has none of the test process's settings
   env = {k: v for k, v in os.environ.items() if k not in drop}
   env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", VIRTUAL_ENV=str(venv), PIP_NO_INDEX="1",
-             PIP_NO_BUILD_ISOLATION="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+             PIP_NO_BUILD_ISOLATION="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
   done = set()
   for page in RUNNABLE_PAGES:
     for number, (language, code) in enumerate(runnable_blocks(page), 1):
