@@ -183,7 +183,8 @@ def part_train_step(entry: dict, args, report) -> None:
   cuda = has_cuda(torch)
   # BERT-base first: JAX's memory pool keeps what it grew to, and BERT-base's float32 step needs one 30 GiB block;
   # after the MiniLM rows and the loop had grown the pool in smaller pieces it found no room under
-  # XLA_PYTHON_CLIENT_MEM_FRACTION on an 80 GB H100 (bench/results/accelerator_h100_float32_background_save.json).
+  # XLA_PYTHON_CLIENT_MEM_FRACTION on an 80 GB H100 (run 4, 2026-11-26;
+  # git show 78d3b3b:bench/results/accelerator_h100_float32_background_save.json).
   shapes = {"smoke": SMOKE_SHAPE} if args.smoke else {name: SHAPES[name] for name in ("base", "minilm")}
   dtypes = ("bfloat16",) if args.smoke else args.dtypes.split(",")  # smoke: the float32 path is the same code
   batch, length, n_steps = (8, 32, 3) if args.smoke else (256, 128, 20)
