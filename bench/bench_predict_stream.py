@@ -91,7 +91,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", default="", help="export directory or training workdir")
   parser.add_argument("--random_export", action="store_true",
-                      help="instead of --model: a random 1-layer export (accelerator_check's smoke shape)")
+                      help="instead of --model: a random 1-layer export (the accelerator check's smoke shape)")
   parser.add_argument("--data", default=str(DEFAULT_DATA), help="SMiLER TSV whose sentences are repeated")
   parser.add_argument("--sizes", default="10000,200000", help="input lines of the peak-memory runs")
   parser.add_argument("--resume_lines", type=int, default=20000, help="input lines of the kill-and-resume check")
@@ -105,8 +105,8 @@ def main():
   tmp.mkdir(parents=True, exist_ok=True)
   if args.random_export:
     sys.path.insert(0, str(REPO / "bench"))
-    import accelerator_check
-    args.model = str(accelerator_check.build_export(tmp / "random_model", accelerator_check.SMOKE_SHAPE, smoke=True))
+    import accelerator_parts  # the accelerator check's parts: its random export and smoke shape
+    args.model = str(accelerator_parts.build_export(tmp / "random_model", accelerator_parts.SMOKE_SHAPE, smoke=True))
   result = {"model": args.model, "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} CPU cores",
             "runs": {}}
   for size in (int(s) for s in args.sizes.split(",")):

@@ -1,6 +1,6 @@
 """Builds one timed train step per stage for any shape, in JAX (our step) and in transformers' PyTorch, on one batch.
 
-Shared by bench_train.py (CPU comparison) and accelerator_check.py (one GPU): both time `run()` closures that
+Shared by bench_train.py (CPU comparison) and accelerator_parts.py (one GPU): both time `run()` closures that
 do one optimizer step on a fixed, device-resident batch, so the two scripts measure the same work.
 Neither side syncs inside `run()`; callers sync once after their timed loop (`sync()`).
 """

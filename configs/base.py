@@ -11,12 +11,12 @@ from herberta_jax import compile_cache
 def stage_config(*, learning_rate: float, batch_size: int, num_epochs: float) -> ml_collections.ConfigDict:
   """Optimisation of one stage (relation classifier or entity tagger); they train independently."""
   return ml_collections.ConfigDict(dict(
-      learning_rate=learning_rate,
+      learning_rate=learning_rate,  # AdamW's peak rate, after the warm-up
       batch_size=batch_size,  # global: split over all devices of all hosts
       num_epochs=float(num_epochs),  # fractions allowed: --config.relation.num_epochs=0.5
-      warmup_fraction=0.1,
-      weight_decay=0.01,
-      max_grad_norm=1.0,
+      warmup_fraction=0.1,  # share of the stage's steps warming up linearly from 0; then linear decay to 0
+      weight_decay=0.01,  # AdamW's decoupled weight decay; never on biases and LayerNorm
+      max_grad_norm=1.0,  # gradients clipped to this global norm; 0 turns clipping off
       # Layer-wise learning-rate decay: the top encoder layer learns at layer_decay x the rate, each layer below
       # at layer_decay x the one above, the embeddings last; the heads at the full rate. 1.0: off.
       layer_decay=1.0,
@@ -36,12 +36,12 @@ def stage_config(*, learning_rate: float, batch_size: int, num_epochs: float) ->
 
 def get_base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 0
+  config.seed = 0  # parameter init from scratch, the dev split, the data order and the dropout keys
   config.stage = "both"  # relation | tagger | both
-  config.log_every_steps = 25
+  config.log_every_steps = 25  # metrics fetched from the devices, logged and written to TensorBoard
   config.checkpoint_keep_latest = 2  # resumable checkpoints kept: an unreadable newest falls back to the previous
   # Dropout keys: "rbg" (XLA's RngBitGenerator for the bits, cheaper than threefry's hash on accelerators; on the
-  # CPU it runs XLA's threefry algorithm: model/dropout.py, bench/bench_rng.py), "unsafe_rbg" (its fold_in, used per
+  # CPU it runs XLA's threefry algorithm: model/dropout.py), "unsafe_rbg" (its fold_in, used per
   # step, has no independence guarantee) or "threefry2x32". The masks do not depend on the device count (tested).
   # Checkpoints store the key's raw data: a resume must use the implementation it was trained with.
   config.dropout_rng_impl = "rbg"
@@ -52,20 +52,20 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict(dict(
       demo=False,  # generate the embedded demo corpus instead of reading files
-      demo_seed=0,
-      demo_sentences_per_language=700,
+      demo_seed=0,  # the demo corpus's generator seed
+      demo_sentences_per_language=700,  # demo sentences generated per language, before the test split
       train_files="",  # comma-separated TSV files or directories
-      test_files="",
+      test_files="",  # as train_files, for the test split evaluated at the end; "" = no test evaluation
       languages="",  # a language group or list (EURO, SVO, ALL-EN, ko+en, ...); "" = every language found
       dev_fraction=0.02,  # carved from train per language, stratified by relation (the paper's 2%)
-      max_seq_len=128,
+      max_seq_len=128,  # tokens per sentence, [CLS] and [SEP] included; longer ones are truncated and counted
       on_error="fail",  # fail | skip (rejects written to workdir/data/rejects.tsv)
       tokenizer="",  # HF tokenizer dir or hub name; "" = the init checkpoint's; "wordpiece" = train one
-      wordpiece_vocab_size=8000,
-      lowercase=False,
+      wordpiece_vocab_size=8000,  # with tokenizer="wordpiece": the trained vocabulary's size
+      lowercase=False,  # with tokenizer="wordpiece": lowercase the text before training and tokenizing
       mixture="proportional",  # proportional | uniform | temperature
-      temperature=1.0,
-      bucket_boundaries=(32, 64, 128),
+      temperature=1.0,  # mixture=temperature: languages drawn by rows^(1/T); 1 = proportional
+      bucket_boundaries=(32, 64, 128),  # padded lengths batches are bucketed to: one compiled step each
       # shards: each host reads its own share of the TFRecord shards (scales to any corpus). all: every host
       # reads the whole stream and keeps its slice of each global batch, so the batches do not depend on the
       # number of hosts (exact reproducibility across topologies; costs each host the full read).
@@ -76,6 +76,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       init_from="",  # HF checkpoint dir or hub name; "" = from scratch with model.scratch
       dtype="float32",  # compute dtype (bfloat16 on GPU/TPU); parameters stay float32
+      # The encoder's shape and dropout when init_from is "" (BERT's names; ignored for a pretrained init).
       scratch=dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, hidden_dropout=0.1,
                    attention_dropout=0.1, max_position_embeddings=512),
   ))
@@ -92,6 +93,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # disjoint_entities: decode the two entities as a non-overlapping pair (the paper decodes them independently).
   # ordered_entities: entity 1 must also end before entity 2 starts (data that always names them in that order).
   # top_k: the best triple is chosen among this many relations by joint probability (1: the top relation's).
+  # top_m: entity pairs kept per relation (each sentence's n-best list holds top_k x top_m triples).
+  # batch_size: sentences per inference batch (global, split over the devices). max_span_len: the longest
+  # entity span decoded, in tokens.
   config.infer = ml_collections.ConfigDict(dict(batch_size=64, max_span_len=32, top_k=1, top_m=1,
                                                 disjoint_entities=False, ordered_entities=False))
   config.mesh = ml_collections.ConfigDict(dict(num_devices=-1))  # -1: every device of every process

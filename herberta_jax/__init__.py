@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
   from herberta_jax.api import Candidate, Entity, Extraction, Model, Rejected
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["Candidate", "Entity", "Extraction", "Model", "Rejected", "load", "__version__"]
 _API_NAMES = {"Candidate", "Entity", "Extraction", "Model", "Rejected"}
 

@@ -1,4 +1,4 @@
-"""bench/accelerator_check.py --smoke runs every part without an error and reports positive, finite figures.
+"""bench/accelerator_check.py --smoke runs every part (bench/accelerator_parts.py) without an error and reports positive, finite figures.
 
 The script gets one try on a GPU machine, so its plumbing is proved here first, at tiny shapes on the CPU.
 """
@@ -84,8 +84,9 @@ def test_synthetic_sentences_follow_semeval_word_counts():
   spec = importlib.util.spec_from_file_location("accelerator_check", SCRIPT)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  sentences = module.synthesise_sentences()
-  assert len(sentences) == sum(module.SEMEVAL_TEST_WORDS.values()) == 2717
+  parts = module.parts  # the script's parts live in bench/accelerator_parts.py
+  sentences = parts.synthesise_sentences()
+  assert len(sentences) == sum(parts.SEMEVAL_TEST_WORDS.values()) == 2717
   counts = sorted(len(s.split()) for s in sentences)
-  assert counts == sorted(n for n, c in module.SEMEVAL_TEST_WORDS.items() for _ in range(c))
+  assert counts == sorted(n for n, c in parts.SEMEVAL_TEST_WORDS.items() for _ in range(c))
   assert "<e1>" not in "".join(sentences)
