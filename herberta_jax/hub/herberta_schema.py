@@ -21,8 +21,12 @@ _SPECIAL_IDS = ("cls_id", "sep_id", "pad_id")
 _FIX = "re-export the run (python -m herberta_jax.export) or restore the file from the export"
 
 
-class ExportError(ValueError):
-  """An export whose files do not match the schema; the message names the file and the field."""
+class ExportError(Exception):
+  """An export whose files do not match the schema; the message names the file and the field.
+
+  Not a ValueError on purpose: `transformers.pipeline` catches a ValueError (or OSError, TypeError, RuntimeError)
+  from a model's loading and re-raises it buried in a page of tracebacks. herberta_jax raises its own
+  `InvalidExportError` (a ValueError) in its place."""
 
 
 def _fail(source: str, field: str, problem: str) -> ExportError:
