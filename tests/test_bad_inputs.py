@@ -485,7 +485,7 @@ EXPORT_CASES = [
     ExportCase("label-count-against-head", edit_meta(drop_last_label),
                ("herberta.json", "field labels", "classifier has 14 outputs"),
                ("config.json", "field labels", "classifier has 14 outputs")),
-    ExportCase("negative-label-unknown", edit_meta(lambda m: m.update(negative_label="none")),
+    ExportCase("negative-label-a-list", edit_meta(lambda m: m.update(negative_label=["no_relation"])),
                ("herberta.json", "field negative_label"), ("config.json", "field negative_label")),
     ExportCase("relation-token-outside-vocab", edit_meta(lambda m: m["relation_token_ids"].__setitem__(FIRST, 99999)),
                ("herberta.json", f"field relation_token_ids['{FIRST}']", "tagger/config.json vocab_size"),

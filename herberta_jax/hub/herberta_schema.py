@@ -59,8 +59,8 @@ def check_meta(meta, source: str) -> dict:
   repeated = sorted({label for label in labels if labels.count(label) > 1})
   if repeated:
     raise _fail(source, "labels", f"names {', '.join(map(repr, repeated))} more than once")
-  if meta.get("negative_label") not in labels:
-    raise _fail(source, "negative_label", f"{meta.get('negative_label')!r} is not one of labels")
+  if not isinstance(meta.get("negative_label"), str):  # (a label set may lack it: a corpus without negatives)
+    raise _fail(source, "negative_label", f"must be a string, not {meta.get('negative_label')!r}")
   token_ids = meta.get("relation_token_ids")
   if not isinstance(token_ids, dict):
     raise _fail(source, "relation_token_ids", f"must be an object mapping each label to a token id, not "
