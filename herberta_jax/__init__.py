@@ -25,10 +25,12 @@ _API_NAMES = {"Candidate", "Entity", "Extraction", "Model", "Rejected"}
 
 
 def load(path: str | os.PathLike, **options) -> Model:
-  """Loads a trained pipeline (an export directory or a finished training workdir) as a `Model`.
+  """Loads a trained pipeline (an export directory or a finished training workdir, local or a `gs://` URL) as a
+  `Model`, checked before use.
 
   `options` (all keyword): `top_k`, `top_m` (default n-best sizes), `batch_size`, `dtype`, `max_span_len`,
-  `disjoint_entities`, `ordered_entities`; see `herberta_jax.api.load`.
+  `disjoint_entities`, `ordered_entities`; see `herberta_jax.api.load`. A wrong type raises TypeError, a value out of
+  range ValueError, each naming the argument and the values it takes.
   """
   from herberta_jax import api
   return api.load(path, **options)

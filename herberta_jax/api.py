@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, overload
 
+from herberta_jax.errors import ArgumentError
+
 if TYPE_CHECKING:
   from herberta_jax.inference.predictor import Predictor
 
@@ -143,10 +145,8 @@ class Model:
 
   def predictor(self, top_k: int | None = None, top_m: int | None = None) -> Predictor:
     """The `Predictor` behind `extract` for these n-best sizes (compiled once per pair, parameters shared)."""
-    key = (self.top_k if top_k is None else top_k, self.top_m if top_m is None else top_m)
-    for name, value in zip(("top_k", "top_m"), key):
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: must be an integer of at least 1")
+    key = (self.top_k if top_k is None else check_count("top_k", top_k),
+           self.top_m if top_m is None else check_count("top_m", top_m))
     if key not in self._predictors:
       from herberta_jax.inference.predictor import Predictor
       relation, tagger, meta, tokenizer = self._parts
@@ -169,11 +169,17 @@ class Model:
       top_k: relations kept per sentence in `nbest` (default: `load`'s).
       top_m: entity pairs kept per relation in `nbest` (default: `load`'s).
 
-    An empty sentence gets an `Extraction` whose `error` says so; nothing is raised for it.
+    An empty sentence gets an `Extraction` whose `error` says so; nothing is raised for it. An empty list gives [].
+
+    Raises:
+      TypeError: `sentences` is neither a str nor an iterable of str (the message names the first bad item).
+      ValueError: a `top_k` or `top_m` under 1.
     """
     if isinstance(sentences, str):
       return self.extract([sentences], top_k=top_k, top_m=top_m)[0]
-    return list(self.extract_iter(sentences, top_k=top_k, top_m=top_m))
+    sentences = list(_checked_sentences(_iterable_of_sentences(sentences)))  # every item checked before any work
+    self.predictor(top_k, top_m)  # the n-best sizes too
+    return list(self.extract_iter(sentences, top_k=top_k, top_m=top_m)) if sentences else []
 
   def extract_iter(self, sentences: Iterable[str | Rejected], *, top_k: int | None = None, top_m: int | None = None,
                    start_row: int = 0) -> Iterator[Extraction]:
@@ -185,12 +191,60 @@ class Model:
     (`predictor().window_sizes()`), so batches, and thus scores to the last digit, match an uninterrupted run.
     """
     predictor = self.predictor(top_k, top_m)
-    pairs = ((None, s.reason) if isinstance(s, Rejected) else (s, None) for s in sentences)
+    pairs = ((None, s.reason) if isinstance(s, Rejected) else (s, None)
+             for s in _checked_sentences(_iterable_of_sentences(sentences)))
     for enc, prediction in predictor.run(predictor.encode_stream(pairs), start_row=start_row):
       yield Extraction.from_prediction(enc.text, prediction, enc.truncated_at)
 
   def __repr__(self) -> str:
     return f"Model({str(self.path)!r}, {len(self.labels)} relations, top_k={self.top_k}, top_m={self.top_m})"
+
+
+DTYPES = ("float32", "bfloat16", "float16")  # compute dtypes `load` takes (None: float32)
+
+
+def _iterable_of_sentences(sentences) -> Iterable:
+  if isinstance(sentences, bytes | bytearray) or not isinstance(sentences, Iterable):
+    raise TypeError(f"sentences: expected a str or an iterable of str, got {type(sentences).__name__}")
+  return sentences
+
+
+def _checked_sentences(sentences: Iterable) -> Iterator:
+  """The items of `sentences`, raising TypeError at the first that is not a str (or a `Rejected`)."""
+  for i, sentence in enumerate(sentences):
+    if not isinstance(sentence, str | Rejected):
+      raise TypeError(f"sentences[{i}]: expected a str, got {type(sentence).__name__} ({sentence!r:.40})")
+    yield sentence
+
+
+def check_count(name: str, value, *, optional: bool = False) -> int | None:
+  """`value` as a whole number >= 1 (None too where `optional`): TypeError or ValueError naming `name` otherwise."""
+  if value is None and optional:
+    return None
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise TypeError(f"{name}={value!r}: expected a whole number >= 1{' or None' * optional}, got "
+                    f"{type(value).__name__}")
+  if value < 1:
+    raise ArgumentError(f"{name}={value!r}: must be a whole number >= 1{' or None' * optional}")
+  return value
+
+
+def _check_load_arguments(path, *, top_k, top_m, batch_size, dtype, max_span_len, disjoint_entities,
+                          ordered_entities, lengths_per_doubling) -> None:
+  """`load`'s arguments, checked at the call rather than at the first `extract`."""
+  if not isinstance(path, str | os.PathLike):
+    raise TypeError(f"path={path!r}: expected a str or os.PathLike (an export directory, a training workdir or a "
+                    f"gs:// URL), got {type(path).__name__}")
+  for name, value in (("top_k", top_k), ("top_m", top_m), ("max_span_len", max_span_len)):
+    check_count(name, value, optional=True)
+  check_count("batch_size", batch_size)
+  check_count("lengths_per_doubling", lengths_per_doubling)
+  if dtype is not None and dtype not in DTYPES:
+    raise (ArgumentError if isinstance(dtype, str) else TypeError)(
+        f"dtype={dtype!r}: use None (float32) or one of {', '.join(map(repr, DTYPES))}")
+  for name, value in (("disjoint_entities", disjoint_entities), ("ordered_entities", ordered_entities)):
+    if value is not None and not isinstance(value, bool):
+      raise TypeError(f"{name}={value!r}: expected True, False or None, got {type(value).__name__}")
 
 
 def _import_transformers_quietly() -> None:
@@ -213,7 +267,7 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
 
   Args:
     path: an export directory (holding `herberta.json`, `relation/`, `tagger/`) or a finished training workdir
-      (its `export/` is used).
+      (its `export/` is used); local, or a URL such as `gs://bucket/export` (read through a local copy).
     top_k, top_m: the default n-best sizes of `extract` (relations per sentence, entity pairs per relation; each
       sentence's best triple is the most probable of them); None takes the run's own (recorded in the export:
       1 and 1, the paper's output, unless the run's `infer.top_k` / `infer.top_m` said otherwise).
@@ -225,9 +279,15 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
       pads less and compiles more programs).
 
   Raises:
-    herberta_jax.errors.UserError: `path` is not an export or workdir, or its files are incomplete.
-    ValueError: a `batch_size` the devices cannot share, or a `top_k`/`top_m`/`lengths_per_doubling` under 1.
+    herberta_jax.errors.UserError: `path` is not an export or workdir, or its files are incomplete or disagree
+      with each other (the message names the file and the field).
+    TypeError: an argument of the wrong type (the message names it).
+    ValueError: a `batch_size` the devices cannot share, a `top_k`/`top_m`/`max_span_len`/`lengths_per_doubling`
+      under 1, or a `dtype` not in `DTYPES`.
   """
+  _check_load_arguments(path, top_k=top_k, top_m=top_m, batch_size=batch_size, dtype=dtype,
+                        max_span_len=max_span_len, disjoint_entities=disjoint_entities,
+                        ordered_entities=ordered_entities, lengths_per_doubling=lengths_per_doubling)
   _import_transformers_quietly()
   from herberta_jax.hub import format as export_format
   from herberta_jax.inference.predictor import load_export

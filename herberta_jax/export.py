@@ -9,6 +9,8 @@ another place. A non-empty DIR is refused unless --overwrite, which replaces it 
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from herberta_jax import cli
@@ -22,7 +24,7 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   del argv
   from herberta_jax import run as run_lib
-  print(run_lib.export_workdir(_WORKDIR.value, _OUT.value, overwrite=_OVERWRITE.value))
+  print(os.fspath(run_lib.export_workdir(_WORKDIR.value, _OUT.value, overwrite=_OVERWRITE.value)))
 
 
 def run() -> None:

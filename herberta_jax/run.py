@@ -15,6 +15,7 @@ import tempfile
 import jax
 from jax.experimental import multihost_utils
 
+from herberta_jax import storage
 from herberta_jax.config_check import check_config, check_resume
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import preparation, tokenize
@@ -184,10 +185,11 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
   """Restores both stages' best parameters from a training workdir and writes the export to `out_dir`.
 
   The workdir is only read. A non-empty `out_dir` is refused unless `overwrite`; then it is replaced as a whole
-  (written beside it first, so a failed export leaves the old one), never merged with what it held.
+  (written beside it first, so a failed export leaves the old one), never merged with what it held. `out_dir` may
+  be a URL (`gs://bucket/export`): the export is written to a local staging folder, then copied there.
   """
   import ml_collections
-  workdir, out_dir = pathlib.Path(workdir), pathlib.Path(out_dir)
+  workdir, out_dir = pathlib.Path(workdir), storage.path(out_dir)
   if not (workdir / "config.json").exists():
     raise UserFileNotFoundError(f"--workdir {workdir}: no config.json; pass a training workdir (the --workdir of "
                                 "python -m herberta_jax.train)")
@@ -197,10 +199,10 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
   if missing:
     raise UserError(f"--workdir {workdir}: no checkpoint of the {' and '.join(missing)} stage in "
                     f"{workdir / missing[0] / 'checkpoints'}; train it first (--config.stage={missing[0]})")
-  if out_dir.resolve() in (workdir.resolve(), *workdir.resolve().parents):
+  if storage.is_local(out_dir) and out_dir.resolve() in (workdir.resolve(), *workdir.resolve().parents):
     raise UserError(f"--out {out_dir}: is the workdir or holds it; export to another directory")
   if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-    raise UserFileExistsError(f"--out {out_dir}: exists and is not empty; choose another directory or pass "
+    raise UserFileExistsError(f"--out {storage.text(out_dir)}: exists and is not empty; choose another directory or pass "
                               "--overwrite to replace it")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   data_dir = workdir / "data"
@@ -212,16 +214,18 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
     restored[stage] = (model.bert_config, params)
   meta = writer.export_meta(manifest, config.data.bucket_boundaries,
                             restored["tagger"][0].type_vocab_size >= 2, writer.decoding_of(config))
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+  # Locally the staging folder sits beside out_dir, so one rename puts the export in place; a URL's is local.
+  staging_root = out_dir.parent if storage.is_local(out_dir) else storage.cache_root()
+  staging_root.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=staging_root))
   try:
     writer.write_export(staging, data_dir, meta, restored["relation"], restored["tagger"])
     write_model_cards(staging, workdir, manifest, meta)
-    if out_dir.is_dir():
-      shutil.rmtree(out_dir)
-    elif out_dir.exists():
-      out_dir.unlink()
-    staging.rename(out_dir)
+    storage.remove(out_dir)  # only now, the new export complete; a non-empty one only with `overwrite` (above)
+    if storage.is_local(out_dir):
+      staging.rename(out_dir)
+    else:
+      storage.copy_tree(staging, out_dir)
   finally:
     if staging.exists():
       shutil.rmtree(staging)

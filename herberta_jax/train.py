@@ -7,8 +7,11 @@ Flags parse the config file (overridable with `--config.a.b=value`); everything 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
@@ -17,7 +20,38 @@ from herberta_jax.config_check import check_config
 from herberta_jax.errors import ConfigError
 from herberta_jax.training import distributed
 
+
+def _checked_config_file(parse):
+  """ml_collections' parsing of --config, where a config file whose get_config() raises, or returns anything but a
+  ConfigDict, is one flag error naming the file (absl turns a ValueError here into one) rather than a traceback."""
+
+  def checked(path):
+    try:
+      config = parse(path)
+    except Exception as error:  # a config file is code: whatever it raises is the user's to fix
+      # ml_collections re-raises a TypeError or ValueError with the traceback as its text: report the original.
+      cause = error.__context__ if str(error).startswith("Error whilst parsing config file") else None
+      cause = cause or error
+      raise ValueError(f"get_config() raised {type(cause).__name__}: {cli.one_line(cause)}"
+                       f"{_where(cause, path)}; fix the config file") from error
+    if not isinstance(config, ml_collections.ConfigDict) and type(config).__name__ != "_ErrorConfig":
+      # (_ErrorConfig: ml_collections' stand-in for a file that could not be opened, reported when first read)
+      raise ValueError(f"get_config() returned {type(config).__name__}, not an ml_collections.ConfigDict; "
+                       "make it return one (see configs/demo.py)")
+    return config
+  return checked
+
+
+def _where(error: BaseException, path: str) -> str:
+  """` (at FILE:LINE)` for the innermost line of the config file in `error`'s traceback, else ''."""
+  file = path.split(":", 1)[0]
+  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(frame.filename) == os.path.abspath(file)]
+  return f" (at {file}:{lines[-1]})" if lines else ""
+
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.", lock_config=True)
+flags.FLAGS["config"].parser.parse = _checked_config_file(flags.FLAGS["config"].parser.parse)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and the export.")
 flags.mark_flags_as_required(["config", "workdir"])
 log = logging.getLogger("herberta_jax.train")  # not __name__, which is __main__ under `python -m`

@@ -136,7 +136,7 @@ def test_lengths_per_doubling_sets_the_batch_lengths_and_keeps_the_triples(workd
   triple = lambda r: (r.relation, r.e1.start, r.e1.end, r.e2.start, r.e2.end)
   assert [triple(r) for r in coarse.extract(SENTENCES)] == [triple(r) for r in fine.extract(SENTENCES)]
   assert {length for _, length in coarse.predictor().batch_shapes} <= {1, 2, 4, 8, 16, 32, 64}
-  with pytest.raises(ValueError, match="--lengths_per_doubling=0"):
+  with pytest.raises(ValueError, match="^lengths_per_doubling=0: must be a whole number >= 1"):  # the argument, not the flag
     herberta_jax.load(workdir, lengths_per_doubling=0)
 
 

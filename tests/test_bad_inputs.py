@@ -403,3 +403,387 @@ def test_debug_shows_the_traceback_of_a_user_error(world, tmp_path):
   proc = subprocess.run([sys.executable, "-m", "herberta_jax.prepare", *args, "--debug"], cwd=REPO, env=env,
                         capture_output=True, text=True)
   assert proc.returncode != 0 and "Traceback" in proc.stderr and "DataError" in proc.stderr
+
+
+# --- Exports, API and pipeline arguments (issue 34 items 2, 7, 8)
+# Each export case edits its own copy of the tiny run's export as a user, a bad copy or another version might, then
+# loads it through all three ways in: the predict CLI in a subprocess, `herberta_jax.load` in this process, and the
+# shipped transformers pipeline in a process where JAX cannot be imported. The argument cases call the API and the
+# pipeline with values out of range. Every case checks the exit code or exception type, that the one-line message
+# names the file, flag or field, that no traceback is printed, and that every file under the inputs (the copy, the
+# run's own export, the input sentences) is byte-identical afterwards.
+
+import hashlib  # noqa: E402
+
+import herberta_jax  # noqa: E402
+from herberta_jax.errors import UserError  # noqa: E402
+
+
+def tree_hashes(*roots: pathlib.Path) -> dict[str, str]:
+  """sha256 of every file under each root (or of the root itself, a file)."""
+  files = [p for root in roots for p in ([root] if root.is_file() else sorted(root.rglob("*"))) if p.is_file()]
+  return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def edit_meta(edit: Callable[[dict], None]):
+  """An export corruption: `edit` applied to herberta.json (what herberta_jax reads) and to the root config.json's
+  "herberta" (what the pipeline reads), so both backends meet the same fault."""
+  def corrupt(export: pathlib.Path) -> None:
+    meta_file, config_file = export / "herberta.json", export / "config.json"
+    meta, config = json.loads(meta_file.read_text()), json.loads(config_file.read_text())
+    edit(meta)
+    edit(config["herberta"])
+    meta_file.write_text(json.dumps(meta, indent=2))
+    config_file.write_text(json.dumps(config, indent=2))
+  return corrupt
+
+
+def replace_file(relative: str, data: bytes | None):
+  """An export corruption: the file replaced by `data`, or deleted (None)."""
+  def corrupt(export: pathlib.Path) -> None:
+    if data is None:
+      (export / relative).unlink()
+    else:
+      (export / relative).write_bytes(data)
+  return corrupt
+
+
+def swap_first_labels(meta: dict) -> None:
+  meta["labels"][0], meta["labels"][1] = meta["labels"][1], meta["labels"][0]
+
+
+def drop_last_label(meta: dict) -> None:
+  label = meta["labels"].pop()
+  meta["relation_token_ids"].pop(label)
+  meta["relation_tokens"].pop(label)
+
+
+@dataclasses.dataclass
+class ExportCase:
+  id: str
+  corrupt: Callable[[pathlib.Path], None]
+  says: tuple[str, ...]  # in herberta_jax's message (file paths relative to the export)
+  pipeline_says: tuple[str, ...] | None = None  # in the pipeline's (None: the pipeline does not read that file)
+
+
+FIRST = "birth-place"  # the tiny run's first label
+EXPORT_CASES = [
+    ExportCase("format-version-2", edit_meta(lambda m: m.update(format_version=2)),
+               ("herberta.json", "format_version is 2"), ("config.json", "format_version is 2")),
+    ExportCase("herberta-json-truncated", replace_file("herberta.json", b'{"format_version": 1, "lab'),
+               ("herberta.json", "not valid JSON")),
+    ExportCase("herberta-json-a-list", replace_file("herberta.json", b"[]"), ("herberta.json", "not an object")),
+    ExportCase("labels-a-string", edit_meta(lambda m: m.update(labels="birth-place")),
+               ("herberta.json", "field labels"), ("config.json", "field labels")),
+    ExportCase("label-a-number", edit_meta(lambda m: m["labels"].__setitem__(1, 7)),
+               ("herberta.json", "field labels[1]"), ("config.json", "field labels[1]")),
+    ExportCase("labels-repeated", edit_meta(lambda m: m["labels"].__setitem__(1, FIRST)),
+               ("herberta.json", "field labels", "more than once"), ("config.json", "more than once")),
+    ExportCase("labels-reordered", edit_meta(swap_first_labels),
+               ("herberta.json", "field labels", "relation/config.json", "index 0"),
+               ("config.json", "field labels", "relation/config.json", "index 0")),
+    ExportCase("label-count-against-head", edit_meta(drop_last_label),
+               ("herberta.json", "field labels", "classifier has 14 outputs"),
+               ("config.json", "field labels", "classifier has 14 outputs")),
+    ExportCase("negative-label-a-list", edit_meta(lambda m: m.update(negative_label=["no_relation"])),
+               ("herberta.json", "field negative_label"), ("config.json", "field negative_label")),
+    ExportCase("relation-token-outside-vocab", edit_meta(lambda m: m["relation_token_ids"].__setitem__(FIRST, 99999)),
+               ("herberta.json", f"field relation_token_ids['{FIRST}']", "tagger/config.json vocab_size"),
+               ("config.json", f"field relation_token_ids['{FIRST}']", "tagger/config.json vocab_size")),
+    ExportCase("relation-token-negative", edit_meta(lambda m: m["relation_token_ids"].__setitem__(FIRST, -3)),
+               ("herberta.json", f"field relation_token_ids['{FIRST}']"),
+               ("config.json", f"field relation_token_ids['{FIRST}']")),
+    ExportCase("relation-token-missing", edit_meta(lambda m: m["relation_token_ids"].pop(FIRST)),
+               ("herberta.json", f"field relation_token_ids['{FIRST}']"),
+               ("config.json", f"field relation_token_ids['{FIRST}']")),
+    ExportCase("max-seq-len-a-string", edit_meta(lambda m: m.update(max_seq_len="64")),
+               ("herberta.json", "field max_seq_len"), ("config.json", "field max_seq_len")),
+    ExportCase("max-seq-len-past-positions", edit_meta(lambda m: m.update(max_seq_len=4096)),
+               ("herberta.json", "field max_seq_len", "max_position_embeddings"),
+               ("config.json", "field max_seq_len", "max_position_embeddings")),
+    ExportCase("cls-id-null", edit_meta(lambda m: m.update(cls_id=None)),
+               ("herberta.json", "field cls_id"), ("config.json", "field cls_id")),
+    ExportCase("two-segments-a-string", edit_meta(lambda m: m.update(two_segments="yes")),
+               ("herberta.json", "field two_segments"), ("config.json", "field two_segments")),
+    ExportCase("decoding-top-k-0", edit_meta(lambda m: m["decoding"].update(top_k=0)),
+               ("herberta.json", "field decoding.top_k"), ("config.json", "field decoding.top_k")),
+    ExportCase("decoding-misspelt-key", edit_meta(lambda m: m["decoding"].update(topk=2)),
+               ("herberta.json", "field decoding.topk"), ("config.json", "field decoding.topk")),
+    ExportCase("tokenizer-json-corrupt", replace_file("tagger/tokenizer.json", b'{"version": "1.0", "trunc'),
+               ("tagger/tokenizer.json", "cannot be read as a tokenizer")),
+    ExportCase("relation-config-missing", replace_file("relation/config.json", None), ("relation", "config.json")),
+]
+
+
+def export_copy(world: World, case: ExportCase) -> pathlib.Path:
+  """The case's corrupted copy of the run's export (made once; every interface reads it)."""
+  export = world.root / "exports" / case.id
+  if not export.exists():
+    shutil.copytree(world.export, export)
+    case.corrupt(export)
+  return export
+
+
+def user_env() -> dict:
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
+         "HF_HUB_OFFLINE": "1"}
+  env.pop("HERBERTA_DEBUG", None)
+  return env
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, cli: str, says) -> str:
+  context = f"\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
+  assert "Traceback" not in proc.stderr, context
+  assert proc.returncode == 2, context
+  errors = [line for line in proc.stderr.splitlines() if f"{cli}: error: " in line]
+  assert len(errors) == 1, context
+  for expected in says:
+    assert expected in errors[0], context
+  return errors[0]
+
+
+@pytest.fixture(scope="session")
+def export_predictions(world) -> dict[str, tuple[subprocess.CompletedProcess, dict, dict]]:
+  """predict --model <each corrupted export>: (process, hashes before, hashes after), in parallel."""
+  def predict_on(case: ExportCase):
+    export = export_copy(world, case)
+    out = world.root / "exports" / f"{case.id}.jsonl"
+    before = tree_hashes(export, world.export, world.sentences)
+    proc = subprocess.run([sys.executable, "-m", "herberta_jax.predict", "--model", str(export), "--input",
+                           str(world.sentences), "--out", str(out)], cwd=REPO, env=user_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert not out.exists(), f"{out} written for a bad export"
+    return proc, before, tree_hashes(export, world.export, world.sentences)
+  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    futures = {case.id: pool.submit(predict_on, case) for case in EXPORT_CASES}
+    return {case_id: future.result() for case_id, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", EXPORT_CASES, ids=[c.id for c in EXPORT_CASES])
+def test_predict_refuses_a_bad_export_in_one_line(case: ExportCase, world, export_predictions):
+  proc, before, after = export_predictions[case.id]
+  line = assert_one_error_line(proc, "predict", case.says)
+  assert str(world.root / "exports" / case.id) in line  # the export as the user named it
+  assert after == before
+
+
+@pytest.mark.parametrize("case", EXPORT_CASES, ids=[c.id for c in EXPORT_CASES])
+def test_load_refuses_a_bad_export_with_a_user_error(case: ExportCase, world):
+  export = export_copy(world, case)
+  before = tree_hashes(export, world.export)
+  with pytest.raises(UserError) as raised:
+    herberta_jax.load(export)
+  assert isinstance(raised.value, ValueError | FileNotFoundError)
+  message = str(raised.value)
+  assert "\n" not in message and str(export) in message
+  for expected in case.says:
+    assert expected in message
+  assert tree_hashes(export, world.export) == before
+
+
+PIPELINE_CASES = r"""
+import json, sys
+sys.modules["jax"] = None  # the shipped pipeline must not need JAX
+from transformers import pipeline
+spec = json.load(sys.stdin)
+out, loaded = {}, {}
+
+def outcome(call):
+  try:
+    return {"result": call()}
+  except Exception as error:  # what the user's program would see
+    return {"error": [type(error).__name__, [c.__name__ for c in type(error).__mro__], str(error)]}
+
+for case in spec["loads"]:
+  out[case["id"]] = outcome(lambda: pipeline(model=case["export"], trust_remote_code=True, device="cpu") and "loaded")
+extract = pipeline(model=spec["good"], trust_remote_code=True, device="cpu")
+for case in spec["calls"]:
+  out[case["id"]] = outcome(lambda: extract(case["inputs"], **case["kwargs"]))
+out["construct-misspelt"] = outcome(lambda: pipeline(model=spec["good"], trust_remote_code=True, device="cpu",
+                                                     topk=2) and "loaded")
+out["imported"] = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "herberta_jax") and sys.modules[m])
+json.dump(out, sys.stdout)
+"""
+SENTENCE = "Marie Curie was born in Warsaw."
+# (id, inputs, keyword arguments, exception type, what its message names); None: the call returns [].
+PIPELINE_CALLS = [
+    ("empty-list", [], {}, None, ()),
+    ("top-k-0", SENTENCE, {"top_k": 0}, "ValueError", ("top_k=0", ">= 1")),
+    ("top-m-0", SENTENCE, {"top_m": 0}, "ValueError", ("top_m=0", ">= 1")),
+    ("max-span-len-0", SENTENCE, {"max_span_len": 0}, "ValueError", ("max_span_len=0", ">= 1")),
+    ("top-k-a-string", SENTENCE, {"top_k": "2"}, "TypeError", ("top_k='2'",)),
+    ("disjoint-a-string", SENTENCE, {"disjoint_entities": "yes"}, "TypeError", ("disjoint_entities='yes'",)),
+    ("misspelt-keyword", SENTENCE, {"topk": 2}, "TypeError", ("unknown parameter topk", "top_k")),
+    ("misspelt-keyword-on-empty", [], {"top_mm": 2}, "TypeError", ("unknown parameter top_mm",)),
+    ("non-str-item", [SENTENCE, 7], {}, "TypeError", ("str", "int")),
+]
+
+
+@pytest.fixture(scope="session")
+def pipeline_outcomes(world, tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess, dict, dict]:
+  """Every pipeline case in one process without JAX (its start-up is the slow part): (outcomes by id, process,
+  hashes before, hashes after)."""
+  exports = {case.id: export_copy(world, case) for case in EXPORT_CASES if case.pipeline_says}
+  spec = {"good": str(world.export), "loads": [{"id": i, "export": str(e)} for i, e in exports.items()],
+          "calls": [{"id": i, "inputs": inputs, "kwargs": kwargs} for i, inputs, kwargs, _, _ in PIPELINE_CALLS]}
+  roots = [*exports.values(), world.export]
+  before = tree_hashes(*roots)
+  env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "XLA_FLAGS")}
+  env.update(HF_MODULES_CACHE=str(tmp_path_factory.mktemp("modules")), HF_HUB_OFFLINE="1")
+  cwd = tmp_path_factory.mktemp("no_herberta")  # herberta_jax not importable from here
+  proc = subprocess.run([sys.executable, "-c", PIPELINE_CASES], input=json.dumps(spec), capture_output=True, text=True,
+                        cwd=cwd, env=env, timeout=600)
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  outcomes = json.loads(proc.stdout)
+  assert outcomes["imported"] == []
+  return outcomes, proc, before, tree_hashes(*roots)
+
+
+def assert_raised(outcome: dict, kind: str, says) -> None:
+  assert "error" in outcome, outcome
+  name, bases, message = outcome["error"]
+  assert kind in bases, outcome
+  assert "\n" not in message, message
+  for expected in says:
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("case", [c for c in EXPORT_CASES if c.pipeline_says],
+                         ids=[c.id for c in EXPORT_CASES if c.pipeline_says])
+def test_pipeline_refuses_a_bad_export_with_the_same_schema(case: ExportCase, world, pipeline_outcomes):
+  outcomes, _, before, after = pipeline_outcomes
+  assert_raised(outcomes[case.id], "ExportError", (str(world.root / "exports" / case.id), *case.pipeline_says))
+  assert after == before
+
+
+@pytest.mark.parametrize("case_id, inputs, kwargs, kind, says", PIPELINE_CALLS, ids=[c[0] for c in PIPELINE_CALLS])
+def test_pipeline_checks_its_arguments_at_the_call(case_id, inputs, kwargs, kind, says, pipeline_outcomes):
+  outcomes, _, before, after = pipeline_outcomes
+  if kind is None:
+    assert outcomes[case_id] == {"result": []}
+  else:
+    assert_raised(outcomes[case_id], kind, says)
+  assert after == before
+
+
+def test_pipeline_refuses_a_misspelt_keyword_when_built(pipeline_outcomes):
+  assert_raised(pipeline_outcomes[0]["construct-misspelt"], "TypeError", ("unknown parameter topk", "top_k"))
+
+
+# (id, keyword arguments of load, exception type, what its message names)
+LOAD_ARGUMENTS = [
+    ("dtype-banana", {"dtype": "banana"}, ValueError, ("dtype='banana'", "'bfloat16'")),
+    ("dtype-a-number", {"dtype": 16}, TypeError, ("dtype=16",)),
+    ("top-k-0", {"top_k": 0}, ValueError, ("top_k=0", ">= 1")),
+    ("top-m-0", {"top_m": 0}, ValueError, ("top_m=0", ">= 1")),
+    ("max-span-len-0", {"max_span_len": 0}, ValueError, ("max_span_len=0", ">= 1")),
+    ("batch-size-a-string", {"batch_size": "8"}, TypeError, ("batch_size='8'",)),
+    ("top-k-a-bool", {"top_k": True}, TypeError, ("top_k=True",)),
+    ("disjoint-a-string", {"disjoint_entities": "yes"}, TypeError, ("disjoint_entities='yes'", "True, False")),
+    ("lengths-per-doubling-0", {"lengths_per_doubling": 0}, ValueError, ("lengths_per_doubling=0",)),
+]
+
+
+@pytest.mark.parametrize("case_id, kwargs, kind, says", LOAD_ARGUMENTS, ids=[c[0] for c in LOAD_ARGUMENTS])
+def test_load_checks_its_arguments_at_the_call(case_id, kwargs, kind, says, world):
+  before = tree_hashes(world.export)
+  with pytest.raises(kind) as raised:
+    herberta_jax.load(world.export, **kwargs)
+  assert "\n" not in str(raised.value)
+  for expected in says:
+    assert expected in str(raised.value)
+  assert tree_hashes(world.export) == before
+
+
+def test_load_refuses_a_path_that_is_not_one(world):
+  with pytest.raises(TypeError, match=r"path=42: expected a str or os.PathLike"):
+    herberta_jax.load(42)
+
+
+@pytest.fixture(scope="session")
+def loaded_model(world):
+  return herberta_jax.load(world.export)
+
+
+# (id, sentences, keyword arguments of extract, exception type, what its message names)
+EXTRACT_ARGUMENTS = [
+    ("non-str-item", [SENTENCE, 7], {}, TypeError, ("sentences[1]", "expected a str, got int")),
+    ("none-item", [None], {}, TypeError, ("sentences[0]", "NoneType")),
+    ("not-iterable", 5, {}, TypeError, ("sentences", "got int")),
+    ("bytes", SENTENCE.encode(), {}, TypeError, ("sentences", "got bytes")),
+    ("top-k-0", [SENTENCE], {"top_k": 0}, ValueError, ("top_k=0",)),
+    ("top-m-0", [SENTENCE], {"top_m": 0}, ValueError, ("top_m=0",)),
+    ("top-m-a-float", [SENTENCE], {"top_m": 1.5}, TypeError, ("top_m=1.5",)),
+]
+
+
+@pytest.mark.parametrize("case_id, sentences, kwargs, kind, says", EXTRACT_ARGUMENTS,
+                         ids=[c[0] for c in EXTRACT_ARGUMENTS])
+def test_extract_checks_its_arguments_at_the_call(case_id, sentences, kwargs, kind, says, loaded_model):
+  with pytest.raises(kind) as raised:
+    loaded_model.extract(sentences, **kwargs)
+  assert "\n" not in str(raised.value)
+  for expected in says:
+    assert expected in str(raised.value)
+
+
+def test_extract_of_nothing_is_nothing(loaded_model):
+  assert loaded_model.extract([]) == [] and list(loaded_model.extract_iter([])) == []
+
+
+CONFIG_FILES = [
+    ("config-raises", "def get_config():\n  raise RuntimeError('no such preset')\n",
+     ("--config", "config.py", "RuntimeError: no such preset", "config.py:2")),
+    ("config-returns-a-dict", "def get_config():\n  return {'stage': 'both'}\n",
+     ("--config", "config.py", "returned dict, not an ml_collections.ConfigDict")),
+    ("config-syntax-error", "def get_config(:\n  pass\n", ("--config", "config.py", "SyntaxError")),
+]
+
+
+@pytest.mark.parametrize("case_id, source, says", CONFIG_FILES, ids=[c[0] for c in CONFIG_FILES])
+def test_a_broken_config_file_is_one_line(case_id, source, says, tmp_path):
+  config = tmp_path / "config.py"
+  config.write_text(source)
+  before = tree_hashes(tmp_path)
+  proc = subprocess.run([sys.executable, "-m", "herberta_jax.train", "--config", str(config), "--workdir",
+                         str(tmp_path / "wd")], cwd=REPO, env=user_env(), capture_output=True, text=True, timeout=600)
+  assert_one_error_line(proc, "train", says)
+  assert tree_hashes(tmp_path) == before and not (tmp_path / "wd").exists()
+
+
+@pytest.mark.parametrize("cli, extra", [("predict", ["--input", "{s}", "--out", "{d}/out.jsonl"]),
+                                        ("evaluate", ["--split", "test", "--out", "{d}/report"])])
+def test_max_span_len_0_is_refused_by_the_clis(cli, extra, world, tmp_path):
+  before = tree_hashes(world.export, world.sentences)
+  args = [a.format(s=world.sentences, d=tmp_path) for a in extra]
+  proc = subprocess.run([sys.executable, "-m", f"herberta_jax.{cli}", "--model", str(world.workdir), *args,
+                         "--max_span_len", "0"], cwd=REPO, env=user_env(), capture_output=True, text=True, timeout=600)
+  assert_one_error_line(proc, cli, ("--max_span_len=0",))
+  assert tree_hashes(world.export, world.sentences) == before and not any(tmp_path.iterdir())
+
+
+def test_evaluate_refuses_a_bad_export_in_one_line(world, tmp_path):
+  export = export_copy(world, EXPORT_CASES[[c.id for c in EXPORT_CASES].index("labels-reordered")])
+  before = tree_hashes(export, world.export)
+  proc = subprocess.run([sys.executable, "-m", "herberta_jax.evaluate", "--model", str(export), "--input",
+                         world.demo_tests()[0], "--out", str(tmp_path / "report")], cwd=REPO, env=user_env(),
+                        capture_output=True, text=True, timeout=600)
+  assert_one_error_line(proc, "evaluate", (f"{export}/herberta.json", "field labels", "relation/config.json"))
+  assert tree_hashes(export, world.export) == before and not (tmp_path / "report").exists()
+
+
+def test_exports_are_written_with_the_users_umask(world, tmp_path):
+  """safetensors writes 0600 and a staging folder is 0700: an export must be readable as the umask says."""
+  out = tmp_path / "exp"
+  proc = subprocess.run(["sh", "-c", 'umask 027 && exec "$0" "$@"', sys.executable, "-m", "herberta_jax.export",
+                         "--workdir", str(world.workdir), "--out", str(out)], cwd=REPO, env=user_env(),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  modes = {str(p.relative_to(out)): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
+  assert modes["relation/model.safetensors"] == modes["herberta.json"] == 0o640
+  assert {m for p, m in modes.items() if (out / p).is_dir()} == {0o750}
+  assert {m for p, m in modes.items() if (out / p).is_file()} == {0o640}
+  default = {p.stat().st_mode & 0o777 for p in world.export.rglob("*") if p.is_file()}  # the test's own umask
+  mask = os.umask(0)
+  os.umask(mask)
+  assert default == {0o666 & ~mask}

@@ -8,7 +8,8 @@
     extract("Marie Curie was born in Warsaw.", top_k=2, top_m=2)    # a str, or a list with batch_size=N
 
 returns the relation, both entities with character offsets, scores and the n-best list. It therefore imports
-nothing but torch and transformers: no JAX, no herberta_jax.
+nothing but torch, transformers and `herberta_schema.py`, shipped beside it (no JAX, no herberta_jax): the export
+schema herberta_jax checks exports with, which this pipeline checks them with too when it loads one.
 
 It is a copy, in PyTorch, of herberta_jax's inference, and must stay one (`tests/test_hf_pipeline.py` checks
 its triples against the JAX predictor's): the relation input and its truncation are `Predictor._tokenize`'s,
@@ -27,11 +28,16 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .herberta_schema import DEFAULT_DECODING, check_against_models, check_meta
+
 TASK = "relation-extraction"
 TAGGER_SHIFT = 2  # [CLS] [relation] [SEP] puts relation-input token i at tagger position i + 2
 TAGGER_EXTRA_TOKENS = 2  # the relation token and a second [SEP]: the relation input is cut this much shorter
 NO_SPAN = -1  # position of a candidate that does not exist (score -inf)
 DISJOINT_CANDIDATES = 8  # spans kept per entity for disjoint decoding, as best_entity_pairs' `candidates`
+# The call parameters (of `pipeline(...)` and of each call): anything else is refused, a misspelling included.
+COUNT_PARAMETERS = ("top_k", "top_m", "max_span_len")  # whole numbers >= 1
+SWITCH_PARAMETERS = ("disjoint_entities", "ordered_entities")  # booleans
 _LOADING_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies", "dtype",
                    "device_map")
 
@@ -69,10 +75,18 @@ class HerbertaTwoStageModel(PreTrainedModel):
     if not isinstance(config, HerbertaConfig):
       config = HerbertaConfig.from_pretrained(pretrained_model_name_or_path,
                                               **{k: v for k, v in loading.items() if k not in ("dtype", "device_map")})
+    root = str(pretrained_model_name_or_path).rstrip("/")
+    source = f"{root}/config.json (its \"herberta\")"
+    check_meta(config.herberta, source)  # before the weights are read
     relation = AutoModelForSequenceClassification.from_pretrained(pretrained_model_name_or_path,
                                                                   subfolder=config.relation, **loading)
     tagger = AutoModelForTokenClassification.from_pretrained(pretrained_model_name_or_path, subfolder=config.tagger,
                                                              **loading)
+    check_against_models(config.herberta, source, id2label={int(k): v for k, v in relation.config.id2label.items()},
+                         id2label_source=f"{root}/{config.relation}/config.json",
+                         head_outputs=relation.config.num_labels, vocab_size=tagger.config.vocab_size,
+                         max_positions=tagger.config.max_position_embeddings,
+                         tagger_source=f"{root}/{config.tagger}/config.json")
     config._name_or_path = str(pretrained_model_name_or_path)
     return cls(config, relation, tagger).eval()
 
@@ -85,8 +99,7 @@ class HerbertaTwoStageModel(PreTrainedModel):
     missing candidate is negative), `pair_logprob` and `joint_logprob` [B, K, M]. A setting left None is the
     trained run's (the export's "decoding")."""
     meta = self.config.herberta
-    decoding = {"max_span_len": 32, "disjoint_entities": False, "ordered_entities": False, "top_k": 1, "top_m": 1,
-                **meta.get("decoding", {})}
+    decoding = {**DEFAULT_DECODING, **meta.get("decoding", {})}
     max_span_len = decoding["max_span_len"] if max_span_len is None else int(max_span_len)
     disjoint = decoding["disjoint_entities"] if disjoint_entities is None else bool(disjoint_entities)
     ordered = decoding["ordered_entities"] if ordered_entities is None else bool(ordered_entities)
@@ -142,11 +155,30 @@ class RelationExtractionPipeline(Pipeline):
       backend.no_padding()
     self.tokenizer.padding_side = "right"
 
-  def _sanitize_parameters(self, top_k=None, top_m=None, max_span_len=None, disjoint_entities=None,
-                           ordered_entities=None, **unused):
-    given = {"top_k": top_k, "top_m": top_m, "max_span_len": max_span_len, "disjoint_entities": disjoint_entities,
-             "ordered_entities": ordered_entities}
+  def __call__(self, inputs, *args, **kwargs):
+    """`inputs`: a sentence (str) or a list of them (then a list of results, `[]` for `[]`); the parameters as in
+    the class docstring, plus `batch_size` and `num_workers`. Raises TypeError for an unknown parameter or a wrong
+    type, ValueError for a value out of range; each message names the parameter and the values it takes."""
+    self._sanitize_parameters(**{k: v for k, v in kwargs.items() if k not in ("batch_size", "num_workers")})
+    if isinstance(inputs, list | tuple) and not inputs:
+      return []
+    return super().__call__(inputs, *args, **kwargs)
+
+  def _sanitize_parameters(self, **given):
+    unknown = sorted(set(given) - set(COUNT_PARAMETERS) - set(SWITCH_PARAMETERS))
+    if unknown:
+      raise TypeError(f"{TASK}: unknown parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)}; it takes "
+                      f"{', '.join(COUNT_PARAMETERS + SWITCH_PARAMETERS)} (and batch_size, num_workers)")
     forward = {name: value for name, value in given.items() if value is not None}
+    for name, value in forward.items():
+      if name in SWITCH_PARAMETERS and not isinstance(value, bool):
+        raise TypeError(f"{TASK}: {name}={value!r}: expected True, False or None, got {type(value).__name__}")
+      if name in COUNT_PARAMETERS:
+        if isinstance(value, bool) or not isinstance(value, int):
+          raise TypeError(f"{TASK}: {name}={value!r}: expected a whole number >= 1 or None, got "
+                          f"{type(value).__name__}")
+        if value < 1:
+          raise ValueError(f"{TASK}: {name}={value!r}: must be a whole number >= 1 or None")
     return {}, forward, {}
 
   def preprocess(self, text: str) -> dict:

@@ -4,14 +4,18 @@
     DIR/tagger/         BertForTokenClassification with labels e1_start, e1_end, e2_start, e2_end (+ tokenizer
                         with its relation tokens)
     DIR/herberta.json   labels, relation-token mapping, max length, negative label, format version
-    DIR/config.json, DIR/herberta_pipeline.py, DIR/tokenizer*
+    DIR/config.json, DIR/herberta_pipeline.py, DIR/herberta_schema.py, DIR/tokenizer*
                         the root as a transformers custom pipeline (`pipeline(model=DIR, trust_remote_code=True)`):
-                        a config naming the pipeline code beside it, the code, and the tagger's tokenizer
+                        a config naming the pipeline code beside it, the code and the export schema it checks, and
+                        the tagger's tokenizer
+
+Every file is written with the modes the user's umask gives (`apply_umask`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 
@@ -20,7 +24,7 @@ import numpy as np
 
 from herberta_jax.data import tokenize
 from herberta_jax.data.example import NEGATIVE_LABEL
-from herberta_jax.hub.format import EXPORT_FORMAT_VERSION
+from herberta_jax.hub.herberta_schema import FORMAT_VERSION as EXPORT_FORMAT_VERSION
 from herberta_jax.model import hf
 
 
@@ -71,11 +75,42 @@ def write_export(out_dir, data_dir, meta: dict, relation, tagger) -> pathlib.Pat
   hf.export_tagger(out_dir / "tagger", tag_config, host_params(tag_params), tokenizer)
   (out_dir / "herberta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
   write_pipeline_files(out_dir, meta, tokenizer)
+  apply_umask(out_dir)
   return out_dir
+
+
+def current_umask() -> int:
+  """The process's umask, read without changing it where Linux shows it (changing it races other threads)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as status:
+      for line in status:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def apply_umask(folder) -> None:
+  """Gives `folder` and everything under it the modes the user's umask gives new files (normally 0644, folders
+  0755). safetensors writes its files 0600, and a staging folder from `tempfile.mkdtemp` is 0700: an export on a
+  shared cluster must be readable by the users the umask lets read it."""
+  mask = current_umask()
+  os.chmod(folder, 0o777 & ~mask)
+  for root, folders, files in os.walk(folder):
+    for name in folders:
+      os.chmod(os.path.join(root, name), 0o777 & ~mask)
+    for name in files:
+      os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 PIPELINE_SOURCE = pathlib.Path(__file__).with_name("herberta_pipeline.py")  # shipped as-is (torch, transformers)
 PIPELINE_MODULE = PIPELINE_SOURCE.stem
+# Shipped beside it: the export schema the pipeline checks on load (it imports it relatively, as transformers'
+# remote code allows), the very file herberta_jax checks exports with.
+SCHEMA_SOURCE = pathlib.Path(__file__).with_name("herberta_schema.py")
 
 
 def pipeline_config(meta: dict) -> dict:
@@ -101,5 +136,6 @@ def write_pipeline_files(out_dir, meta: dict, tokenizer) -> None:
   tagger's tokenizer (the one whose vocabulary holds the relation tokens), which `pipeline` loads from the root."""
   out_dir = pathlib.Path(out_dir)
   (out_dir / "config.json").write_text(json.dumps(pipeline_config(meta), indent=2, ensure_ascii=False) + "\n")
-  shutil.copyfile(PIPELINE_SOURCE, out_dir / PIPELINE_SOURCE.name)
+  for source in (PIPELINE_SOURCE, SCHEMA_SOURCE):
+    shutil.copyfile(source, out_dir / source.name)
   tokenizer.save_pretrained(str(out_dir))

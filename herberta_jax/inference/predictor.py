@@ -12,7 +12,6 @@ placed on the devices once, replicated. Memory is bounded by two windows, whatev
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import queue
 import threading
 from collections import Counter, deque
@@ -22,9 +21,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from herberta_jax import storage
 from herberta_jax.data import tokenize
-from herberta_jax.errors import ArgumentError
+from herberta_jax.errors import ArgumentError, UserError, UserFileNotFoundError
 from herberta_jax.hub import format as export_format
+from herberta_jax.hub import herberta_schema
 from herberta_jax.inference.two_stage import decode_row, make_two_stage_fn
 from herberta_jax.model import hf
 from herberta_jax.model import inputs as model_inputs
@@ -66,7 +67,7 @@ class Encoded:
 class LoadedExport:
   """What `load_export` reads: the export's directory, (module, params) of each stage, its metadata, tokenizer."""
 
-  directory: pathlib.Path
+  directory: storage.Path  # as given: a local path or a URL
   relation: tuple
   tagger: tuple
   meta: dict
@@ -74,13 +75,57 @@ class LoadedExport:
 
 
 def load_export(directory) -> LoadedExport:
-  """Reads an export directory (or a training workdir holding `export/`) into host memory."""
+  """Reads an export directory (or a training workdir holding `export/`), local or a `gs://` URL, into host memory,
+  checked against the export schema (`hub/herberta_schema.py`) before use.
+
+  Raises a UserError naming the file (and field) for a missing, corrupt or inconsistent export."""
   directory, meta = export_format.read_meta(directory)
-  rel_config, rel_params, _ = hf.load_relation_model(directory / "relation")
-  tag_config, tag_params = hf.load_tagger_model(directory / "tagger")
+  with storage.local_folder(directory) as local:  # a URL is read from a local copy, deleted once loaded
+    rel_config, rel_params, id2label = _read_stage(hf.load_relation_model, local / "relation", directory)
+    tag_config, tag_params = _read_stage(hf.load_tagger_model, local / "tagger", directory)
+    _check_against_models(meta, directory, id2label, rel_params, tag_config)
+    tokenizer = _read_tokenizer(local / "tagger", directory)
   relation = (RelationClassifier(rel_config, num_labels=len(meta["labels"])), rel_params)
   tagger = (EntityTagger(tag_config), tag_params)
-  return LoadedExport(pathlib.Path(directory), relation, tagger, meta, tokenize.load_tokenizer(directory / "tagger"))
+  return LoadedExport(directory, relation, tagger, meta, tokenizer)
+
+
+def _read_stage(reader, local, directory):
+  """One stage's checkpoint; a missing file is named as the user gave the export (a URL rather than its copy)."""
+  try:
+    return reader(local)
+  except FileNotFoundError as error:
+    if isinstance(error, UserError):
+      raise
+    raise UserFileNotFoundError(f"{storage.text(directory / local.name)}: {_one_line(error)}; the export is "
+                                "incomplete, re-export the run (python -m herberta_jax.export)") from error
+
+
+def _check_against_models(meta: dict, directory, id2label: dict, rel_params, tag_config) -> None:
+  try:
+    herberta_schema.check_against_models(
+        meta, storage.text(directory / "herberta.json"), id2label=id2label,
+        id2label_source=storage.text(directory / "relation" / "config.json"),
+        head_outputs=int(np.shape(rel_params["classifier"]["bias"])[0]), vocab_size=tag_config.vocab_size,
+        max_positions=tag_config.max_position_embeddings,
+        tagger_source=storage.text(directory / "tagger" / "config.json"))
+  except herberta_schema.ExportError as error:
+    raise export_format.InvalidExportError(str(error)) from error
+
+
+def _read_tokenizer(local, directory):
+  """The tagger's tokenizer (the relation tokens are in its vocabulary); an unreadable one is a one-line error."""
+  try:
+    return tokenize.load_tokenizer(local)
+  except Exception as error:  # tokenizers raises its own Exception type for a corrupt tokenizer.json
+    raise export_format.InvalidExportError(
+        f"{storage.text(directory / 'tagger' / 'tokenizer.json')}: cannot be read as a tokenizer "
+        f"({type(error).__name__}: {_one_line(error)}); re-export the run (python -m herberta_jax.export)") from error
+
+
+def _one_line(error: BaseException) -> str:
+  """An error's message on one line (a library's may span several)."""
+  return " ".join(str(error).split()) or type(error).__name__
 
 
 class Predictor:
