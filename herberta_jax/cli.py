@@ -100,7 +100,8 @@ class ModelFlags:
       raise app.UsageError("--bucket_step is retired: batch lengths now follow a grid of --lengths_per_doubling "
                            "lengths per doubling (default 8: a batch is padded by under an eighth of its length). "
                            "Drop the flag.", exitcode=2)
-    for flag in (self.top_k, self.top_m, self.batch_size, self.lengths_per_doubling, self.cpu_devices):
+    for flag in (self.top_k, self.top_m, self.max_span_len, self.batch_size, self.lengths_per_doubling,
+                 self.cpu_devices):
       if flag.value is not None and flag.value < 1:
         raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
     if self.cpu_devices.value and self.batch_size.value % self.cpu_devices.value:
