@@ -436,8 +436,8 @@ from transformers import pipeline
 extract = pipeline(model=sys.argv[1], trust_remote_code=True, device="cpu")
 sentences = json.loads(open(sys.argv[3], encoding="utf-8", errors="surrogatepass").read())
 rows = extract(sentences, batch_size=8, top_m=int(sys.argv[2]))
-json.dump([{"error": r["error"]} if "error" in r else {k: r[k] for k in ("relation", "nbest")} for r in rows],
-          sys.stdout)
+kept = ("relation", "e1", "e2", "nbest")
+json.dump([{"error": r["error"]} if "error" in r else {k: r[k] for k in kept} for r in rows], sys.stdout)
 """
 
 BAD_ROWS = ["Marie Curie was born in Warsaw.", "\ud800 x", "\u200b", "\x00", "Anna Weber wurde in Hamburg geboren."]
