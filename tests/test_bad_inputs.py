@@ -662,7 +662,8 @@ IO_CASES = [
     IOCase("io-predict-input-fifo", io_predict(input_="{d}/in/fifo"), code=0,
            setup=fifo_fed("fifo", "One here.\nTwo here.\n"), check=rows_are("ok", "ok")),
     IOCase("io-predict-input-process-substitution",
-           shell("{python} -m herberta_jax.predict --model {w.export} --input <(cat {d}/in/in.txt) --out {d}/out.jsonl"),
+           shell("{python} -m herberta_jax.predict --model {w.export} --input <(cat {d}/in/in.txt) "
+                 "--out {d}/out.jsonl"),
            code=0, setup=given("in.txt", "One here.\nTwo here.\n"), check=rows_are("ok", "ok")),
     IOCase("io-predict-input-dev-null", io_predict(input_="/dev/null"), code=0, check=rows_are()),
     IOCase("io-predict-input-folder", io_predict(input_="{d}/in"), ("--input {d}/in", "is a folder"),
@@ -790,9 +791,11 @@ def awkward_strings(count: int, seed: int = 34) -> list[str]:
       pool = by_category["Cc"] + by_category["Cf"] + by_category["Mn"]
       return "".join(rng.choice(pool) for _ in range(rng.randint(1, 8)))
     if kind == 4:  # a long run of one character
-      return rng.choice([*rng.choice(words), "\u200b", " ", "\x00", "é", "漢", "😀", "\u0301"]) * rng.randint(50, 3000)
+      run = rng.choice([*rng.choice(words), "\u200b", " ", "\x00", "é", "漢", "😀", "\u0301"])
+      return run * rng.randint(50, 3000)
     if kind == 5:  # whitespace of every kind
-      return "".join(rng.choice(by_category["Zs"] + ["\t", "\n", "\r", "\x0b", "\x0c"]) for _ in range(rng.randint(0, 6)))
+      spaces = by_category["Zs"] + ["\t", "\n", "\r", "\x0b", "\x0c"]
+      return "".join(rng.choice(spaces) for _ in range(rng.randint(0, 6)))
     return "".join(rng.choice(by_category[rng.choice(categories)]) for _ in range(rng.randint(1, 30)))
 
   return [one() for _ in range(count)]
