@@ -264,3 +264,17 @@ def test_resume_checks_every_kept_row_against_its_line_before_touching_the_outpu
   stream = output.open()
   assert out.read_bytes() == before[:before.index(b'{"text": "three')]  # cut after the last whole window
   stream.close()
+
+
+def test_a_bad_row_costs_its_own_row_only(export_dir):
+  predictor = Predictor.from_export(export_dir, batch_size=4)
+  bad = ["\ud800 x", "\u200b", "\x00", "a\udfffb"]
+  mixed = [SENTENCES[0], bad[0], SENTENCES[1], bad[1], bad[2], SENTENCES[2], bad[3]]
+  results = [r for _, r in predictor.run(predictor.encode(mixed))]
+  alone = iter(r for _, r in predictor.run(predictor.encode(SENTENCES[:3])))
+  for text, result in zip(mixed, results):
+    if text in bad:
+      assert set(result) == {"error"}
+      assert ("tokenizer cannot read" in result["error"]) == ("\ud800" in text or "\udfff" in text), result
+    else:
+      assert result == next(alone)  # its neighbours' failures changed nothing of it
