@@ -551,8 +551,8 @@ def nbest_of_length(n: int, stdout=False):
 
 
 def written_for_another_input(w, d):
-  """An output of three predicted rows (more than the first window, so --resume would keep them) for other text."""
-  given("../out.jsonl", jsonl(["Someone else's sentence."] * 3).replace('{"text"', '{"relation": "x", "text"'))(w, d)
+  """An output of six predicted rows (more than the first window, so --resume would keep them) for other text."""
+  given("../out.jsonl", jsonl(["Someone else's sentence."] * 6).replace('{"text"', '{"relation": "x", "text"'))(w, d)
 
 
 def fifo_fed(name: str, text: str):
@@ -595,6 +595,7 @@ def resumable_after_interrupt(proc, w, d):
   assert fresh.returncode == 0 and first.read_bytes() == (d / "fresh.jsonl").read_bytes()
 
 
+LINES = [f"Line {i} here." for i in range(6)]
 MANY = "".join(f"Sentence number {i} was written in Hamburg by Anna Weber.\n" for i in range(6000))
 UNBALANCED_TSV = HEADER + good_rows(2) + 'q1\tA\tB\tbirth-place\t"<e1>A</e1> said <e2>B</e2>\ten\n' + good_rows(1, 2)
 IO_CASES = [
@@ -618,19 +619,21 @@ IO_CASES = [
     IOCase("rows-evaluate-max-span-len-0", io_evaluate("--max_span_len", "0"), ("--max_span_len=0",),
            setup=given("x_test.tsv", HEADER + good_rows(2)), check=nothing_at("report")),
     # item 4: --resume checks what it keeps
+    # (the first window, which --resume keeps or redoes whole, is 2 or 4 rows here: the outputs hold more)
     IOCase("resume-output-of-another-input", io_predict("--resume"), ("--resume", "{d}/out.jsonl:1", "input line 1"),
-           setup=then(given("in.txt", "Marie Curie was born in Warsaw.\n" * 3), written_for_another_input)),
-    IOCase("resume-kept-row-edited", io_predict("--resume", "--batch_size", "4"),
+           setup=then(given("in.txt", "Marie Curie was born in Warsaw.\n" * 6), written_for_another_input)),
+    IOCase("resume-kept-row-edited", io_predict("--resume"),
            ("--resume", "{d}/out.jsonl:2", "input line 2", "'Edited.'"),
-           setup=then(given("in.txt", "One here.\nTwo here.\nThree here.\n"),
-                      given("../out.jsonl", jsonl(["One here.", "Edited.", "Three here."])))),
-    IOCase("resume-more-rows-than-the-input", io_predict("--resume", "--batch_size", "4"),
+           setup=then(given("in.txt", "".join(f"Line {i} here.\n" for i in range(6))),
+                      given("../out.jsonl", jsonl(["Line 0 here.", "Edited.", *LINES[2:6]])))),
+    IOCase("resume-more-rows-than-the-input", io_predict("--resume"),
            ("--resume", "{d}/out.jsonl", "input ends after 1"),
-           setup=then(given("in.txt", "One here.\n"), given("../out.jsonl", jsonl(["One here.", "Two here."])))),
-    IOCase("resume-error-row-for-a-sentence", io_predict("--resume", "--batch_size", "4"),
-           ("{d}/out.jsonl:1", "expected a prediction"),
-           setup=then(given("in.txt", "One here.\nTwo here.\n"),
-                      given("../out.jsonl", '{"error": "line 1: empty sentence"}\n' + jsonl(["Two here."])))),
+           setup=then(given("in.txt", "Line 0 here.\n"),
+                      given("../out.jsonl", jsonl([f"Line {i} here." for i in range(5)])))),
+    IOCase("resume-error-row-for-a-sentence", io_predict("--resume"), ("{d}/out.jsonl:1", "expected a prediction"),
+           setup=then(given("in.txt", "".join(f"Line {i} here.\n" for i in range(5))),
+                      given("../out.jsonl", '{"error": "line 1: empty sentence"}\n' +
+                            jsonl([f"Line {i} here." for i in range(1, 5)])))),
     # item 5: formats are not guessed wrong
     IOCase("format-tsv-without-header", io_predict(input_="{d}/in/rows.tsv"), code=0, setup=given("rows.tsv", TAGGED),
            check=texts_are(*(smiler.TAG.sub("", line.split("\t")[4]) for line in TAGGED.splitlines()))),
