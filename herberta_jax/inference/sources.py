@@ -3,7 +3,10 @@
 Input lines are plain sentences, SMiLER TSV rows (entity tags stripped) or JSONL objects with a `text` field.
 Lines end at "\n" only (a CRLF's "\r" is dropped, a lone "\r" stays inside its line, as in a sentence pasted from
 an old Mac file); a UTF-8 byte order mark at the start is skipped; the format is detected from the first line
-that is not blank. Every input line answers with one row, except a TSV header.
+that is not blank (`detect_format`: a JSON object, SMiLER's header or a tagged six-column row, else text; a guess
+that may be wrong leaves a note naming the --format to force). TSV fields follow `prepare`'s quoting rule
+(`smiler._split_line`). Every input line answers with one row, except a TSV header. `Output` writes predict's
+--out, locally or to a bucket, and checks the rows a --resume keeps.
 """
 
 from __future__ import annotations
