@@ -597,7 +597,9 @@ def resumable_after_interrupt(proc, w, d):
 
 LINES = [f"Line {i} here." for i in range(6)]
 MANY = "".join(f"Sentence number {i} was written in Hamburg by Anna Weber.\n" for i in range(6000))
-UNBALANCED_TSV = HEADER + good_rows(2) + 'q1\tA\tB\tbirth-place\t"<e1>A</e1> said <e2>B</e2>\ten\n' + good_rows(1, 2)
+KNOWN_ROWS = "".join(good_row(i) for i in range(4))  # labels the demo model knows
+UNBALANCED_ROW = 'q1\tA\tB\tbirth-place\t"<e1>A</e1> said <e2>B</e2>\ten\n'  # a quote never closed
+UNBALANCED_TSV = HEADER + good_row(0) + good_row(1) + UNBALANCED_ROW + good_row(3)
 IO_CASES = [
     # item 3: one bad row costs one error object, everywhere
     IOCase("rows-predict-lone-surrogate-zero-width-nul", io_predict(input_="{d}/in/in.jsonl"), code=0,
@@ -617,7 +619,7 @@ IO_CASES = [
     IOCase("rows-predict-max-span-len-0", io_predict("--max_span_len", "0"), ("--max_span_len=0",),
            setup=given("in.txt", "Hi.\n"), check=nothing_at("out.jsonl")),
     IOCase("rows-evaluate-max-span-len-0", io_evaluate("--max_span_len", "0"), ("--max_span_len=0",),
-           setup=given("x_test.tsv", HEADER + good_rows(2)), check=nothing_at("report")),
+           setup=given("x_test.tsv", HEADER + KNOWN_ROWS), check=nothing_at("report")),
     # item 4: --resume checks what it keeps
     # (the first window, which --resume keeps or redoes whole, is 2 or 4 rows here: the outputs hold more)
     IOCase("resume-output-of-another-input", io_predict("--resume"), ("--resume", "{d}/out.jsonl:1", "input line 1"),
@@ -674,10 +676,10 @@ IO_CASES = [
     IOCase("io-predict-out-folder", io_predict(out="{d}/in"), ("--out {d}/in", "is a folder"),
            setup=given("in.txt", "One here.\n")),
     IOCase("io-evaluate-out-a-file", io_evaluate(out="{d}/in/notes.txt"), ("--out {d}/in/notes.txt", "is a file"),
-           setup=then(given("x_test.tsv", HEADER + good_rows(2)), given("notes.txt", "mine"))),
+           setup=then(given("x_test.tsv", HEADER + KNOWN_ROWS), given("notes.txt", "mine"))),
     IOCase("io-evaluate-input-process-substitution",
            shell("{python} -m herberta_jax.evaluate --model {w.export} --input <(cat {d}/in/x_test.tsv) "
-                 "--out {d}/report"), code=0, setup=given("x_test.tsv", HEADER + good_rows(4)),
+                 "--out {d}/report"), code=0, setup=given("x_test.tsv", HEADER + KNOWN_ROWS),
            check=evaluated(4)),
     IOCase("io-evaluate-input-dev-null", io_evaluate(input_="/dev/null"), ("/dev/null", "empty file"),
            check=nothing_at("report")),
@@ -714,7 +716,7 @@ def _run_io(case: IOCase, w: World) -> tuple[subprocess.CompletedProcess, dict, 
   if isinstance(command, list) and PIPELINE_SCRIPT in command:  # without herberta_jax, as the export's users run it
     env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
     env["HF_MODULES_CACHE"], cwd = str(d / "modules"), d
-  guarded = [d / "in", w.export] if case.code == 0 else [d, w.export]
+  guarded = [d, w.export] if case.code == 2 else [d / "in", w.export]  # a refused command writes nothing
   before = file_hashes(*guarded)
   popen = subprocess.Popen(["bash", "-c", command] if isinstance(command, str) else command, env=env, cwd=cwd,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
