@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.gcs]
 TSV = ("id\tentity_1\tentity_2\tlabel\ttext\tlang\n"
        "1\tfire\tcircuit\tcause-effect\tThe <e1>fire</e1> was caused by a short <e2>circuit</e2>.\ten\n"
        "2\tgeese\tflock\tmember-collection\tA <e2>flock</e2> of <e1>geese</e1> flew over the lake.\ten\n"
-       "3\tsmoke\tfire\tother\t<e1>Smoke</e1> rose from the <e2>fire</e2>.\ten\n")
+       "3\tSmoke\tfire\tother\t<e1>Smoke</e1> rose from the <e2>fire</e2>.\ten\n")
 
 
 def run(module: str, gcs_server, *args) -> subprocess.CompletedProcess:
