@@ -44,6 +44,9 @@ def check_flags() -> None:
     if out.is_dir():
       raise app.UsageError(f"--out {_OUT.value}: is a folder; --out is the JSONL file to write (e.g. "
                            f"{storage.text(out / 'predictions.jsonl')})", exitcode=2)
+    if storage.is_local(out) and not out.absolute().parent.is_dir():
+      raise app.UsageError(f"--out {_OUT.value}: its folder {out.absolute().parent} does not exist; create it "
+                           f"first", exitcode=2)
   if _RESUME.value and _OUT.value == "-":
     raise app.UsageError("--resume needs --out FILE: lines written to stdout cannot be counted", exitcode=2)
 
