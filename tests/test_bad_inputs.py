@@ -596,7 +596,7 @@ def resumable_after_interrupt(proc, w, d):
 
 
 LINES = [f"Line {i} here." for i in range(6)]
-MANY = "".join(f"Sentence number {i} was written in Hamburg by Anna Weber.\n" for i in range(6000))
+MANY = "".join(f"Sentence number {i} was written in Hamburg by Anna Weber.\n" for i in range(12000))
 KNOWN_ROWS = "".join(good_row(i) for i in range(4))  # labels the demo model knows
 UNBALANCED_ROW = 'q1\tA\tB\tbirth-place\t"<e1>A</e1> said <e2>B</e2>\ten\n'  # a quote never closed
 UNBALANCED_TSV = HEADER + good_row(0) + good_row(1) + UNBALANCED_ROW + good_row(3)
