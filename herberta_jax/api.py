@@ -169,7 +169,10 @@ class Model:
       top_k: relations kept per sentence in `nbest` (default: `load`'s).
       top_m: entity pairs kept per relation in `nbest` (default: `load`'s).
 
-    An empty sentence gets an `Extraction` whose `error` says so; nothing is raised for it. An empty list gives [].
+    A sentence that cannot be predicted (empty, no token at all such as "\u200b", or text the tokenizer raises on
+    such as a lone surrogate "\ud800") gets an `Extraction` whose `error` says why; nothing is raised for it, and
+    the other sentences are predicted as they would be without it.
+    An empty list gives [].
 
     Raises:
       TypeError: `sentences` is neither a str nor an iterable of str (the message names the first bad item).

@@ -2,7 +2,10 @@
 
 Known user errors are `errors.UserError` (the data layer's DataError, TokenizerMismatchError and hf.CheckpointError
 derive from it), absl flag errors, a misspelt `--config.` key, and FileNotFoundError / FileExistsError (in a CLI
-these come from the paths it was given). Anything else is a bug and keeps its full traceback, and `--debug` (or
+these come from the paths it was given), and the OSErrors of paths a user can act on (a full disk, an I/O error, a
+broken pipe, a file where a folder belongs: `os_error_message`). Ctrl-C prints one line saying what was kept and
+how to go on (`when_interrupted`) and exits 130; stdout's reader leaving (`predict ... | head -1`) ends the command
+quietly with 141, as it would a shell tool. Anything else is a bug and keeps its full traceback, and `--debug` (or
 HERBERTA_DEBUG=1) shows the traceback of user errors too.
 
 What a CLI prints besides its results: a progress bar, its own status lines and every library's warnings. absl's
@@ -12,9 +15,11 @@ Orbax, transformers) in absl's format, 1 debug lines (`console.configure_logging
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import re
+import select
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -31,7 +36,22 @@ HUGE_PAGES = "glibc.malloc.hugetlb=1"
 _RESTARTED = "HERBERTA_HUGE_PAGES_RESTARTED"
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the full traceback of user errors (also HERBERTA_DEBUG=1).")
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` ends: the reader of stdout left, nothing is wrong here
 _USER_ERRORS = (UserError, flags.Error, app.UsageError, FileNotFoundError, FileExistsError)
+# What an OSError from the paths a CLI writes or reads means, and what to do: one line, exit 2.
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device; free some or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere",
+    errno.EIO: "input/output error (a failing disk, or a network filesystem that went away); check the device",
+    errno.EPIPE: "broken pipe: the program reading this output exited before it ended",
+    errno.EEXIST: "exists and is a file where a folder is expected; give a folder (new or existing) instead",
+    errno.ENOTDIR: "a file stands where a folder is expected on this path; give a folder path",
+    errno.EISDIR: "is a folder where a file is expected; give a file path",
+    errno.EACCES: "permission denied; check the path's permissions or write elsewhere",
+    errno.EROFS: "read-only filesystem; write elsewhere",
+}
+_interrupt_note: list = [None]  # what a Ctrl-C says was kept (`when_interrupted`), for the running CLI
 
 
 class ModelFlags:
@@ -116,13 +136,17 @@ def one_line(error: BaseException) -> str:
   return " ".join(part.strip() for part in text.splitlines() if part.strip()) or type(error).__name__
 
 
-def fail(error: BaseException | str) -> None:
-  """Prints `PROG: error: MESSAGE` on stderr and exits with status 2."""
+def _prog() -> str:
   prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "herberta_jax"
   if prog == "__main__.py" or prog.endswith(".py"):
     prog = prog.removesuffix(".py")
+  return prog
+
+
+def fail(error: BaseException | str) -> None:
+  """Prints `PROG: error: MESSAGE` on stderr and exits with status 2."""
   message = error if isinstance(error, str) else one_line(error)
-  print(f"{prog}: error: {message}", file=sys.stderr)
+  print(f"{_prog()}: error: {message}", file=sys.stderr)
   sys.exit(EXIT_USER_ERROR)
 
 
@@ -160,14 +184,84 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
   raise AssertionError("unreachable")
 
 
+def when_interrupted(note: str | Callable[[], str] | None) -> None:
+  """What a Ctrl-C in the running CLI prints after "interrupted: ": what was kept and how to go on (a callable is
+  asked at that moment, so it can count what was written)."""
+  _interrupt_note[0] = note
+
+
+def interrupted() -> None:
+  """Prints `PROG: interrupted: NOTE` on stderr and exits with status 130."""
+  note = _interrupt_note[0]
+  note = note() if callable(note) else note
+  print(f"{_prog()}: interrupted: {note or 'stopped by Ctrl-C'}", file=sys.stderr)
+  sys.exit(EXIT_INTERRUPTED)
+
+
+def _stdout_is_broken() -> bool:
+  """Whether stdout is a pipe whose reader has gone: its write end then polls as an error (Linux, macOS)."""
+  try:
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+  except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout: ask the stream itself
+    try:
+      sys.stdout.flush()
+    except BrokenPipeError:
+      return True
+    except (OSError, ValueError):
+      pass
+    return False
+
+
+def quiet_broken_pipe() -> None:
+  """Exits with status 141 and no message: stdout's reader (`head`) has read what it wanted. Stdout is pointed at
+  /dev/null first, so the interpreter's own flush at exit does not complain about the pipe."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, sys.stdout.fileno())
+  except (OSError, ValueError):
+    pass
+  finally:
+    os.close(devnull)
+  sys.exit(EXIT_BROKEN_PIPE)
+
+
+def os_error_message(error: OSError) -> str | None:
+  """One line for an OSError a user can act on (a full disk, a broken pipe, a file where a folder belongs ...),
+  naming the path when the error knows it; None for any other."""
+  what = _OS_ERRORS.get(error.errno)
+  if what is None or (error.errno == errno.EEXIST and error.filename and os.path.isdir(error.filename)):
+    return None
+  where = error.filename if error.filename is not None else "writing the output"
+  return f"{where}: {what}"
+
+
 def guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | None:
-  """Runs `main(argv)`, turning a known user error into one line and exit status 2."""
+  """Runs `main(argv)`, turning a known user error into one line and exit status 2, Ctrl-C into one line and exit
+  status 130, and stdout's reader leaving (`| head`) into a quiet exit."""
   try:
     return main(argv)
+  except KeyboardInterrupt:
+    if debugging(argv):
+      raise
+    interrupted()
+  except BrokenPipeError as error:
+    if _stdout_is_broken():
+      quiet_broken_pipe()
+    if debugging(argv):
+      raise
+    fail(os_error_message(error))
   except _USER_ERRORS as error:
     if debugging(argv):
       raise
-    fail(error)
+    plain_os_error = isinstance(error, OSError) and not isinstance(error, UserError)
+    fail(plain_os_error and os_error_message(error) or error)
+  except OSError as error:
+    message = os_error_message(error)
+    if message is None or debugging(argv):
+      raise
+    fail(message)
 
 
 def _show_flags_in_help(module_name: str) -> None:
@@ -213,17 +307,20 @@ def _version(text: str) -> tuple[int, ...]:
     return ()
 
 
-def run_cli(main: Callable[[list[str]], int | None], *, positional: bool = False) -> None:
+def run_cli(main: Callable[[list[str]], int | None], *, positional: bool = False,
+            interrupted_note: str | None = None) -> None:
   """`app.run(main)` with one-line user errors and quiet logs (see the module docstring). Positional arguments are
   refused unless `positional`. Started as a command (`python -m`, a console script), the process first
   re-executes itself once with huge pages for glibc's malloc (`huge_pages_restart`); called from a notebook or
-  another program, it does not."""
+  another program, it does not. `interrupted_note`: what a Ctrl-C says was kept, until the CLI says more
+  (`when_interrupted`)."""
   as_command = main.__module__ == "__main__" or os.path.basename(sys.argv[0]).startswith("herberta-")
   if as_command and (environment := huge_pages_restart(os.environ, sys.orig_argv)) is not None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
   _show_flags_in_help(main.__module__)
+  when_interrupted(interrupted_note)
 
   def checked(argv: list[str]) -> int | None:
     console.configure_logging(verbosity())

@@ -4,18 +4,25 @@ r"""Scores a trained pipeline on SMiLER-format test files and writes a report:
   python -m herberta_jax.evaluate --model WORKDIR --split dev --out REPORT   # tune decoding on the dev split
 
 REPORT gets metrics.json, predictions.jsonl (every prediction, errors included), report.md and the paper's plots;
-it is created only once the inputs have been read and checked, so a refused command leaves nothing behind.
+it is created only once the inputs have been read and checked, so a refused command leaves nothing behind. --input
+and --out may be gs:// URLs (the files are read from, and the report written to, a local copy), and --input any
+readable file (a FIFO, `<(zcat f_test.tsv.gz)`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 
 from absl import app, flags
 
-from herberta_jax import cli
+from herberta_jax import cli, storage
+from herberta_jax.errors import UserError
 
 _MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities, ...
 _INPUT = flags.DEFINE_multi_string("input", None, "SMiLER TSV files or directories to evaluate on (more may follow "
@@ -55,29 +62,101 @@ def data_paths(argv: list[str]) -> list[str]:
   return [part for value in (_INPUT.value or []) + argv[1:] for part in value.split(",") if part]
 
 
+def check_out(location: str) -> None:
+  """--out is a report folder, new or existing: a file there is refused before any work."""
+  out = storage.path(location)
+  if out.exists() and not out.is_dir():
+    raise app.UsageError(f"--out {location}: is a file; the report is a folder of files (metrics.json, "
+                         f"report.md, ...): give a new or existing folder", exitcode=2)
+
+
+@contextlib.contextmanager
+def local_inputs(paths: list[str]) -> Iterator[tuple[list[str], dict[str, str]]]:
+  """(paths the SMiLER reader can open, {local copy: what the user gave}): a URL or a readable file that is not
+  a regular file (a FIFO, `<(zcat f.gz)`) is copied once into a temporary folder under `storage.cache_root()`,
+  keeping its name; local files and folders are read where they are."""
+  copies: dict[str, str] = {}
+  local: list[str] = []
+  with tempfile.TemporaryDirectory(prefix="evaluate.", dir=_cache_root()) as scratch:
+    for number, given in enumerate(paths):
+      path = storage.path(given)
+      if storage.is_local(path) and (path.is_file() or path.is_dir() or not path.exists()):
+        local.append(given)  # the reader reads these itself, and names a missing one
+        continue
+      if path.is_dir():
+        raise app.UsageError(f"--input {given}: a folder in a bucket; give its .tsv files one by one", exitcode=2)
+      if not path.exists():
+        raise app.UsageError(f"--input {given}: no such file", exitcode=2)
+      copy = pathlib.Path(scratch) / str(number) / (path.name or "input.tsv")
+      copy.parent.mkdir()
+      with path.open("rb") as src, open(copy, "wb") as dst:
+        shutil.copyfileobj(src, dst, length=8 << 20)
+      copies[str(copy)] = given
+      local.append(str(copy))
+    yield local, copies
+
+
+def _cache_root() -> pathlib.Path:
+  root = storage.cache_root()
+  root.mkdir(parents=True, exist_ok=True)
+  return root
+
+
+def _named_as_given(error: UserError, copies: dict[str, str]) -> UserError:
+  """`error` with the temporary copies' paths replaced by the inputs the user gave."""
+  message = str(error)
+  for copy, given in copies.items():
+    message = message.replace(copy, given)
+  return error if message == str(error) else UserError(message)
+
+
+@contextlib.contextmanager
+def local_report(location: str) -> Iterator[pathlib.Path]:
+  """A local folder to write the report in: --out itself, or for a URL a temporary folder uploaded to it once
+  the report is complete (an interrupted run uploads nothing)."""
+  out = storage.path(location)
+  if storage.is_local(out):
+    yield out
+    return
+  with tempfile.TemporaryDirectory(prefix="report.", dir=_cache_root()) as scratch:
+    yield pathlib.Path(scratch)
+    storage.copy_tree(pathlib.Path(scratch), out)
+
+
 def main(argv):
   _MODEL_FLAGS.check()  # before the imports below, which load JAX
+  check_out(_OUT.value)
+  cli.when_interrupted(f"nothing written to --out {_OUT.value} (the report is written at the end); rerun the "
+                       f"same command")
+  with local_inputs(data_paths(argv)) as (paths, copies):
+    try:
+      evaluate(paths)
+    except UserError as error:
+      raise _named_as_given(error, copies) from error
+
+
+def evaluate(paths: list[str]) -> None:
+  """Reads the data, predicts and writes the report (see the module docstring)."""
   from herberta_jax.data import smiler
   from herberta_jax.evaluation import evaluator
   from herberta_jax.inference.predictor import Predictor
-  paths = data_paths(argv)
   smiler.expand_inputs(paths)  # a missing file is refused before the model loads
   _MODEL_FLAGS.configure_jax()
   predictor = Predictor.from_export(_MODEL_FLAGS.model.value, **_MODEL_FLAGS.predictor_kwargs())
-  manifest = workdir_manifest(pathlib.Path(_MODEL_FLAGS.model.value))
+  manifest = workdir_manifest(storage.path(_MODEL_FLAGS.model.value))
   rejects = smiler.Rejects()
   if _SPLIT.value:
     examples = prepared_split(pathlib.Path(_MODEL_FLAGS.model.value), manifest, _SPLIT.value)
   else:
     examples = evaluator.read_test_files(paths, predictor.meta["labels"], _ON_ERROR.value, rejects)
-  out = pathlib.Path(_OUT.value)
-  out.mkdir(parents=True, exist_ok=True)
-  if len(rejects):
-    rejects.write(out / "rejects.tsv")
-    print(f"{len(rejects)} rows rejected: {out / 'rejects.tsv'}", file=sys.stderr)
-  # A training workdir knows its training-set sizes, which the F1-against-training-size plot needs.
-  train_sizes = evaluator.train_sizes_of(manifest) if manifest else None
-  result = evaluator.evaluate_examples(predictor, examples, out, train_sizes=train_sizes, progress=True)
+  with local_report(_OUT.value) as out:
+    out.mkdir(parents=True, exist_ok=True)
+    if len(rejects):
+      rejects.write(out / "rejects.tsv")
+      print(f"{len(rejects)} rows rejected: {_OUT.value}/rejects.tsv", file=sys.stderr)
+    # A training workdir knows its training-set sizes, which the F1-against-training-size plot needs.
+    train_sizes = evaluator.train_sizes_of(manifest) if manifest else None
+    result = evaluator.evaluate_examples(predictor, examples, out, train_sizes=train_sizes, progress=True)
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, dict) and "f1" in v}, indent=2))
 
 

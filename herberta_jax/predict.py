@@ -7,13 +7,14 @@ rows (tags are stripped) or JSONL objects with a `text` field (`herberta_jax.inf
 object per input line, in order, flushed as it goes (`herberta_jax.api.Extraction.to_dict`); a line that cannot be
 predicted gets an `error` object, a sentence longer than the model reads gets `"truncated": true` and
 `truncated_at` (the character offset where reading stopped). `--resume` continues an interrupted run from the first
-unfinished window of --out (see `sources.open_output`). This CLI is the Python API (`herberta_jax.load`,
+unfinished window of --out, once every kept row is checked against its input line (`sources.Output`). --input and
+--out may be gs:// URLs; --input may be any readable file (a FIFO, `<(zcat f.gz)`). Ctrl-C says what was kept
+and exits 130. This CLI is the Python API (`herberta_jax.load`,
 `Model.extract_iter`) plus files; stderr gets a progress bar and one summary line.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -21,7 +22,8 @@ import time
 
 from absl import app, flags
 
-from herberta_jax import cli, console
+from herberta_jax import cli, console, storage
+from herberta_jax.errors import UserError
 
 _MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities, ...
 _INPUT = flags.DEFINE_string("input", "-", "Input file, or - for stdin.")
@@ -36,15 +38,43 @@ flags.mark_flag_as_required("model")
 def check_flags() -> None:
   """Every user error that needs no model, before any work and before --out is touched."""
   _MODEL_FLAGS.check()
-  if _INPUT.value != "-" and not os.path.isfile(_INPUT.value):
-    raise app.UsageError(f"--input {_INPUT.value}: no such file", exitcode=2)
+  check_input(_INPUT.value)
+  if _OUT.value != "-":
+    out = storage.path(_OUT.value)
+    if out.is_dir():
+      raise app.UsageError(f"--out {_OUT.value}: is a folder; --out is the JSONL file to write (e.g. "
+                           f"{storage.text(out / 'predictions.jsonl')})", exitcode=2)
+    if storage.is_local(out) and not out.absolute().parent.is_dir():
+      raise app.UsageError(f"--out {_OUT.value}: its folder {out.absolute().parent} does not exist; create it "
+                           f"first", exitcode=2)
   if _RESUME.value and _OUT.value == "-":
     raise app.UsageError("--resume needs --out FILE: lines written to stdout cannot be counted", exitcode=2)
 
 
+def check_input(location: str) -> None:
+  """--input is stdin, or a path to anything readable that is not a folder: a file, a FIFO, `<(zcat f.gz)`,
+  /dev/null, or an object in a bucket."""
+  if location == "-":
+    return
+  path = storage.path(location)
+  if path.is_dir():
+    raise app.UsageError(f"--input {location}: is a folder; give one file (for many: cat {location}/* | predict "
+                         f"--input - ...)", exitcode=2)
+  if not path.exists():
+    raise app.UsageError(f"--input {location}: no such file", exitcode=2)
+
+
+def open_input(location: str):
+  """The input as a binary stream."""
+  if location == "-":
+    return sys.stdin.buffer
+  return storage.path(location).open("rb")
+
+
 def count_lines(path: str) -> int | None:
-  """Lines of the input file (None for stdin)."""
-  if path == "-":
+  """Lines of the input, for the progress bar: None for stdin, a pipe or a device (which cannot be read twice)
+  and for a URL (which would be downloaded twice)."""
+  if path == "-" or storage.is_url(path) or not os.path.isfile(path):
     return None
   with open(path, "rb") as f:
     count = last = 0
@@ -75,34 +105,83 @@ def main(argv):
   model = api.load(_MODEL_FLAGS.model.value, **kwargs)
   predictor = model.predictor()
   total = count_lines(_INPUT.value)  # the progress bar's: one output row per line but a TSV header
-  source = sys.stdin.buffer if _INPUT.value == "-" else open(_INPUT.value, "rb")
-  fmt, items = sources.read_items(source, _FORMAT.value, _MAX_CHARS.value)
+  notes: list[str] = []
+  fmt, items = sources.read_items(open_input(_INPUT.value), _FORMAT.value, _MAX_CHARS.value, notes)
+  for note in notes:
+    print(f"predict: note: --input {_INPUT.value}: {note}", file=sys.stderr)
   if total and fmt == "tsv" and sources.starts_with_header(_INPUT.value):
     total -= 1
-  out, done = (sys.stdout, 0) if _OUT.value == "-" else sources.open_output(_OUT.value, _RESUME.value,
-                                                                             predictor.window_sizes())
-  items = itertools.islice(items, done, None)  # rows already written by the interrupted run
+  output = None if _OUT.value == "-" else sources.Output(_OUT.value, _RESUME.value, predictor.window_sizes())
+  try:
+    done = 0
+    if output is not None:
+      output.check_kept(items)  # reads the kept rows' input lines off `items`; refuses another input's output
+      done = output.done
+      out = output.open()
+    else:
+      out = sys.stdout
+    written = [0]
+    cli.when_interrupted(lambda: interrupted_note(done + written[0]))
+    count, errors, seconds, first = write_rows(model, predictor, items, out, output, done, total, written)
+  except BaseException:
+    if output is not None:
+      output.close(quiet=True)  # keeps what was written (uploads it, for a URL) without hiding the first error
+    raise
+  if output is not None:
+    output.close()
+  print(summary(count, errors, done, seconds, first, predictor), file=sys.stderr)
+
+
+def interrupted_note(lines: int) -> str:
+  """What a Ctrl-C leaves: the output's complete lines, and how to go on from them."""
+  if _OUT.value == "-":
+    return f"{lines} line{'s' * (lines != 1)} printed; stdout cannot be resumed, rerun with --out FILE to resume"
+  return (f"{lines} line{'s' * (lines != 1)} written to {_OUT.value}; rerun the same command with --resume to "
+          f"continue (it redoes the last unfinished window of rows)")
+
+
+def write_rows(model, predictor, items, out, output, done: int, total: int | None, written: list[int]):
+  """Predicts `items` from row `done` on and writes one JSON line each; (count, errors, seconds, first line's
+  seconds). `written[0]` counts the lines handed to `out`, for the Ctrl-C note."""
+  from herberta_jax import api
   sentences = (api.Rejected(item.error) if item.error else item.text for item in items)
   start, first, count, errors = time.perf_counter(), None, 0, 0
   with console.Progress(total, desc="predict", unit="line", initial=done) as bar:
     for result in model.extract_iter(sentences, start_row=done):
       errors += result.error is not None
-      out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+      write_out(out, json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
       count += 1
+      written[0] = count
       if first is None:
         first = time.perf_counter() - start
         bar.first_done()  # the first batch compiles: the rate counts from its end
       else:
         bar.update(1)
       if count % predictor.batch_size == 0:
-        out.flush()  # an interrupted run keeps whole batches
-    out.flush()
-  print(summary(count, errors, done, time.perf_counter() - start, first, predictor), file=sys.stderr)
+        write_out(out, None, output)  # an interrupted run keeps whole batches
+    write_out(out, None, output)
+  return count, errors, time.perf_counter() - start, first
+
+
+def write_out(out, line: str | None, output=None) -> None:
+  """Writes `line` (None: flushes) to --out; a full disk or an I/O error there is one line naming --out."""
+  try:
+    if line is not None:
+      out.write(line)
+    elif output is not None:
+      output.flush()
+    else:
+      out.flush()
+  except BrokenPipeError:
+    raise  # cli.guarded: quiet when stdout's reader left, one line otherwise
+  except OSError as error:
+    what = cli.os_error_message(error) or cli.one_line(error)
+    raise UserError(f"--out {_OUT.value}: cannot write ({what.split(': ', 1)[-1]})") from error
 
 
 def run() -> None:
   """The `herberta-predict` console script."""
-  cli.run_cli(main)
+  cli.run_cli(main, interrupted_note="nothing written yet; rerun the same command")
 
 
 if __name__ == "__main__":

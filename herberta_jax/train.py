@@ -74,7 +74,8 @@ def main(argv):
 
 def run() -> None:
   """The `herberta-train` console script."""
-  cli.run_cli(main)
+  cli.run_cli(main, interrupted_note="the last checkpoint in --workdir is kept; rerun the same command to resume "
+                                    "from it")
 
 
 if __name__ == "__main__":

@@ -787,3 +787,438 @@ def test_exports_are_written_with_the_users_umask(world, tmp_path):
   mask = os.umask(0)
   os.umask(mask)
   assert default == {0o666 & ~mask}
+
+
+# --- Rows, formats, resume, signals and I/O (issue 34 items 3-6)
+# One bad row costs one error object; --resume checks every kept row; formats are not guessed wrong; Ctrl-C, full
+# disks, closed pipes and odd --input files are one line. Each case runs a public interface in a subprocess (a CLI,
+# the Python API, or the exported transformers pipeline without JAX) and checks its exit code, what its one line
+# names, that no traceback is printed, and that every file under the case's folder (its inputs, and an output it
+# refused to touch) and the export is byte-identical afterwards.
+
+
+import random  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import unicodedata  # noqa: E402
+
+from herberta_jax.data import smiler  # noqa: E402
+
+API_SCRIPT = r"""
+import json, sys
+import herberta_jax
+model = herberta_jax.load(sys.argv[1], batch_size=8, top_m=int(sys.argv[2]))
+sentences = json.loads(open(sys.argv[3], encoding="utf-8", errors="surrogatepass").read())
+json.dump([r.to_dict() for r in model.extract(sentences)], sys.stdout)
+"""
+
+PIPELINE_SCRIPT = r"""
+import json, sys
+sys.modules["jax"] = None  # the shipped pipeline must need PyTorch and transformers only
+from transformers import pipeline
+extract = pipeline(model=sys.argv[1], trust_remote_code=True, device="cpu")
+sentences = json.loads(open(sys.argv[3], encoding="utf-8", errors="surrogatepass").read())
+rows = extract(sentences, batch_size=8, top_m=int(sys.argv[2]))
+kept = ("relation", "e1", "e2", "nbest")
+json.dump([{"error": r["error"]} if "error" in r else {k: r[k] for k in kept} for r in rows], sys.stdout)
+"""
+
+BAD_ROWS = ["Marie Curie was born in Warsaw.", "\ud800 x", "\u200b", "\x00", "Anna Weber wurde in Hamburg geboren."]
+TAGGED = good_rows(3)
+
+
+@dataclasses.dataclass
+class IOCase:
+  """A case of this section: `run` gives the command (a list, or a str for bash), `code` the exit status."""
+
+  id: str
+  run: Callable[[World, pathlib.Path], list[str] | str]
+  says: tuple[str, ...] = ()  # str.format'ed with w and d; each must be in the one error (or interrupt) line
+  code: int = 2
+  setup: Callable[[World, pathlib.Path], None] | None = None
+  check: Callable[[subprocess.CompletedProcess, World, pathlib.Path], None] | None = None
+  interrupt_when: Callable[[pathlib.Path], bool] | None = None  # Ctrl-C once this holds of the case's folder
+
+
+def cli_args(name: str, *args) -> Callable[[World, pathlib.Path], list[str]]:
+  def command(w, d):
+    fmt = lambda a: a.format(w=w, d=d) if isinstance(a, str) else str(a(w, d))
+    return [sys.executable, "-m", f"herberta_jax.{name}", *map(fmt, args)]
+  return command
+
+
+def io_predict(*extra, input_="{d}/in/in.txt", out="{d}/out.jsonl"):
+  return cli_args("predict", "--model", "{w.export}", "--input", input_, "--out", out, "--batch_size", "8", *extra)
+
+
+def io_evaluate(*extra, input_="{d}/in/x_test.tsv", out="{d}/report"):
+  return cli_args("evaluate", "--model", "{w.export}", "--input", input_, "--out", out, "--batch_size", "8", *extra)
+
+
+def script(source: str, top_m: int = 1):
+  def command(w, d):
+    return [sys.executable, "-c", source, str(w.export), str(top_m), str(d / "in" / "sentences.json")]
+  return command
+
+
+def shell(template: str):
+  return lambda w, d: template.format(w=w, d=d, python=sys.executable)
+
+
+def given(name: str, text: str | bytes):
+  def setup(w, d):
+    path = d / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
+  return setup
+
+
+def jsonl(texts) -> str:
+  return "".join(json.dumps({"text": t}) + "\n" for t in texts)
+
+
+def sentences_json(texts):
+  return given("sentences.json", json.dumps(texts))
+
+
+def then(*setups):
+  def setup(w, d):
+    for step in setups:
+      step(w, d)
+  return setup
+
+
+def output_rows(proc, w, d, name="out.jsonl") -> list[dict]:
+  return [json.loads(line) for line in (d / name).read_text(encoding="utf-8").splitlines()]
+
+
+def rows_are(*kinds: str, name="out.jsonl", stdout=False):
+  """The output's rows, in order: "ok" a prediction, any other word an error naming it."""
+  def check(proc, w, d):
+    rows = json.loads(proc.stdout) if stdout else output_rows(proc, w, d, name)
+    assert len(rows) == len(kinds), rows
+    for row, kind in zip(rows, kinds):
+      if kind == "ok":
+        assert "error" not in row and row["relation"], row
+      else:
+        assert kind in row.get("error", ""), (kind, row)
+  return check
+
+
+def texts_are(*texts: str):
+  def check(proc, w, d):
+    assert [r.get("text") for r in output_rows(proc, w, d)] == list(texts)
+  return check
+
+
+def stderr_says(*parts: str):
+  def check(proc, w, d):
+    for part in parts:
+      assert part.format(w=w, d=d) in proc.stderr, proc.stderr[-2000:]
+  return check
+
+
+def all_of(*checks):
+  def check(proc, w, d):
+    for each in checks:
+      each(proc, w, d)
+  return check
+
+
+def nbest_of_length(n: int, stdout=False):
+  def check(proc, w, d):
+    rows = json.loads(proc.stdout) if stdout else output_rows(proc, w, d)
+    assert rows and all(len(r["nbest"]) == n for r in rows), [len(r.get("nbest", ())) for r in rows]
+    assert all(n["score"] == 0 or n["e1"]["end"] > 0 for r in rows for n in r["nbest"])  # missing: score 0
+  return check
+
+
+def written_for_another_input(w, d):
+  """An output of six predicted rows (more than the first window, so --resume would keep them) for other text."""
+  given("../out.jsonl", jsonl(["Someone else's sentence."] * 6).replace('{"text"', '{"relation": "x", "text"'))(w, d)
+
+
+def fifo_fed(name: str, text: str):
+  """A FIFO at in/NAME that a background thread writes `text` into once a reader opens it."""
+  def setup(w, d):
+    (d / "in").mkdir(parents=True, exist_ok=True)
+    fifo = d / "in" / name
+    os.mkfifo(fifo)
+
+    def feed():
+      with open(fifo, "w", encoding="utf-8") as pipe:  # blocks until predict opens it
+        pipe.write(text)
+    threading.Thread(target=feed, daemon=True).start()
+  return setup
+
+
+def evaluated(count: int):
+  def check(proc, w, d):
+    assert json.loads((d / "report" / "metrics.json").read_text())["count"] == count
+  return check
+
+
+def has_lines(name: str, count: int):
+  def ready(d: pathlib.Path) -> bool:
+    path = d / name
+    return path.exists() and path.read_bytes().count(b"\n") >= count
+  return ready
+
+
+def exists(relative: str):
+  return lambda d: any((d / relative).glob("*")) if (d / relative).is_dir() else False
+
+
+def resumable_after_interrupt(proc, w, d):
+  """The interrupted output resumes to exactly what an uninterrupted run writes."""
+  first = d / "out.jsonl"
+  resumed = subprocess.run(io_predict("--resume")(w, d), cwd=REPO, env=_io_env(), capture_output=True, text=True)
+  assert resumed.returncode == 0 and "kept from --out" in resumed.stderr, resumed.stderr[-2000:]
+  fresh = subprocess.run(io_predict(out="{d}/fresh.jsonl")(w, d), cwd=REPO, env=_io_env(), capture_output=True)
+  assert fresh.returncode == 0 and first.read_bytes() == (d / "fresh.jsonl").read_bytes()
+
+
+LINES = [f"Line {i} here." for i in range(6)]
+MANY = "".join(f"Sentence number {i} was written in Hamburg by Anna Weber.\n" for i in range(12000))
+KNOWN_ROWS = "".join(good_row(i) for i in range(4))  # labels the demo model knows
+UNBALANCED_ROW = 'q1\tA\tB\tbirth-place\t"<e1>A</e1> said <e2>B</e2>\ten\n'  # a quote never closed
+UNBALANCED_TSV = HEADER + good_row(0) + good_row(1) + UNBALANCED_ROW + good_row(3)
+IO_CASES = [
+    # item 3: one bad row costs one error object, everywhere
+    IOCase("rows-predict-lone-surrogate-zero-width-nul", io_predict(input_="{d}/in/in.jsonl"), code=0,
+           setup=given("in.jsonl", jsonl(BAD_ROWS)), check=rows_are("ok", "tokenizer cannot read", "empty sentence",
+                                                                    "empty sentence", "ok")),
+    IOCase("rows-api-lone-surrogate-zero-width-nul", script(API_SCRIPT), code=0, setup=sentences_json(BAD_ROWS),
+           check=rows_are("ok", "tokenizer cannot read", "empty sentence", "empty sentence", "ok", stdout=True)),
+    IOCase("rows-pipeline-lone-surrogate-zero-width-nul", script(PIPELINE_SCRIPT), code=0,
+           setup=sentences_json(BAD_ROWS),
+           check=rows_are("ok", "tokenizer cannot read", "empty sentence", "empty sentence", "ok", stdout=True)),
+    IOCase("rows-predict-top-m-past-a-short-sentence", io_predict("--top_m", "300"), code=0,
+           setup=given("in.txt", "Hi.\nAnna Weber wurde in Hamburg geboren.\n"), check=nbest_of_length(300)),
+    IOCase("rows-api-top-m-past-a-short-sentence", script(API_SCRIPT, top_m=300), code=0,
+           setup=sentences_json(["Hi.", "Ok"]), check=nbest_of_length(300, stdout=True)),
+    IOCase("rows-pipeline-top-m-past-a-short-sentence", script(PIPELINE_SCRIPT, top_m=300), code=0,
+           setup=sentences_json(["Hi.", "Ok"]), check=nbest_of_length(300, stdout=True)),
+    IOCase("rows-predict-max-span-len-0", io_predict("--max_span_len", "0"), ("--max_span_len=0",),
+           setup=given("in.txt", "Hi.\n"), check=nothing_at("out.jsonl")),
+    IOCase("rows-evaluate-max-span-len-0", io_evaluate("--max_span_len", "0"), ("--max_span_len=0",),
+           setup=given("x_test.tsv", HEADER + KNOWN_ROWS), check=nothing_at("report")),
+    # item 4: --resume checks what it keeps
+    # (the first window, which --resume keeps or redoes whole, is 2 or 4 rows here: the outputs hold more)
+    IOCase("resume-output-of-another-input", io_predict("--resume"), ("--resume", "{d}/out.jsonl:1", "input line 1"),
+           setup=then(given("in.txt", "Marie Curie was born in Warsaw.\n" * 6), written_for_another_input)),
+    IOCase("resume-kept-row-edited", io_predict("--resume"),
+           ("--resume", "{d}/out.jsonl:2", "input line 2", "'Edited.'"),
+           setup=then(given("in.txt", "".join(f"Line {i} here.\n" for i in range(6))),
+                      given("../out.jsonl", jsonl(["Line 0 here.", "Edited.", *LINES[2:6]])))),
+    IOCase("resume-more-rows-than-the-input", io_predict("--resume"),
+           ("--resume", "{d}/out.jsonl", "input ends after 1"),
+           setup=then(given("in.txt", "Line 0 here.\n"),
+                      given("../out.jsonl", jsonl([f"Line {i} here." for i in range(5)])))),
+    IOCase("resume-error-row-for-a-sentence", io_predict("--resume"), ("{d}/out.jsonl:1", "expected a prediction"),
+           setup=then(given("in.txt", "".join(f"Line {i} here.\n" for i in range(5))),
+                      given("../out.jsonl", '{"error": "line 1: empty sentence"}\n' +
+                            jsonl([f"Line {i} here." for i in range(1, 5)])))),
+    # item 5: formats are not guessed wrong
+    IOCase("format-tsv-without-header", io_predict(input_="{d}/in/rows.tsv"), code=0, setup=given("rows.tsv", TAGGED),
+           check=texts_are(*(smiler.TAG.sub("", line.split("\t")[4]) for line in TAGGED.splitlines()))),
+    IOCase("format-text-starting-with-a-brace", io_predict(), code=0,
+           setup=given("in.txt", "{braces} open this sentence.\nA second one.\n"),
+           check=all_of(texts_are("{braces} open this sentence.", "A second one."),
+                        stderr_says("--input {d}/in/in.txt", "--format jsonl"))),
+    IOCase("format-untagged-six-columns-suggests-format", io_predict(), code=0,
+           setup=given("in.txt", "a\tb\tc\td\te\tf\n"), check=stderr_says("--format tsv")),
+    IOCase("format-unbalanced-quote-as-prepare-reads-it", io_predict(input_="{d}/in/x.tsv"), code=0,
+           setup=given("x.tsv", UNBALANCED_TSV), check=rows_are("ok", "ok", "line 4: malformed CSV quoting", "ok")),
+    IOCase("format-blank-jsonl-line", io_predict(input_="{d}/in/in.jsonl"), code=0,
+           setup=given("in.jsonl", jsonl(["One here."]) + "\n" + jsonl(["Two here."])),
+           check=rows_are("ok", "line 2: blank line", "ok")),
+    IOCase("format-evaluate-unbalanced-quote", io_evaluate(), ("{d}/in/x_test.tsv:4", "malformed CSV quoting"),
+           setup=given("x_test.tsv", UNBALANCED_TSV), check=nothing_at("report")),
+    # item 6: signals and I/O
+    IOCase("io-predict-ctrl-c", io_predict(), ("interrupted", "{d}/out.jsonl", "--resume"), code=130,
+           setup=given("in.txt", MANY), interrupt_when=has_lines("out.jsonl", 8), check=resumable_after_interrupt),
+    IOCase("io-train-ctrl-c", cli_args("train", "--config", "configs/demo.py", "--workdir", "{d}/wd", *TINY_FLAGS,
+                                       "--config.relation.checkpoint_every_steps=2"),
+           ("interrupted", "last checkpoint", "rerun the same command"), code=130,
+           interrupt_when=exists("wd/relation/checkpoints")),
+    IOCase("io-predict-out-full-disk", io_predict(out="/dev/full"), ("--out /dev/full", "no space left"),
+           setup=given("in.txt", "One here.\n")),
+    IOCase("io-predict-into-head", shell("{python} -m herberta_jax.predict --model {w.export} --input {d}/in/in.txt "
+                                         "--batch_size 8 | head -1; exit ${{PIPESTATUS[0]}}"), code=141,
+           setup=given("in.txt", MANY[:200000]), check=lambda proc, w, d: not_blamed("")(proc, w, d)),
+    IOCase("io-predict-input-fifo", io_predict(input_="{d}/in/fifo"), code=0,
+           setup=fifo_fed("fifo", "One here.\nTwo here.\n"), check=rows_are("ok", "ok")),
+    IOCase("io-predict-input-process-substitution",
+           shell("{python} -m herberta_jax.predict --model {w.export} --input <(cat {d}/in/in.txt) "
+                 "--out {d}/out.jsonl"),
+           code=0, setup=given("in.txt", "One here.\nTwo here.\n"), check=rows_are("ok", "ok")),
+    IOCase("io-predict-input-dev-null", io_predict(input_="/dev/null"), code=0, check=rows_are()),
+    IOCase("io-predict-input-folder", io_predict(input_="{d}/in"), ("--input {d}/in", "is a folder"),
+           setup=given("in.txt", "One here.\n"), check=nothing_at("out.jsonl")),
+    IOCase("io-predict-out-folder", io_predict(out="{d}/in"), ("--out {d}/in", "is a folder"),
+           setup=given("in.txt", "One here.\n")),
+    IOCase("io-predict-out-in-a-missing-folder", io_predict(out="{d}/nope/out.jsonl"),
+           ("--out {d}/nope/out.jsonl", "{d}/nope does not exist"), setup=given("in.txt", "One here.\n"),
+           check=nothing_at("nope")),
+    IOCase("io-evaluate-out-a-file", io_evaluate(out="{d}/in/notes.txt"), ("--out {d}/in/notes.txt", "is a file"),
+           setup=then(given("x_test.tsv", HEADER + KNOWN_ROWS), given("notes.txt", "mine"))),
+    IOCase("io-evaluate-input-process-substitution",
+           shell("{python} -m herberta_jax.evaluate --model {w.export} --input <(cat {d}/in/x_test.tsv) "
+                 "--out {d}/report"), code=0, setup=given("x_test.tsv", HEADER + KNOWN_ROWS),
+           check=evaluated(4)),
+    IOCase("io-evaluate-input-dev-null", io_evaluate(input_="/dev/null"), ("/dev/null", "empty file"),
+           check=nothing_at("report")),
+    IOCase("io-train-workdir-a-file", cli_args("train", "--config", "configs/demo.py", "--workdir",
+                                               "{d}/in/notes.txt", *TINY_FLAGS),
+           ("{d}/in/notes.txt", "a file where a folder is expected"), setup=given("notes.txt", "mine")),
+]
+
+
+def _io_env() -> dict[str, str]:
+  env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
+         "HF_HUB_OFFLINE": "1"}
+  env.pop("HERBERTA_DEBUG", None)
+  return env
+
+
+def file_hashes(*folders: pathlib.Path) -> dict[str, str]:
+  """sha256 of every regular file under `folders` (a FIFO is not a file a command could change)."""
+  found = {}
+  for folder in folders:
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+      if path.is_file() and not path.is_symlink():
+        found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+  return found
+
+
+def _run_io(case: IOCase, w: World) -> tuple[subprocess.CompletedProcess, dict, dict]:
+  d = w.root / "io" / case.id
+  d.mkdir(parents=True)
+  if case.setup:
+    case.setup(w, d)
+  command = case.run(w, d)
+  env, cwd = _io_env(), REPO
+  if isinstance(command, list) and PIPELINE_SCRIPT in command:  # without herberta_jax, as the export's users run it
+    env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+    env["HF_MODULES_CACHE"], cwd = str(d / "modules"), d
+  guarded = [d, w.export] if case.code == 2 else [d / "in", w.export]  # a refused command writes nothing
+  before = file_hashes(*guarded)
+  popen = subprocess.Popen(["bash", "-c", command] if isinstance(command, str) else command, env=env, cwd=cwd,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  if case.interrupt_when:
+    deadline = time.monotonic() + 300
+    while not case.interrupt_when(d) and popen.poll() is None and time.monotonic() < deadline:
+      time.sleep(0.2)
+    popen.send_signal(signal.SIGINT)
+  stdout, stderr = popen.communicate(timeout=600)
+  proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+  modules = d / "modules"
+  after = {k: v for k, v in file_hashes(*guarded).items() if not k.startswith(str(modules))}
+  return proc, {k: v for k, v in before.items() if not k.startswith(str(modules))}, after
+
+
+@pytest.fixture(scope="session")
+def io_results(world, request) -> dict[str, tuple]:
+  wanted = {item.callspec.params["io_case"].id for item in request.session.items
+            if hasattr(item, "callspec") and "io_case" in item.callspec.params}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    futures = {case.id: pool.submit(_run_io, case, world) for case in IO_CASES if case.id in wanted}
+    return {case_id: future.result() for case_id, future in futures.items()}
+
+
+def test_the_rows_formats_resume_and_io_section_has_enough_cases():
+  assert len(IO_CASES) >= 25 and len({c.id for c in IO_CASES}) == len(IO_CASES)
+
+
+@pytest.mark.parametrize("io_case", IO_CASES, ids=[c.id for c in IO_CASES])
+def test_rows_formats_resume_and_io(io_case: IOCase, world: World, io_results):
+  proc, before, after = io_results[io_case.id]
+  d = world.root / "io" / io_case.id
+  context = f"\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
+  assert "Traceback" not in proc.stderr, context
+  assert proc.returncode == io_case.code, context
+  assert after == before, "a user's file changed"
+  if io_case.code in (2, 130):
+    word = "error: " if io_case.code == 2 else "interrupted: "
+    lines = [line for line in proc.stderr.splitlines() if word in line]
+    assert len(lines) == 1, context
+    for expected in io_case.says:
+      assert expected.format(w=world, d=d) in lines[0], context
+  if io_case.check:
+    io_case.check(proc, world, d)
+
+
+def _code_points_by_category(limit: int = 0x3100) -> dict[str, list[str]]:
+  """The BMP's first code points (Latin to CJK punctuation) and a few higher blocks, grouped by Unicode category."""
+  found: dict[str, list[str]] = {}
+  for point in [*range(limit), *range(0xAC00, 0xAC80), *range(0xFE00, 0xFF10), *range(0x1F600, 0x1F650)]:
+    found.setdefault(unicodedata.category(chr(point)), []).append(chr(point))
+  return found
+
+
+def awkward_strings(count: int, seed: int = 34) -> list[str]:
+  """A seeded mix: every Unicode category alone and mixed with words, lone surrogates, controls, zero-width and
+  combining-only strings, whitespace of every kind, long runs of one character, and the empty string."""
+  rng = random.Random(seed)
+  by_category = _code_points_by_category()
+  categories = sorted(by_category)
+  surrogates = [chr(p) for p in (0xD800, 0xDBFF, 0xDC00, 0xDFFF)]
+  words = ["Anna", "Weber", "wurde", "in", "Hamburg", "geboren", "Marie", "Curie", "Warsaw", "born", "."]
+
+  def one() -> str:
+    kind = rng.randrange(7)
+    if kind == 0:  # one category only
+      pool = by_category[rng.choice(categories)]
+      return "".join(rng.choice(pool) for _ in range(rng.randint(1, 12)))
+    if kind == 1:  # words with odd characters between them
+      return " ".join(rng.choice(words) + rng.choice(by_category[rng.choice(categories)]) * rng.randint(0, 2)
+                      for _ in range(rng.randint(1, 10)))
+    if kind == 2:  # a lone surrogate somewhere
+      text = " ".join(rng.choice(words) for _ in range(rng.randint(0, 6)))
+      at = rng.randint(0, len(text))
+      return text[:at] + rng.choice(surrogates) + text[at:]
+    if kind == 3:  # controls, format and combining characters only
+      pool = by_category["Cc"] + by_category["Cf"] + by_category["Mn"]
+      return "".join(rng.choice(pool) for _ in range(rng.randint(1, 8)))
+    if kind == 4:  # a long run of one character
+      run = rng.choice([*rng.choice(words), "\u200b", " ", "\x00", "é", "漢", "😀", "\u0301"])
+      return run * rng.randint(50, 3000)
+    if kind == 5:  # whitespace of every kind
+      spaces = by_category["Zs"] + ["\t", "\n", "\r", "\x0b", "\x0c"]
+      return "".join(rng.choice(spaces) for _ in range(rng.randint(0, 6)))
+    return "".join(rng.choice(by_category[rng.choice(categories)]) for _ in range(rng.randint(1, 30)))
+
+  return [one() for _ in range(count)]
+
+
+def verdict(row: dict) -> str:
+  """"triple", or the kind of error: its text up to the first parenthesis (the backends' details differ)."""
+  if "error" in row:
+    assert isinstance(row["error"], str) and row["error"], row
+    return "error: " + row["error"].split("(")[0].strip()
+  assert isinstance(row["relation"], str) and row["e1"] is not None and row["e2"] is not None, row
+  return "triple"
+
+
+def test_thousands_of_awkward_strings_get_a_triple_or_an_error_and_both_backends_agree(world, tmp_path):
+  import herberta_jax
+  strings = awkward_strings(3000)
+  model = herberta_jax.load(world.export, batch_size=64)
+  jax_verdicts = [verdict(r.to_dict()) for r in model.extract(strings)]
+  (tmp_path / "in").mkdir()
+  (tmp_path / "in" / "sentences.json").write_text(json.dumps(strings), encoding="utf-8")
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+  env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+  proc = subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT.replace("batch_size=8", "batch_size=64"),
+                         str(world.export), "1", str(tmp_path / "in" / "sentences.json")], env=env, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  torch_verdicts = [verdict(r) for r in json.loads(proc.stdout)]
+  assert len(jax_verdicts) == len(torch_verdicts) == len(strings)
+  disagree = [(s[:30], j, t) for s, j, t in zip(strings, jax_verdicts, torch_verdicts) if j != t]
+  assert not disagree, disagree[:10]
+  kinds = set(jax_verdicts)  # the generator reaches every outcome
+  assert "triple" in kinds and "error: empty sentence" in kinds
+  assert any(k.startswith("error: the tokenizer cannot read") for k in kinds), kinds

@@ -1,5 +1,6 @@
 """The CLIs' start-up: the one re-execution that gives glibc's malloc transparent huge pages."""
 
+import errno
 import os
 import pathlib
 import platform
@@ -64,3 +65,48 @@ def test_called_from_a_notebook_or_program_it_does_not_restart():
           "cli.run_cli(main)")
   proc = run_python(code)
   assert [line for line in proc.stdout.splitlines() if line.startswith("main")] == ["main None"]
+
+
+def _raising(error: BaseException):
+  def main(argv):
+    raise error
+  return main
+
+
+def test_ctrl_c_is_one_line_saying_what_was_kept_and_exit_130(capsys):
+  cli.when_interrupted(lambda: "12 lines written to out.jsonl; rerun with --resume")
+  try:
+    assert cli.invoke(_raising(KeyboardInterrupt()), []) == cli.EXIT_INTERRUPTED == 130
+  finally:
+    cli.when_interrupted(None)
+  assert capsys.readouterr().err.splitlines() == [
+      f"{cli._prog()}: interrupted: 12 lines written to out.jsonl; rerun with --resume"]
+
+
+@pytest.mark.parametrize("error, says", [
+    (OSError(errno.ENOSPC, "No space left on device", "/data/out.jsonl"), "/data/out.jsonl: no space left"),
+    (OSError(errno.EIO, "Input/output error"), "writing the output: input/output error"),
+    (FileExistsError(errno.EEXIST, "File exists", "/tmp/notes.txt"), "/tmp/notes.txt: exists and is a file"),
+    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/tmp/f/x"), "/tmp/f/x: a file stands where a folder"),
+    (BrokenPipeError(errno.EPIPE, "Broken pipe", "/tmp/fifo"), "/tmp/fifo: broken pipe"),
+])
+def test_os_errors_a_user_can_act_on_are_one_line_and_exit_2(capsys, error, says):
+  assert cli.invoke(_raising(error), []) == 2
+  [line] = capsys.readouterr().err.splitlines()
+  assert line.startswith(f"{cli._prog()}: error: ") and says in line
+
+
+def test_other_os_errors_keep_their_traceback():
+  with pytest.raises(OSError, match="Bad file descriptor"):
+    cli.invoke(_raising(OSError(errno.EBADF, "Bad file descriptor")), [])
+
+
+def test_a_closed_stdout_pipe_ends_quietly_with_141():
+  code = ("import sys; from herberta_jax import cli\n"
+          "def main(argv):\n"
+          "  for i in range(10**6): print('line', i)\n"
+          "cli.run_cli(main)\n")
+  env = {**os.environ, "PYTHONPATH": str(REPO), "HERBERTA_HUGE_PAGES": "0"}
+  result = subprocess.run(["bash", "-c", f"{sys.executable} -c \"$CODE\" | head -1; exit ${{PIPESTATUS[0]}}"],
+                          env={**env, "CODE": code}, capture_output=True, text=True, timeout=120)
+  assert result.returncode == cli.EXIT_BROKEN_PIPE and result.stdout == "line 0\n" and result.stderr == ""

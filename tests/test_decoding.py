@@ -76,14 +76,30 @@ def test_best_spans_marks_missing_candidates():
   assert not np.any(np.isnan(score))
 
 
+def test_top_m_past_a_short_rows_candidates_pads_with_missing_spans_as_the_pytorch_pipeline_does():
+  import torch
+
+  from herberta_jax.hub import herberta_pipeline as hp
+  rng = np.random.default_rng(3)
+  start, end = (rng.normal(size=(2, 4)).astype(np.float32) for _ in range(2))
+  mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], bool)
+  got = [np.asarray(x) for x in spans.best_spans(start, end, mask, max_span_len=2, top_m=11)]  # 8 spans exist
+  want = [x.numpy() for x in hp.best_spans(torch.tensor(start), torch.tensor(end), torch.tensor(mask),
+                                           max_span_len=2, top_m=11)]
+  assert got[0].shape == (2, 11)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+  np.testing.assert_allclose(got[2], want[2], rtol=1e-6)
+  assert np.all(got[0][0, 7:] == -1) and np.all(np.isneginf(got[2][0, 7:]))  # 7 valid spans in row 0
+  assert np.all(np.isfinite(got[2][0, :7]))
+
+
 def test_best_spans_rejects_bad_arguments():
   x = np.zeros((2, 4), np.float32)
   with pytest.raises(ValueError, match="max_span_len"):
     spans.best_spans(x, x, x, max_span_len=0)
   with pytest.raises(ValueError, match="top_m"):
     spans.best_spans(x, x, x, max_span_len=2, top_m=0)
-  with pytest.raises(ValueError, match="top_m=9 exceeds the 8 candidate spans"):
-    spans.best_spans(x, x, x, max_span_len=2, top_m=9)
   with pytest.raises(ValueError, match="shape"):
     spans.best_spans(x, x[:, :3], x, max_span_len=2)
 

@@ -206,3 +206,75 @@ def test_a_second_run_reads_its_programs_from_the_compilation_cache(export_dir, 
   assert entries[0], "the first run left no programs in the cache"
   assert entries[1] == entries[0]  # the second compiled nothing new
   assert outputs[1] == outputs[0]
+
+
+ROW = "1\tfire\tcircuit\tcause\t<e1>fire</e1> from a <e2>circuit</e2>\ten"
+
+
+@pytest.mark.parametrize("first, fmt, note", [
+    (ROW, "tsv", None),  # a tagged six-column row is TSV without its header
+    ("\t".join(sources.smiler.HEADER), "tsv", None),
+    ('{"text": "a"}', "jsonl", None),
+    ("{not json} but a sentence", "text", "--format jsonl"),
+    ('{"text": "a"', "text", "--format jsonl"),  # a cut JSON line: the user is told how to force JSONL
+    ("a\tb\tc\td\te\tf", "text", "--format tsv"),  # six columns without tags
+    ("Plain sentence.", "text", None),
+])
+def test_format_detection_does_not_guess_wrong_silently(first, fmt, note):
+  notes = []
+  import io
+  got, _ = sources.read_items(io.BytesIO((first + "\n").encode()), "auto", notes=notes)
+  assert got == fmt
+  assert (note is None and not notes) or (len(notes) == 1 and note in notes[0])
+
+
+def test_tsv_rows_use_prepares_quoting_rule_and_blank_jsonl_lines_say_so():
+  header = "\t".join(sources.smiler.HEADER)
+  unbalanced = '2\tA\tB\tcause\t"<e1>A</e1> said <e2>B</e2>\ten'
+  quoted = '3\tA\tB\tcause\t"<e1>A</e1> said ""hi"" to <e2>B</e2>"\ten'
+  _, items = read_all(f"{header}\n{unbalanced}\n{quoted}\n{ROW}\n".encode())
+  assert "line 2: malformed CSV quoting" in items[0][1]
+  assert items[1] == ('A said "hi" to B', None) and items[2] == ("fire from a circuit", None)
+  _, items = read_all(b'{"text": "a"}\n\n[1]\n{"text": 3}\n')
+  assert items[0] == ("a", None) and "line 2: blank line" in items[1][1]
+  assert "line 3: a JSON list" in items[2][1] and "line 4: no string field 'text'" in items[3][1]
+
+
+def test_resume_checks_every_kept_row_against_its_line_before_touching_the_output(tmp_path):
+  import io
+  row = lambda text: json.dumps({"text": text, "relation": "other"}) + "\n"
+  out = tmp_path / "out.jsonl"
+  out.write_text(row("one") + '{"error": "empty sentence"}\n' + row("three") + '{"text": "fo', encoding="utf-8")
+  before = out.read_bytes()
+  output = sources.Output(str(out), True, iter([2, 2]))
+  assert output.done == 2
+  _, items = sources.read_items(io.BytesIO(b"one\ntwo\nthree\nfour\n"), "text")
+  output.check_kept(items)  # row 2, the model's error for a sentence, answers line 2
+  assert next(items).text == "three"  # the kept rows' lines were read off the input
+  for lines, says in [(b"one\nTWO\n", None), (b"uno\ntwo\n", "out.jsonl:1 does not answer input line 1"),
+                      (b"one\n", "holds 2 rows but the input ends after 1"),
+                      (b"one\n\n", "out.jsonl:2 does not answer input line 2")]:
+    _, items = sources.read_items(io.BytesIO(lines), "text")
+    if says is None:
+      sources.Output(str(out), True, iter([2, 2])).check_kept(items)
+      continue
+    with pytest.raises(sources.ResumeMismatch, match=says):
+      sources.Output(str(out), True, iter([2, 2])).check_kept(items)
+  assert out.read_bytes() == before
+  stream = output.open()
+  assert out.read_bytes() == before[:before.index(b'{"text": "three')]  # cut after the last whole window
+  stream.close()
+
+
+def test_a_bad_row_costs_its_own_row_only(export_dir):
+  predictor = Predictor.from_export(export_dir, batch_size=4)
+  bad = ["\ud800 x", "\u200b", "\x00", "a\udfffb"]
+  mixed = [SENTENCES[0], bad[0], SENTENCES[1], bad[1], bad[2], SENTENCES[2], bad[3]]
+  results = [r for _, r in predictor.run(predictor.encode(mixed))]
+  alone = iter(r for _, r in predictor.run(predictor.encode(SENTENCES[:3])))
+  for text, result in zip(mixed, results):
+    if text in bad:
+      assert set(result) == {"error"}
+      assert ("tokenizer cannot read" in result["error"]) == ("\ud800" in text or "\udfff" in text), result
+    else:
+      assert result == next(alone)  # its neighbours' failures changed nothing of it

@@ -34,6 +34,7 @@ TASK = "relation-extraction"
 TAGGER_SHIFT = 2  # [CLS] [relation] [SEP] puts relation-input token i at tagger position i + 2
 TAGGER_EXTRA_TOKENS = 2  # the relation token and a second [SEP]: the relation input is cut this much shorter
 NO_SPAN = -1  # position of a candidate that does not exist (score -inf)
+EMPTY_SENTENCE = "empty sentence"  # the error of a row with no token, as herberta_jax's predictor says
 DISJOINT_CANDIDATES = 8  # spans kept per entity for disjoint decoding, as best_entity_pairs' `candidates`
 # The call parameters (of `pipeline(...)` and of each call): anything else is refused, a misspelling included.
 COUNT_PARAMETERS = ("top_k", "top_m", "max_span_len")  # whole numbers >= 1
@@ -187,17 +188,29 @@ class RelationExtractionPipeline(Pipeline):
     meta = self.model.config.herberta
     limit = meta["max_seq_len"] - TAGGER_EXTRA_TOKENS
     error, truncated_at = None, None
-    if text.strip():
-      encoded = self.tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
+    encoded = self._encode(text) if text.strip() else EMPTY_SENTENCE
+    if isinstance(encoded, str):  # a placeholder row keeps the batch whole; postprocess answers it with the error
+      error, ids, offsets = encoded, [meta["cls_id"], meta["sep_id"]], [(0, 0), (0, 0)]
+    else:
       ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
       if len(ids) > limit:  # the sentence's beginning and its [SEP], as `prepare` and `predict` cut it
         keep = limit - 1
         ids, offsets = ids[:keep] + ids[-1:], offsets[:keep] + offsets[-1:]
         truncated_at = int(offsets[keep - 1][1])
-    else:  # a placeholder row keeps the batch whole; postprocess answers it with the error
-      error, ids, offsets = "empty sentence", [meta["cls_id"], meta["sep_id"]], [(0, 0), (0, 0)]
     return {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
             "text": text, "offsets": offsets, "truncated_at": truncated_at, "error": error}
+
+  def _encode(self, text: str):
+    """The tokenizer's encoding of one sentence, or its error: whatever the tokenizer raises (a lone surrogate is
+    a TypeError), or no token at all (only zero-width or control characters), as `Predictor._tokenize` says."""
+    try:
+      encoded = self.tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
+                               return_special_tokens_mask=True)
+    except Exception as error:  # noqa: BLE001 - becomes this row's error object, never its batch's
+      detail = " ".join(str(error).split()) or type(error).__name__
+      return (f"the tokenizer cannot read this sentence ({type(error).__name__}: {detail}); check it for lone "
+              "surrogates or other text that is not valid Unicode")
+    return EMPTY_SENTENCE if all(encoded["special_tokens_mask"]) else encoded
 
   def _forward(self, model_inputs: dict, top_k=None, top_m=None, max_span_len=None, disjoint_entities=None,
                ordered_entities=None):

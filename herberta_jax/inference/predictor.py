@@ -32,6 +32,14 @@ from herberta_jax.model import inputs as model_inputs
 from herberta_jax.model.heads import EntityTagger, RelationClassifier
 
 _QUEUE_CHUNKS = 8  # tokenized chunks (of one batch each) the background thread may run ahead
+EMPTY_SENTENCE = "empty sentence"  # the error of a row with no token: blank, or only zero-width/control characters
+
+
+def untokenizable(error: BaseException) -> str:
+  """The error object's text for a sentence the tokenizer raised on (e.g. a lone surrogate such as "\\ud800")."""
+  detail = " ".join(str(error).split()) or type(error).__name__
+  return (f"the tokenizer cannot read this sentence ({type(error).__name__}: {detail}); check it for lone "
+          "surrogates or other text that is not valid Unicode")
 
 
 def length_grid(max_tokens: int, per_doubling: int) -> list[int]:
@@ -182,6 +190,8 @@ class Predictor:
     self.top_k = min(decoding["top_k"] if top_k is None else top_k, len(self.labels))
     top_m = decoding["top_m"] if top_m is None else top_m
     self.max_span_len = decoding["max_span_len"] if max_span_len is None else max_span_len
+    if self.max_span_len < 1:
+      raise ArgumentError(f"--max_span_len={self.max_span_len}: must be at least 1 (the longest entity, in tokens)")
     self.disjoint_entities = decoding["disjoint_entities"] if disjoint_entities is None else disjoint_entities
     self.ordered_entities = decoding["ordered_entities"] if ordered_entities is None else ordered_entities
     if sub_batches is None:
@@ -210,23 +220,50 @@ class Predictor:
     return encoded
 
   def _tokenize(self, encoded: list[Encoded]) -> None:
+    """Tokenizes the rows without an error in place; a row the tokenizer cannot read, or that holds no token at
+    all (only zero-width or control characters), gets its own error instead, never failing the others."""
     usable = [e for e in encoded if not e.error]
     for e in usable:
       if not e.text.strip():
-        e.error = "empty sentence"
+        e.error = EMPTY_SENTENCE
     usable = [e for e in usable if not e.error]
     if not usable:
       return
-    # Untruncated, so a cut sentence is known and marked; the cut itself is the tokenizer's truncation. The Rust
-    # tokenizer is called directly: transformers' wrapper around it more than doubles the cost of a batch.
-    encodings = self.tokenizer.backend_tokenizer.encode_batch([e.text for e in usable], add_special_tokens=True)
-    for e, encoding in zip(usable, encodings):
-      ids, offsets = encoding.ids, encoding.offsets
-      if len(ids) > self.max_tokens:
-        keep = self.max_tokens - 1
-        ids, offsets = ids[:keep] + ids[-1:], offsets[:keep] + offsets[-1:]
-        e.truncated_at = int(offsets[keep - 1][1])
-      e.input_ids, e.offsets = ids, [tuple(o) for o in offsets]
+    for e, encoding in zip(usable, self._encodings(usable)):
+      if isinstance(encoding, Exception):
+        e.error = untokenizable(encoding)
+      elif all(encoding.special_tokens_mask):
+        e.error = EMPTY_SENTENCE
+      else:
+        self._keep_encoding(e, encoding)
+
+  def _encodings(self, rows: list[Encoded]) -> list:
+    """The tokenizer's encoding of each row, or the exception it raised for that row alone.
+
+    Untruncated, so a cut sentence is known and marked; the cut itself is the tokenizer's truncation. The Rust
+    tokenizer is called directly: transformers' wrapper around it more than doubles the cost of a batch. One
+    call for the batch; only when it fails (a lone surrogate is a TypeError) is each row tokenized on its own.
+    """
+    backend = self.tokenizer.backend_tokenizer
+    try:
+      return backend.encode_batch([e.text for e in rows], add_special_tokens=True)
+    except Exception:  # noqa: BLE001 - whatever the tokenizer raises, the rows at fault are found one by one
+      pass
+    encodings = []
+    for e in rows:
+      try:
+        encodings.append(backend.encode(e.text, add_special_tokens=True))
+      except Exception as error:  # noqa: BLE001 - becomes this row's error object
+        encodings.append(error)
+    return encodings
+
+  def _keep_encoding(self, e: Encoded, encoding) -> None:
+    ids, offsets = encoding.ids, encoding.offsets
+    if len(ids) > self.max_tokens:
+      keep = self.max_tokens - 1
+      ids, offsets = ids[:keep] + ids[-1:], offsets[:keep] + offsets[-1:]
+      e.truncated_at = int(offsets[keep - 1][1])
+    e.input_ids, e.offsets = ids, [tuple(o) for o in offsets]
 
   def encode_stream(self, sentences: Iterable[tuple[str | None, str | None]]) -> Iterator[Encoded]:
     """(text, error) pairs -> `Encoded`, tokenized a batch at a time on a background thread that runs a bounded
@@ -365,8 +402,15 @@ class Predictor:
     for i, e in enumerate(rows):
       offsets = np.zeros((length, 2), np.int64)
       offsets[:len(e.offsets)] = e.offsets
-      state[1][e.index] = decode_row(outputs, i, offsets, e.text, self.labels)
+      state[1][e.index] = self._decode(outputs, i, offsets, e.text)
     state[2] -= 1
+
+  def _decode(self, outputs, row: int, offsets: np.ndarray, text: str) -> dict:
+    """`decode_row`, with whatever it raises for this row as the row's error rather than its batch's."""
+    try:
+      return decode_row(outputs, row, offsets, text, self.labels)
+    except Exception as error:  # noqa: BLE001 - one row's failure is that row's error object
+      return {"error": f"cannot decode this sentence's prediction ({type(error).__name__}: {error})"}
 
   @staticmethod
   def _ready(waiting: deque) -> Iterator[tuple[Encoded, dict]]:

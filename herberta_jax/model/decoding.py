@@ -48,7 +48,8 @@ def best_spans(start_logits: jax.Array, end_logits: jax.Array, mask: jax.Array, 
     end_logits: [B, L] logits of the span end.
     mask: [B, L], nonzero/True where a span may start or end.
     max_span_len: longest span in tokens (>= 1).
-    top_m: number of spans to return per row, best first (1 <= top_m <= L * min(max_span_len, L)).
+    top_m: number of spans to return per row, best first (>= 1); past the row's L * min(max_span_len, L)
+      candidates, the rest are missing.
 
   Returns:
     (starts, ends, scores), each [B, top_m]: int32 token positions (ends inclusive) and float32 scores.
@@ -71,14 +72,13 @@ def best_spans(start_logits: jax.Array, end_logits: jax.Array, mask: jax.Array, 
   # Only the band end - start < max_span_len can hold a valid span, so the score matrix is stored by
   # (start, width) as [B, L, W] rather than by (start, end) as [B, L, L]: the same top_k, L / W times less work.
   width = min(max_span_len, length)
-  if top_m > length * width:
-    raise ValueError(f"best_spans: top_m={top_m} exceeds the {length * width} candidate spans of length "
-                     f"{length} with max_span_len {max_span_len} (config infer.top_m)")
   padded_end = jnp.pad(end_lp, ((0, 0), (0, width - 1)), constant_values=-jnp.inf)  # ends past L: invalid
   end_index = jnp.arange(length)[:, None] + jnp.arange(width)[None, :]  # [start, width] -> end
   ends_by_width = padded_end[:, end_index]  # [B, start, width]
-  scores = start_lp[:, :, None] + ends_by_width
-  top_scores, flat = jax.lax.top_k(scores.reshape(batch, length * width), top_m)
+  scores = (start_lp[:, :, None] + ends_by_width).reshape(batch, length * width)
+  if top_m > length * width:  # a short batch has fewer spans than asked for: the rest are missing (-inf)
+    scores = jnp.pad(scores, ((0, 0), (0, top_m - length * width)), constant_values=-jnp.inf)
+  top_scores, flat = jax.lax.top_k(scores, top_m)
   found = jnp.isfinite(top_scores)
   starts = flat // width
   starts_out = jnp.where(found, starts, NO_SPAN).astype(jnp.int32)
