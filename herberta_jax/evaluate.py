@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from absl import app, flags
 
-from herberta_jax import cli, storage
+from herberta_jax import cli, folders, storage
 from herberta_jax.errors import UserError
 
 _MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities, ...
@@ -31,6 +31,8 @@ flags.DEFINE_alias("data", "input")  # the flag's name before 0.2
 _SPLIT = flags.DEFINE_enum("split", None, ["dev", "test"], "Instead of --input: this split of the training "
                            "workdir given as --model, as its run prepared it.")
 _OUT = flags.DEFINE_string("out", None, "Report directory.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Write the report into a non-empty --out folder that is not a "
+                                "report of an earlier evaluate.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Bad rows: stop, or skip them into "
                               "REPORT/rejects.tsv.")
 flags.mark_flags_as_required(["model", "out"])
@@ -126,6 +128,10 @@ def local_report(location: str) -> Iterator[pathlib.Path]:
 def main(argv):
   _MODEL_FLAGS.check()  # before the imports below, which load JAX
   check_out(_OUT.value)
+  # Never over an input, into a workdir (its metrics.json is the run's test score) or an export, or into a folder
+  # of other files.
+  folders.check_output("--out", _OUT.value, kind=folders.REPORT, overwrite=_OVERWRITE.value,
+                       inputs=[("--model", _MODEL_FLAGS.model.value)] + [("--input", p) for p in data_paths(argv)])
   cli.when_interrupted(f"nothing written to --out {_OUT.value} (the report is written at the end); rerun the "
                        f"same command")
   with local_inputs(data_paths(argv)) as (paths, copies):
@@ -157,6 +163,7 @@ def evaluate(paths: list[str]) -> None:
     # A training workdir knows its training-set sizes, which the F1-against-training-size plot needs.
     train_sizes = evaluator.train_sizes_of(manifest) if manifest else None
     result = evaluator.evaluate_examples(predictor, examples, out, train_sizes=train_sizes, progress=True)
+    folders.mark(out, folders.REPORT)  # a later evaluate may write here again
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, dict) and "f1" in v}, indent=2))
 
 

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 
 from herberta_jax import storage
 from herberta_jax.errors import UserError, UserFileExistsError
@@ -62,13 +63,15 @@ def _parents(location) -> list:
   return found
 
 
+def owners_of(location) -> list[tuple[str, storage.Path]]:
+  """(kind, folder) of every marked folder that `location` is or lies in, the nearest first."""
+  return [(kind, folder) for folder in _parents(_absolute(location)) if (kind := kind_of(folder)) is not None]
+
+
 def owner_of(location) -> tuple[str, storage.Path] | None:
-  """(kind, folder) of the marked folder that `location` is or lies in, the nearest one; None when none."""
-  for folder in _parents(_absolute(location)):
-    kind = kind_of(folder)
-    if kind is not None:
-      return kind, folder
-  return None
+  """(kind, folder) of the nearest marked folder that `location` is or lies in; None when none."""
+  owners = owners_of(location)
+  return owners[0] if owners else None
 
 
 def _same(a, b) -> bool:
@@ -92,38 +95,39 @@ def _is_non_empty_folder(location) -> bool:
   return location.is_dir() and any(True for _ in location.iterdir())
 
 
-def check_output(flag: str, output, *, kind: str | None, inputs: dict[str, object] = (), overwrite: bool = False,
-                 own: object | None = None) -> None:
+def check_output(flag: str, output, *, kind: str | None, inputs: Iterable[tuple[str, object]] = (),
+                 overwrite: bool = False, own: object | None = None) -> None:
   """Refuses, before any work, an output that would destroy something the user had.
 
   `output` is the path given as `flag`: a folder of `kind` (WORKDIR, EXPORT, REPORT) or, with `kind=None`, a file.
-  `inputs` maps each input flag to its path. `own`: a workdir whose designated place for this output is allowed
-  (`export --workdir W` writes `W/export`). Refused:
+  `inputs`: (flag, path) of each input (None or "-" skipped). `own`: the workdir whose designated place for this
+  output is allowed (`export --workdir W` may write `W/export`). Refused:
   - the output is one of the inputs, or holds one (`samefile`, links included);
-  - the output is, or lies inside, a workdir, export or report that is not its own kind at its own place;
-  - a folder output that exists, is not empty and carries no marker of `kind`, unless `overwrite`.
+  - the output is, or lies inside, a workdir, export or report, unless it is that folder itself with this kind
+    (a resumed workdir, a replaced export) or its own workdir's designated place;
+  - a folder output that exists, is not empty and carries no marker, unless `overwrite`.
   """
   output_path = storage.path(output)
-  for input_flag, input_path in dict(inputs).items():
+  for input_flag, input_path in inputs:
     if input_path in (None, "-") or not storage.path(input_path).exists():
       continue
     if _same(output_path, input_path) or (kind is not None and _inside(input_path, output_path)):
       raise UserError(f"{flag} {output}: is {input_flag} {input_path} or holds it; writing there would destroy the "
                       f"input. Choose another {flag}")
-  if storage.is_local(output_path) and output_path.exists() and kind is None and output_path.is_dir():
+  if output_path.is_dir() and kind is None:
     raise UserError(f"{flag} {output}: is a directory; give a file path")
   if kind is not None and output_path.exists() and not output_path.is_dir():
     raise UserFileExistsError(f"{flag} {output}: is a file, not a directory; give a directory path")
-  owner = owner_of(output_path)
-  if owner is not None:
-    owner_kind, folder = owner
-    at_own_place = (own is not None and kind == EXPORT and _same(folder, own)
-                    and _same(output_path, storage.path(own) / "export"))
-    if not ((owner_kind == kind and _same(folder, output_path)) or at_own_place):
+  owners = owners_of(output_path)
+  for owner_kind, folder in owners:
+    itself = owner_kind == kind and _same(folder, output_path)
+    own_place = (own is not None and owner_kind == WORKDIR and kind == EXPORT and _same(folder, own)
+                 and _same(output_path, storage.path(own) / "export"))
+    if not (itself or own_place):
       what = "is" if _same(folder, output_path) else "lies inside"
       raise UserError(f"{flag} {output}: {what} the {owner_kind} {storage.text(folder)}, which this command must "
                       f"not write into; choose a {flag} outside it")
-  elif kind is not None and _is_non_empty_folder(output_path) and not overwrite:
+  if not owners and kind is not None and _is_non_empty_folder(output_path) and not overwrite:
     raise UserFileExistsError(f"{flag} {output}: exists, is not empty and is not a herberta_jax {kind}; choose "
                               f"another {flag}, or pass --overwrite to write into it anyway")
 

@@ -22,7 +22,7 @@ import time
 
 from absl import app, flags
 
-from herberta_jax import cli, console, storage
+from herberta_jax import cli, console, folders, storage
 from herberta_jax.errors import UserError
 
 _MODEL_FLAGS = cli.ModelFlags()  # --model, --batch_size, --dtype, --max_span_len, --disjoint_entities, ...
@@ -47,6 +47,9 @@ def check_flags() -> None:
     if storage.is_local(out) and not out.absolute().parent.is_dir():
       raise app.UsageError(f"--out {_OUT.value}: its folder {out.absolute().parent} does not exist; create it "
                            f"first", exitcode=2)
+    # Never over the input, into a workdir or an export (its files are the model), or over a folder.
+    folders.check_output("--out", _OUT.value, kind=None, inputs=[("--input", _INPUT.value),
+                                                                 ("--model", _MODEL_FLAGS.model.value)])
   if _RESUME.value and _OUT.value == "-":
     raise app.UsageError("--resume needs --out FILE: lines written to stdout cannot be counted", exitcode=2)
 

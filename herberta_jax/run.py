@@ -15,7 +15,7 @@ import tempfile
 import jax
 from jax.experimental import multihost_utils
 
-from herberta_jax import storage
+from herberta_jax import folders, storage
 from herberta_jax.config_check import check_config, check_resume
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import preparation, tokenize
@@ -199,8 +199,8 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
   if missing:
     raise UserError(f"--workdir {workdir}: no checkpoint of the {' and '.join(missing)} stage in "
                     f"{workdir / missing[0] / 'checkpoints'}; train it first (--config.stage={missing[0]})")
-  if storage.is_local(out_dir) and out_dir.resolve() in (workdir.resolve(), *workdir.resolve().parents):
-    raise UserError(f"--out {out_dir}: is the workdir or holds it; export to another directory")
+  folders.check_output("--out", out_dir, kind=folders.EXPORT, inputs=[("--workdir", workdir)], own=workdir,
+                       overwrite=overwrite)  # never into the workdir (but its export/), another workdir or an input
   if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
     raise UserFileExistsError(f"--out {storage.text(out_dir)}: exists and is not empty; choose another directory or pass "
                               "--overwrite to replace it")

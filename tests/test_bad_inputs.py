@@ -1222,3 +1222,140 @@ def test_thousands_of_awkward_strings_get_a_triple_or_an_error_and_both_backends
   kinds = set(jax_verdicts)  # the generator reaches every outcome
   assert "triple" in kinds and "error: empty sentence" in kinds
   assert any(k.startswith("error: the tokenizer cannot read") for k in kinds), kinds
+
+
+# --- Where outputs may go (issue 34 item 1)
+# No command writes over one of its inputs, into a workdir or an export that is not its own designated place, over
+# a folder of other files without --overwrite, or into a workdir another run holds. Each case runs a CLI in a
+# subprocess, and every file under the case's folder and the tiny run's workdir (its export included) is
+# byte-identical afterwards.
+
+import socket  # noqa: E402
+
+from herberta_jax import folders  # noqa: E402
+
+
+def linked(name: str, target: str):
+  def setup(w, d):
+    (d / name).symlink_to(target.format(w=w, d=d))
+  return setup
+
+
+def marked_workdir(name: str = "wd"):
+  """A folder marked as a training workdir (what `train` leaves), with a config.json of its own."""
+  def setup(w, d):
+    folders.mark(d / name, folders.WORKDIR)
+    (d / name / "config.json").write_text('{"seed": 1}')
+  return setup
+
+
+def foreign_folder(name: str):
+  """A non-empty folder that is none of ours: a HuggingFace checkpoint, say."""
+  def setup(w, d):
+    (d / name).mkdir(parents=True)
+    (d / name / "config.json").write_text('{"model_type": "bert"}')
+    (d / name / "model.safetensors").write_bytes(b"\x00" * 64)
+  return setup
+
+
+def lock_held_by(pid: Callable[[], int], name: str = "wd"):
+  def setup(w, d):
+    marked_workdir(name)(w, d)
+    (d / name / folders.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": pid(),
+                                                     "renewed": time.time()}))
+  return setup
+
+
+def dead_pid() -> int:
+  return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                            text=True).stdout)
+
+
+def tiny_train(workdir: str, *extra: str):
+  return cli_args("train", "--config", str(REPO / "configs" / "demo.py"), "--workdir", workdir, *TINY_FLAGS, *extra)
+
+
+OUTPUT_CASES = [
+    IOCase("predict-out-is-input", io_predict(out="{d}/in/in.txt"), ("--out {d}/in/in.txt", "is --input")),
+    IOCase("predict-resume-out-is-input", io_predict("--resume", out="{d}/in/in.txt"), ("--out", "is --input")),
+    IOCase("predict-out-links-to-input", io_predict(out="{d}/link.txt"), ("--out {d}/link.txt", "is --input"),
+           setup=linked("link.txt", "{d}/in/in.txt")),
+    IOCase("predict-out-inside-export", io_predict(out="{w.export}/predictions.jsonl"),
+           ("--out {w.export}/predictions.jsonl", "lies inside the export")),
+    IOCase("predict-out-inside-workdir", io_predict(out="{d}/wd/predictions.jsonl"),
+           ("--out {d}/wd/predictions.jsonl", "lies inside the workdir"), setup=marked_workdir()),
+    IOCase("export-out-inside-its-workdir", cli_args("export", "--workdir", "{w.workdir}", "--out",
+                                                     "{w.workdir}/relation", "--overwrite"),
+           ("--out {w.workdir}/relation", "lies inside the workdir")),
+    IOCase("export-out-another-workdirs-export", cli_args("export", "--workdir", "{w.workdir}", "--out",
+                                                          "{d}/wd/export", "--overwrite"),
+           ("--out {d}/wd/export", "lies inside the workdir {d}/wd"),
+           setup=lambda w, d: (marked_workdir()(w, d), shutil.copytree(w.export, d / "wd" / "export"))),
+    IOCase("export-out-holds-workdir", cli_args("export", "--workdir", "{w.workdir}", "--out", "{w.root}",
+                                                "--overwrite"), ("--out {w.root}", "is --workdir")),
+    IOCase("evaluate-out-is-workdir", io_evaluate(out="{w.workdir}"), ("--out {w.workdir}", "is the workdir"),
+           setup=given("x_test.tsv", HEADER + KNOWN_ROWS)),
+    IOCase("evaluate-out-inside-workdir", io_evaluate(out="{w.workdir}/report_dev"),
+           ("--out {w.workdir}/report_dev", "lies inside the workdir"), setup=given("x_test.tsv", HEADER + KNOWN_ROWS)),
+    IOCase("evaluate-out-holds-input", io_evaluate(out="{d}/in"), ("--out {d}/in", "is --input", "holds it"),
+           setup=given("x_test.tsv", HEADER + KNOWN_ROWS)),
+    IOCase("evaluate-out-foreign-folder", io_evaluate(out="{d}/hf"), ("--out {d}/hf", "not a herberta_jax report",
+                                                                     "--overwrite"),
+           setup=then(given("x_test.tsv", HEADER + KNOWN_ROWS), foreign_folder("hf"))),
+    IOCase("evaluate-out-foreign-folder-overwrite", io_evaluate("--overwrite", out="{d}/hf"), code=0,
+           setup=then(given("x_test.tsv", HEADER + KNOWN_ROWS), foreign_folder("hf")),
+           check=lambda proc, w, d: folders.kind_of(d / "hf") == folders.REPORT or pytest.fail("report not marked")),
+    # Evaluating twice into one report folder is a rerun, not an overwrite: the second run finds its own marker.
+    IOCase("evaluate-again-into-its-report",
+           shell("{python} -m herberta_jax.evaluate --model {w.export} --input {d}/in/x_test.tsv --out {d}/report "
+                 "--batch_size 8 && {python} -m herberta_jax.evaluate --model {w.export} --input {d}/in/x_test.tsv "
+                 "--out {d}/report --batch_size 8"), code=0, setup=given("x_test.tsv", HEADER + KNOWN_ROWS),
+           check=exists("report/metrics.json")),
+    IOCase("train-workdir-foreign-folder", tiny_train("{d}/hf"), ("--workdir {d}/hf", "not a herberta_jax workdir",
+                                                                  "--overwrite"), setup=foreign_folder("hf")),
+    IOCase("train-workdir-inside-workdir", tiny_train("{w.workdir}/relation"),
+           ("--workdir {w.workdir}/relation", "lies inside the workdir")),
+    IOCase("train-workdir-is-export", tiny_train("{w.export}"), ("--workdir {w.export}", "is the export")),
+    IOCase("train-workdir-locked", tiny_train("{d}/wd"), ("{d}/wd", "another training run", "is using this workdir"),
+           setup=lock_held_by(os.getpid)),
+    IOCase("train-workdir-stale-lock", tiny_train("{d}/wd", "--config.stage=relation"), code=0,
+           setup=lock_held_by(dead_pid), check=stderr_says("taking over a stale lock")),
+]
+
+def _run_output_case(case: IOCase, w: World) -> tuple[subprocess.CompletedProcess, dict, dict]:
+  d = w.root / "outputs" / case.id
+  d.mkdir(parents=True)
+  if case.setup:
+    case.setup(w, d)
+  command = case.run(w, d)
+  guarded = [d, w.workdir] if case.code == 2 else [d / "in", w.workdir]
+  before = file_hashes(*guarded)
+  proc = subprocess.run(["bash", "-c", command] if isinstance(command, str) else command, env=_io_env(), cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  return proc, before, file_hashes(*guarded)
+
+
+@pytest.fixture(scope="session")
+def output_results(world, request) -> dict[str, tuple]:
+  wanted = {item.callspec.params["output_case"].id for item in request.session.items
+            if hasattr(item, "callspec") and "output_case" in item.callspec.params}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    futures = {case.id: pool.submit(_run_output_case, case, world) for case in OUTPUT_CASES if case.id in wanted}
+    return {case_id: future.result() for case_id, future in futures.items()}
+
+
+@pytest.mark.parametrize("output_case", OUTPUT_CASES, ids=[c.id for c in OUTPUT_CASES])
+def test_outputs_never_destroy_inputs_or_project_folders(output_case: IOCase, world: World, output_results):
+  proc, before, after = output_results[output_case.id]
+  d = world.root / "outputs" / output_case.id
+  context = f"\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
+  assert "Traceback" not in proc.stderr, context
+  assert proc.returncode == output_case.code, context
+  assert after == before, "a user's file changed"
+  if output_case.code == 2:
+    lines = [line for line in proc.stderr.splitlines() if "error: " in line]
+    assert len(lines) == 1, context
+    for expected in output_case.says:
+      assert expected.format(w=world, d=d) in lines[0], context
+  if output_case.check:
+    output_case.check(proc, world, d)

@@ -45,8 +45,8 @@ def test_output_that_is_an_input_is_refused_also_through_a_link(tmp_path):
   link.symlink_to(source)
   for out in (source, link):
     with pytest.raises(UserError, match=r"--out .*: is --input .* or holds it"):
-      folders.check_output("--out", str(out), kind=None, inputs={"--input": str(source)})
-  folders.check_output("--out", str(tmp_path / "out.jsonl"), kind=None, inputs={"--input": str(source)})
+      folders.check_output("--out", str(out), kind=None, inputs=[("--input", str(source))])
+  folders.check_output("--out", str(tmp_path / "out.jsonl"), kind=None, inputs=[("--input", str(source))])
   assert source.read_text() == "a sentence\n"
 
 
@@ -55,7 +55,7 @@ def test_folder_output_holding_an_input_is_refused(tmp_path):
   data.mkdir()
   (data / "en_test.tsv").write_text("x")
   with pytest.raises(UserError, match="--out .*: is --input .* or holds it"):
-    folders.check_output("--out", str(data), kind=folders.REPORT, inputs={"--input": str(data / "en_test.tsv")})
+    folders.check_output("--out", str(data), kind=folders.REPORT, inputs=[("--input", str(data / "en_test.tsv"))])
 
 
 def test_outputs_inside_a_workdir_or_export_are_refused_but_the_own_export(workdir):
@@ -69,6 +69,17 @@ def test_outputs_inside_a_workdir_or_export_are_refused_but_the_own_export(workd
     folders.check_output("--workdir", str(workdir / "relation"), kind=folders.WORKDIR)
   folders.check_output("--out", str(workdir / "export"), kind=folders.EXPORT, own=workdir, overwrite=True)
   folders.check_output("--workdir", str(workdir), kind=folders.WORKDIR)  # a resume
+
+
+def test_another_workdirs_export_is_not_this_exports_place(tmp_path, workdir):
+  other = tmp_path / "other"
+  folders.mark(other, folders.WORKDIR)
+  with pytest.raises(UserError, match=r"--out .*run/export: lies inside the workdir .*run, which"):
+    folders.check_output("--out", str(workdir / "export"), kind=folders.EXPORT, own=other, overwrite=True)
+  standalone = tmp_path / "exports" / "v1"
+  standalone.mkdir(parents=True)
+  (standalone / "herberta.json").write_text("{}")
+  folders.check_output("--out", str(standalone), kind=folders.EXPORT, own=other, overwrite=True)
 
 
 def test_non_empty_unmarked_folder_needs_overwrite(tmp_path):
@@ -131,7 +142,7 @@ def test_checks_and_lock_on_a_bucket(gcs_bucket):
   source = f"{gcs_bucket}/in.txt"
   storage.write_atomically(storage.path(source), "x\n")
   with pytest.raises(UserError, match="is --input"):
-    folders.check_output("--out", source, kind=None, inputs={"--input": source})
+    folders.check_output("--out", source, kind=None, inputs=[("--input", source)])
   with folders.WorkdirLock(workdir):
     with pytest.raises(UserError, match="another training run"):
       folders.WorkdirLock(workdir).acquire()
