@@ -1275,15 +1275,19 @@ def tiny_train(workdir: str, *extra: str):
   return cli_args("train", "--config", str(REPO / "configs" / "demo.py"), "--workdir", workdir, *TINY_FLAGS, *extra)
 
 
+SENTENCES = "Marie Curie was born in Warsaw.\nAnna Weber wurde in Hamburg geboren.\n"
 OUTPUT_CASES = [
-    IOCase("predict-out-is-input", io_predict(out="{d}/in/in.txt"), ("--out {d}/in/in.txt", "is --input")),
-    IOCase("predict-resume-out-is-input", io_predict("--resume", out="{d}/in/in.txt"), ("--out", "is --input")),
+    IOCase("predict-out-is-input", io_predict(out="{d}/in/in.txt"), ("--out {d}/in/in.txt", "is --input"),
+           setup=given("in.txt", SENTENCES)),
+    IOCase("predict-resume-out-is-input", io_predict("--resume", out="{d}/in/in.txt"), ("--out", "is --input"),
+           setup=given("in.txt", SENTENCES)),
     IOCase("predict-out-links-to-input", io_predict(out="{d}/link.txt"), ("--out {d}/link.txt", "is --input"),
-           setup=linked("link.txt", "{d}/in/in.txt")),
+           setup=then(given("in.txt", SENTENCES), linked("link.txt", "{d}/in/in.txt"))),
     IOCase("predict-out-inside-export", io_predict(out="{w.export}/predictions.jsonl"),
-           ("--out {w.export}/predictions.jsonl", "lies inside the export")),
+           ("--out {w.export}/predictions.jsonl", "lies inside the export"), setup=given("in.txt", SENTENCES)),
     IOCase("predict-out-inside-workdir", io_predict(out="{d}/wd/predictions.jsonl"),
-           ("--out {d}/wd/predictions.jsonl", "lies inside the workdir"), setup=marked_workdir()),
+           ("--out {d}/wd/predictions.jsonl", "lies inside the workdir"),
+           setup=then(given("in.txt", SENTENCES), marked_workdir())),
     IOCase("export-out-inside-its-workdir", cli_args("export", "--workdir", "{w.workdir}", "--out",
                                                      "{w.workdir}/relation", "--overwrite"),
            ("--out {w.workdir}/relation", "lies inside the workdir")),
@@ -1293,7 +1297,7 @@ OUTPUT_CASES = [
            setup=lambda w, d: (marked_workdir()(w, d), shutil.copytree(w.export, d / "wd" / "export"))),
     IOCase("export-out-holds-workdir", cli_args("export", "--workdir", "{w.workdir}", "--out", "{w.root}",
                                                 "--overwrite"), ("--out {w.root}", "is --workdir")),
-    IOCase("evaluate-out-is-workdir", io_evaluate(out="{w.workdir}"), ("--out {w.workdir}", "is the workdir"),
+    IOCase("evaluate-out-is-workdir", io_evaluate(out="{w.workdir}"), ("--out {w.workdir}", "holds it"),
            setup=given("x_test.tsv", HEADER + KNOWN_ROWS)),
     IOCase("evaluate-out-inside-workdir", io_evaluate(out="{w.workdir}/report_dev"),
            ("--out {w.workdir}/report_dev", "lies inside the workdir"), setup=given("x_test.tsv", HEADER + KNOWN_ROWS)),
@@ -1310,7 +1314,7 @@ OUTPUT_CASES = [
            shell("{python} -m herberta_jax.evaluate --model {w.export} --input {d}/in/x_test.tsv --out {d}/report "
                  "--batch_size 8 && {python} -m herberta_jax.evaluate --model {w.export} --input {d}/in/x_test.tsv "
                  "--out {d}/report --batch_size 8"), code=0, setup=given("x_test.tsv", HEADER + KNOWN_ROWS),
-           check=exists("report/metrics.json")),
+           check=lambda proc, w, d: (d / "report" / "metrics.json").is_file() or pytest.fail("no metrics.json")),
     IOCase("train-workdir-foreign-folder", tiny_train("{d}/hf"), ("--workdir {d}/hf", "not a herberta_jax workdir",
                                                                   "--overwrite"), setup=foreign_folder("hf")),
     IOCase("train-workdir-inside-workdir", tiny_train("{w.workdir}/relation"),
