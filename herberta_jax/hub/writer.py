@@ -22,6 +22,7 @@ import shutil
 import jax
 import numpy as np
 
+from herberta_jax import __version__
 from herberta_jax.data import tokenize
 from herberta_jax.data.example import NEGATIVE_LABEL
 from herberta_jax.hub.herberta_schema import FORMAT_VERSION as EXPORT_FORMAT_VERSION
@@ -49,6 +50,7 @@ def export_meta(manifest: dict, bucket_boundaries, two_segments: bool, decoding:
   tok = manifest["tokenizer"]
   return {
       "format_version": EXPORT_FORMAT_VERSION,
+      "herberta_jax_version": __version__,  # which release wrote it, for the card and bug reports
       "labels": list(manifest["labels"]),
       "negative_label": manifest.get("negative_label", NEGATIVE_LABEL),
       "relation_tokens": dict(manifest["relation_tokens"]),
