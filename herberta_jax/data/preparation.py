@@ -20,6 +20,7 @@ import importlib.metadata
 import itertools
 import json
 import math
+import os
 import pathlib
 import re
 import shutil
@@ -291,8 +292,8 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
       if lang not in counts["dev"]:  # a given dev file is used as is
         carvers[lang] = splits.DevCarver(counts["train"][lang], dev_fraction, seed)
 
-  if isinstance(tokenizer, (str, pathlib.Path)):
-    source = str(tokenizer)
+  if isinstance(tokenizer, (str, os.PathLike)):
+    source = os.fspath(tokenizer)
     tokenizer = tokenize.load_tokenizer(tokenizer)
   else:
     source = tokenizer.name_or_path
@@ -306,7 +307,7 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
   out_dir.mkdir(parents=True, exist_ok=True)
   out = _Output(out_dir)
   try:
-    tokenizer.save_pretrained(str(out.local / "tokenizer"))
+    tokenize.save_tokenizer(tokenizer, out.local / "tokenizer")
     out.publish([out.local / "tokenizer"])
     split_info = _write_records(by_split, counts, carvers, labels, tokenizer, max_seq_len, shards_per_split, out,
                                 progress)
@@ -387,7 +388,7 @@ def check_tokenizer(manifest: dict, tokenizer) -> None:
   Raises:
     TokenizerMismatchError: another vocabulary, added tokens or normalizer: the record ids would mean other words.
   """
-  if isinstance(tokenizer, (str, pathlib.Path)):
+  if isinstance(tokenizer, (str, os.PathLike)):
     tokenizer = tokenize.load_tokenizer(tokenizer)
   info = manifest["tokenizer"]
   fingerprint = tokenize.tokenizer_fingerprint(tokenizer)
@@ -406,38 +407,38 @@ CHECKED_TOKENIZERS = "tokenizers_checked.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".msgpack", ".h5", ".ckpt", ".pt", ".pth", ".onnx", ".ot")
 
 
-def _tokenizer_files_digest(directory: pathlib.Path) -> str:
+def _tokenizer_files_digest(directory) -> str:
   """sha256 of the directory's files and of the transformers version that builds a tokenizer from them."""
   try:
     version = importlib.metadata.version("transformers")  # read from its metadata: nothing is imported
   except importlib.metadata.PackageNotFoundError:
     version = ""
   digest = hashlib.sha256(f"transformers {version}\0".encode())
-  for path in sorted(directory.iterdir()):
+  for path in sorted(directory.iterdir(), key=lambda p: p.name):
     if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES):
       digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
   return digest.hexdigest()
 
 
-def check_prepared_tokenizer(data_dir: pathlib.Path, tokenizer: str | pathlib.Path) -> None:
-  """`check_tokenizer` against `data_dir`'s manifest, skipped for a local tokenizer directory whose files are byte
-  for byte those of one that passed before (recorded in `data_dir`). Raises TokenizerMismatchError."""
+def check_prepared_tokenizer(data_dir, tokenizer: str | pathlib.Path) -> None:
+  """`check_tokenizer` against `data_dir`'s manifest, skipped for a tokenizer directory (local or a URL) whose files
+  are byte for byte those of one that passed before (recorded in `data_dir`). Raises TokenizerMismatchError."""
   manifest = load_manifest(data_dir)
-  local = pathlib.Path(tokenizer).expanduser()
-  if not local.is_dir():  # a hub name: nothing on disk to compare
+  folder = storage.path(tokenizer) if storage.is_url(tokenizer) else pathlib.Path(tokenizer).expanduser()
+  if not folder.is_dir():  # a hub name: nothing on disk to compare
     check_tokenizer(manifest, tokenizer)
     return
-  record = pathlib.Path(data_dir) / CHECKED_TOKENIZERS
+  record = storage.path(data_dir) / CHECKED_TOKENIZERS
   try:
     checked = json.loads(record.read_text(encoding="utf-8"))
   except (OSError, ValueError):
     checked = {}
-  digest = _tokenizer_files_digest(local)
+  digest = _tokenizer_files_digest(folder)
   if checked.get(digest) == manifest["tokenizer"]["fingerprint"]:
     return
-  check_tokenizer(manifest, local)
+  check_tokenizer(manifest, folder)
   checked[digest] = manifest["tokenizer"]["fingerprint"]
   try:
-    record.write_text(json.dumps(checked, indent=2), encoding="utf-8")
+    storage.write_atomically(record, json.dumps(checked, indent=2))
   except OSError:  # a read-only data directory: the next start checks again
     pass
