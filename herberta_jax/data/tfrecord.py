@@ -8,7 +8,7 @@ computes its CRCs in pure Python (~130 us per record). CRCs come from the `googl
 pure-Python table is used, correct but ~500x slower, with a warning.
 
 A path may be a URL (`gs://bucket/train/en-00000-of-00004.tfrecord`, through `herberta_jax.storage`). A remote
-file is read in large blocks by a background thread that keeps a few blocks ahead of the reader, so training
+file is read in 4 MiB blocks by a background thread that keeps a block ahead of the reader, so training
 waits on the network only when the bucket is slower than the step, and no record costs a request of its own.
 """
 
@@ -98,8 +98,8 @@ class RecordWriter:
     self.close()
 
 
-REMOTE_BLOCK = 8 << 20  # bytes per read of a remote file: one request, ~100 ms on GCS
-REMOTE_BLOCKS_AHEAD = 2  # blocks a remote file's reader thread holds ready beyond the one in use
+REMOTE_BLOCK = 4 << 20  # bytes per read of a remote file: one request (tens of ms on GCS)
+REMOTE_BLOCKS_AHEAD = 1  # blocks ready beyond the one in use: <= 12 MiB per open file, 16 files open at most
 
 
 def read_records(path: str | pathlib.Path) -> Iterator[bytes]:
