@@ -8,16 +8,16 @@ Everything but the flags is `herberta_jax.data.preparation.prepare`.
 from __future__ import annotations
 
 import os
-import pathlib
 
 from absl import flags
 
-from herberta_jax import cli
+from herberta_jax import cli, storage
 from herberta_jax.data import preparation, records
 
-_INPUT = flags.DEFINE_multi_string("input", None, "SMiLER TSV files or directories (more may follow as arguments).")
+_INPUT = flags.DEFINE_multi_string("input", None, "SMiLER TSV files or directories, local or gs:// (more may follow "
+                                   "as arguments).")
 _TOKENIZER = flags.DEFINE_string("tokenizer", None, "HF tokenizer directory or hub name.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (local or gs://bucket/...).")
 _MAX_SEQ_LEN = flags.DEFINE_integer("max_seq_len", 128, "Longest model input, in tokens.")
 _ON_ERROR = flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Bad rows: stop, or skip them into rejects.tsv.")
 _DEV_FRACTION = flags.DEFINE_float("dev_fraction", 0.02, "Share of train carved out as dev; 0 disables.")
@@ -31,7 +31,8 @@ flags.mark_flags_as_required(["input", "tokenizer", "out"])
 def main(argv: list[str]) -> int:
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # batch encoding on every core
   # A shell glob after --input (`--input data/*.tsv`) leaves all files but the first as arguments: inputs too.
-  manifest = preparation.prepare(_INPUT.value + argv[1:], _TOKENIZER.value, _OUT.value, max_seq_len=_MAX_SEQ_LEN.value,
+  out = storage.path(_OUT.value)
+  manifest = preparation.prepare(_INPUT.value + argv[1:], _TOKENIZER.value, out, max_seq_len=_MAX_SEQ_LEN.value,
                                  on_error=_ON_ERROR.value, dev_fraction=_DEV_FRACTION.value, seed=_SEED.value,
                                  shards_per_split=_SHARDS.value, overwrite=_OVERWRITE.value)
   for split, by_lang in manifest["splits"].items():
@@ -40,8 +41,8 @@ def main(argv: list[str]) -> int:
   rows = manifest["rows"]
   print(f"rows: {rows['read']} read, {rows['written']} written, {rows['rejected']} rejected")
   if manifest["rejects"]["file"]:
-    print(f"rejected rows: {manifest['rejects']['count']} (see {pathlib.Path(_OUT.value) / 'rejects.tsv'})")
-  print(f"wrote {pathlib.Path(_OUT.value) / records.MANIFEST_NAME}")
+    print(f"rejected rows: {manifest['rejects']['count']} (see {storage.text(out / 'rejects.tsv')})")
+  print(f"wrote {storage.text(out / records.MANIFEST_NAME)}")
   return 0
 
 

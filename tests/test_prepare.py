@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import pathlib
@@ -14,6 +15,7 @@ from herberta_jax import prepare as prepare_cli
 from herberta_jax.data import preparation as prepare
 from herberta_jax.data import records, smiler, tokenize
 from herberta_jax.data import splits as splits_lib
+from herberta_jax.data.example import Example
 
 LONG_FILLER = " ".join(f"word{i}" for i in range(40))
 
@@ -233,3 +235,43 @@ def test_semeval_every_row_prepared_with_exact_entity_spans(semeval_dir, minilm_
       assert features.text[features.offsets[s2][0]:features.offsets[e2][1]] == example.e2_text, features.id
       seen += 1
   assert seen == 10717
+
+
+@pytest.mark.parametrize("fraction,seed", [(0.02, 0), (0.25, 3), (0.5, 11)])
+def test_the_streaming_dev_carver_picks_the_rows_carve_dev_picks(fraction, seed):
+  import random
+  draw = random.Random(seed)
+  labels = [draw.choice(["a", "b", "c", "no_relation"]) for _ in range(500)] + ["lonely"]
+  examples = [Example(id=str(i), text="x y", e1=(0, 1), e2=(2, 3), label=label, lang="en")
+              for i, label in enumerate(labels)]
+  _, dev = splits_lib.carve_dev(examples, fraction, seed)
+  counts = collections.Counter(labels)
+  carver = splits_lib.DevCarver(counts, fraction, seed)
+  streamed = [ex for ex in examples if carver.is_dev(ex.label)]
+  assert streamed == dev and carver.dev_rows == len(dev)
+  assert collections.Counter(ex.label for ex in dev) == {
+      label: splits_lib.dev_count(n, fraction) for label, n in counts.items() if splits_lib.dev_count(n, fraction)}
+  other_seed = [ex for ex in examples if splits_lib.DevCarver(counts, fraction, seed + 1).is_dev(ex.label)]
+  assert [ex.id for ex in other_seed] != [ex.id for ex in dev]
+
+
+def test_prepare_carves_from_a_stream_the_dev_rows_carve_dev_picks_per_language(minilm_dir, tmp_path):
+  # Two languages interleaved in one plain file (each language's rows are read back in a pass of their own), and
+  # a second file: the carved dev rows of each language are those carve_dev picks from its rows in file order.
+  labels = ["birth-place", "org-has-founder", "no_relation"]
+  first = [row(f"{lang}{i}", f"P{i}", f"C{i}", labels[i % 3 if lang == "fr" else (i // 2) % 3],
+               "{e1} born in {e2}.", lang) for i in range(40) for lang in ("fr", "it")]
+  second = [row(f"b-fr{i}", f"Q{i}", f"D{i}", labels[i % 2], "{e2} has {e1}.", "fr") for i in range(17)]
+  write_tsv(tmp_path / "a_train.tsv", first)
+  write_tsv(tmp_path / "b_train.tsv", second)
+  out = tmp_path / "out"
+  manifest = prepare.prepare([tmp_path / "a_train.tsv", tmp_path / "b_train.tsv"], str(minilm_dir), out,
+                             dev_fraction=0.2, seed=9, progress=False)
+  for lang in ("fr", "it"):
+    rows = [ex for name in ("a_train.tsv", "b_train.tsv") for ex in smiler.read_tsv(tmp_path / name)
+            if ex.lang == lang]
+    train, dev = splits_lib.carve_dev(rows, 0.2, 9)
+    for split, expected in (("train", train), ("dev", dev)):
+      files = [out / f for f in manifest["splits"][split][lang]["files"]]
+      assert sorted(f.id for f in records.read_features(files)) == sorted(ex.id for ex in expected)
+      assert manifest["splits"][split][lang]["count"] == len(expected)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import pathlib
 import random
 import re
 
+from herberta_jax import storage
 from herberta_jax.data.example import NEGATIVE_LABEL
 from herberta_jax.data.smiler import HEADER, SMILER_LABELS
 
@@ -723,17 +725,19 @@ def generate(seed: int = 0, sentences_per_language: int = 700) -> list[dict]:
 
 def write_tsv(rows: list[dict], path: str | pathlib.Path) -> None:
   """Writes rows in the SMiLER TSV layout, quoting as pandas' `to_csv(sep="\\t")` does."""
-  with pathlib.Path(path).open("w", encoding="utf-8", newline="") as handle:
-    writer = csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(HEADER)
-    for row in rows:
-      writer.writerow([row[column] for column in HEADER])
+  text = io.StringIO(newline="")
+  writer = csv.writer(text, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+  writer.writerow(HEADER)
+  for row in rows:
+    writer.writerow([row[column] for column in HEADER])
+  storage.write_atomically(storage.path(path), text.getvalue())
 
 
 def write_demo_corpus(out_dir: str | pathlib.Path, seed: int = 0,
                       sentences_per_language: int = 700) -> list[pathlib.Path]:
-  """Writes `{lang}_corpora_train.tsv` and `{lang}_corpora_test.tsv` per language; returns their paths, sorted."""
-  out_dir = pathlib.Path(out_dir)
+  """Writes `{lang}_corpora_train.tsv` and `{lang}_corpora_test.tsv` per language (`out_dir` may be a URL);
+  returns their paths, sorted."""
+  out_dir = storage.path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   by_file: dict[pathlib.Path, list[dict]] = {}
   for row in generate(seed, sentences_per_language):

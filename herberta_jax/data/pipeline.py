@@ -8,6 +8,9 @@ Memory is bounded by the shuffle buffers, the open files and the bucket queues, 
   chunks of records parsed at once (`records.parse_chunk`: the per-value work vectorised in numpy)
   rows queued by length bucket; a full queue becomes a batch padded to its bucket length
 
+`data_dir` may be a URL (`gs://bucket/run/data`): each process opens only its own shards, and each open remote
+file is read in large blocks a background thread fetches ahead (`tfrecord.read_records`).
+
 Plain Python and numpy, no TensorFlow: the per-record steps are cheap generator hops, and everything done per
 value (varint decoding, padding) happens a chunk or a batch at a time in numpy. The output order is that of
 tf.data's `group_by_window`: a batch leaves as soon as its bucket fills, and a one-pass stream ends with each
@@ -26,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from herberta_jax import storage
 from herberta_jax.data import languages as languages_lib
 from herberta_jax.data import records, tfrecord
 
@@ -77,7 +81,7 @@ class Pipeline:
       FileNotFoundError: no manifest in `data_dir`.
       ValueError: a bad argument, a split without rows, or a language the split does not have.
     """
-    self.data_dir = pathlib.Path(data_dir)
+    self.data_dir = storage.path(data_dir)
     self.manifest = records.load_manifest(self.data_dir)
     by_lang = self.manifest["splits"].get(split, {})
     available = sorted(lang for lang, info in by_lang.items() if info["count"] > 0)

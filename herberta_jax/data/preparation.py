@@ -14,17 +14,20 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import copy
+import dataclasses
 import hashlib
 import importlib.metadata
 import itertools
 import json
 import math
+import os
 import pathlib
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 
-from herberta_jax import console
+from herberta_jax import console, storage
 from herberta_jax.data import records, smiler, splits, tokenize
 from herberta_jax.data.example import NEGATIVE_LABEL, Example, Features
 from herberta_jax.errors import ArgumentError, UserError, UserFileExistsError
@@ -64,18 +67,42 @@ def _language_of(example: Example, file_lang: str | None) -> str:
   return lang
 
 
-def _read_split(files: list[tuple[pathlib.Path, str | None]], on_error: str, rejects: smiler.Rejects | None,
-                known_labels) -> dict[str, list[Example]]:
-  """Reads files into language -> examples (the file name's language wins over the row's `lang` column)."""
-  by_lang: dict[str, list[Example]] = collections.defaultdict(list)
-  for path, file_lang in files:
-    for example in smiler.read_tsv(path, on_error=on_error, rejects=rejects, known_labels=known_labels):
-      lang = _language_of(example, file_lang)
-      if lang != example.lang:
-        example = Example(id=example.id, text=example.text, e1=example.e1, e2=example.e2, label=example.label,
-                          lang=lang, source=example.source)
-      by_lang[lang].append(example)
-  return by_lang
+@dataclasses.dataclass
+class _InputFile:
+  """One input file: its split, the language its name gives (if any), and the languages of its valid rows."""
+
+  path: pathlib.Path
+  split: str
+  name_lang: str | None
+  langs: set[str] = dataclasses.field(default_factory=set)
+
+
+def _rows(file: _InputFile, on_error: str, rejects: smiler.Rejects | None, known_labels) -> Iterator[Example]:
+  """The valid rows of a file, each with its language (the file name's wins over the row's `lang` column)."""
+  for example in smiler.read_tsv(file.path, on_error=on_error, rejects=rejects, known_labels=known_labels):
+    lang = _language_of(example, file.name_lang)
+    if lang != example.lang:
+      example = Example(id=example.id, text=example.text, e1=example.e1, e2=example.e2, label=example.label,
+                        lang=lang, source=example.source)
+    yield example
+
+
+def _survey(files: list[_InputFile], on_error: str, rejects: smiler.Rejects, known_labels,
+            counts: dict[str, collections.Counter]) -> None:
+  """The first pass: validates every row of `files` and counts labels per language into `counts` (nothing else
+  is kept, so memory does not grow with the corpus); notes each file's languages."""
+  for file in files:
+    for example in _rows(file, on_error, rejects, known_labels):
+      counts[example.lang][example.label] += 1
+      file.langs.add(example.lang)
+
+
+def _lang_rows(files: list[_InputFile], lang: str, known_labels) -> Iterator[Example]:
+  """The second pass: the valid rows of one language, file after file (only files that hold it are read)."""
+  for file in files:
+    if lang in file.langs:
+      # The first pass stopped at any bad row in "fail" mode and recorded the rejects: here they are passed over.
+      yield from (ex for ex in _rows(file, "skip", smiler.Rejects(), known_labels) if ex.lang == lang)
 
 
 def _num_shards(rows: int, shards_per_split: int | None) -> int:
@@ -93,36 +120,103 @@ def _clear_outputs(out_dir: pathlib.Path, overwrite: bool) -> None:
     raise UserFileExistsError(f"{out_dir} already holds prepared data ({', '.join(p.name for p in present)}); choose "
                           "another --out or pass --overwrite")
   for path in present:
-    if path.is_dir():
-      shutil.rmtree(path)
+    storage.remove(path)
+
+
+class _Output:
+  """Where `prepare` writes its files: `out_dir` itself when local. For a URL, files are made in a local staging
+  folder and uploaded (then deleted there) group by group with `publish`: the tokenizer and the record writers
+  then work on local files, and the staging folder never holds more than one (split, language)'s shards."""
+
+  def __init__(self, out_dir: pathlib.Path):
+    self.out_dir = out_dir
+    if storage.is_local(out_dir):
+      self.local = out_dir
     else:
-      path.unlink()
+      storage.cache_root().mkdir(parents=True, exist_ok=True)
+      self.local = pathlib.Path(tempfile.mkdtemp(prefix="prepare.", dir=storage.cache_root()))
+
+  def publish(self, paths: Sequence[pathlib.Path]) -> None:
+    """Uploads these local files or folders (under `self.local`) to the same place under `out_dir`."""
+    if self.local is self.out_dir:
+      return
+    for path in paths:
+      relative = path.relative_to(self.local).as_posix()
+      if path.is_dir():
+        storage.copy_tree(path, self.out_dir / relative)
+        shutil.rmtree(path)
+      else:
+        target = self.out_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("rb") as source, target.open("wb") as sink:
+          shutil.copyfileobj(source, sink, length=8 << 20)
+        path.unlink()
+
+  def close(self) -> None:
+    if self.local is not self.out_dir:
+      shutil.rmtree(self.local, ignore_errors=True)
 
 
-def _encoded(examples: list[Example], tokenizer, max_seq_len: int, label_ids: dict[str, int],
-             stats: dict, progress) -> Iterator[Features]:
-  """Streams the features of `examples`, encoding chunk by chunk, and tallies labels and truncation.
+def _encoded(items: Iterable[tuple[Example, str]], tokenizer, max_seq_len: int, label_ids: dict[str, int],
+             progress) -> Iterator[tuple[Features, str]]:
+  """Streams (features, destination) for (example, destination) pairs, encoding ENCODE_CHUNK rows at a time.
 
   The next chunk is encoded in a worker thread while this one is serialized: the Rust tokenizer releases the
   GIL, so tokenizing and writing overlap. The order is unchanged: chunks come out in submission order.
   """
-  chunks = (examples[begin:begin + ENCODE_CHUNK] for begin in range(0, len(examples), ENCODE_CHUNK))
+  items = iter(items)
+  chunks = iter(lambda: list(itertools.islice(items, ENCODE_CHUNK)), [])
+
+  def encode(chunk):
+    return tokenize.encode([example for example, _ in chunk], tokenizer, max_seq_len, label_ids), chunk
+
   with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
     pending = collections.deque()
     for chunk in itertools.chain(chunks, [None]):
       if chunk is not None:
-        pending.append(pool.submit(tokenize.encode, chunk, tokenizer, max_seq_len, label_ids))
+        pending.append(pool.submit(encode, chunk))
         if len(pending) < 2:
           continue  # keep one chunk encoding ahead
       while pending and (chunk is None or len(pending) >= 2):
-        encoded = pending.popleft().result()
-        for row in encoded:
-          stats["labels"][row.label] += 1
-          if row.truncated:
-            stats["truncated_rows"] += 1
-            stats["truncated_entities"] += (row.spans[0] < 0) + (row.spans[2] < 0)
-          yield row
+        encoded, sources = pending.popleft().result()
+        for row, (_, destination) in zip(encoded, sources):
+          yield row, destination
         progress.update(len(encoded))
+
+
+class _Group:
+  """The shards of one (split, language) being written, and the tallies its manifest entry reports."""
+
+  def __init__(self, out: _Output, split: str, lang: str, rows: int, shards_per_split: int | None):
+    self.split, self.lang, self.rows = split, lang, rows
+    self.labels: collections.Counter = collections.Counter()
+    self.truncated_rows = self.truncated_entities = 0
+    self.writer = records.ShardWriter(out.local / split, lang, _num_shards(rows, shards_per_split)) if rows else None
+
+  def write(self, row: Features) -> None:
+    self.labels[row.label] += 1
+    if row.truncated:
+      self.truncated_rows += 1
+      self.truncated_entities += (row.spans[0] < 0) + (row.spans[2] < 0)
+    self.writer.write(row)
+
+  def finish(self, out: _Output, labels: list[str]) -> dict:
+    """Closes and uploads the shards; returns the manifest entry."""
+    paths = []
+    if self.writer is not None:
+      self.writer.close()
+      paths = self.writer.paths
+      if self.writer.rows != self.rows:
+        raise AssertionError(f"prepare wrote {self.writer.rows} {self.split} rows of {self.lang}, counted {self.rows}"
+                             " in the first pass: did an input file change while it was being prepared?")
+      out.publish(paths)
+    return {
+        "count": self.rows,
+        "labels": {labels[i]: n for i, n in sorted(self.labels.items())},
+        "truncated_entities": int(self.truncated_entities),
+        "truncated_rows": self.truncated_rows,
+        "files": [f"{self.split}/{path.name}" for path in paths],
+    }
 
 
 def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | pathlib.Path, *, max_seq_len: int = 128,
@@ -134,6 +228,11 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
   train/dev/test), the language from a SMiLER file name or else from each row's `lang` column. The label set is
   that of the training files (plus `no_relation`); dev and test rows with another label are bad rows. Without a
   dev file for a language, `dev_fraction` of its training rows (stratified by label) become its dev split.
+
+  Memory does not grow with the corpus: a first pass validates every row and counts labels per language (which
+  decides the dev rows and the shard counts), a second reads the files again and streams each language's rows
+  through the tokenizer into its shards. Inputs and `out_dir` may be URLs (`gs://bucket/...`); the files written
+  there are byte for byte those a local `out_dir` gets.
 
   Args:
     inputs: TSV files and/or directories of them.
@@ -160,38 +259,41 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
     raise ArgumentError(f"prepare(shards_per_split={shards_per_split}) / --shards_per_split: use 1 or more")
   if max_seq_len < 8:
     raise ArgumentError(f"prepare(max_seq_len={max_seq_len}) / --max_seq_len: use at least 8")
-  out_dir = pathlib.Path(out_dir)
+  out_dir = storage.path(out_dir)
 
   files = smiler.expand_inputs(list(inputs))
-  by_split: dict[str, list[tuple[pathlib.Path, str | None]]] = {split: [] for split in SPLITS}
+  by_split: dict[str, list[_InputFile]] = {split: [] for split in SPLITS}
   for path in files:
     split, lang = _file_split_and_lang(path)
-    by_split[split].append((path, lang))
+    by_split[split].append(_InputFile(path, split, lang))
   if not by_split["train"]:
-    raise UserError(f"no training file among {[str(p) for p in files]}: the label set comes from the training "
-                     "files; pass at least one *_train.tsv (or train.tsv)")
+    raise UserError(f"no training file among {[storage.text(p) for p in files]}: the label set comes from the "
+                    "training files; pass at least one *_train.tsv (or train.tsv)")
 
+  # First pass: validate and count. Training files first: their labels are the ones dev and test rows may have.
   rejects = smiler.Rejects()  # in "fail" mode it only counts the rows read
-  examples = {"train": _read_split(by_split["train"], on_error, rejects, None)}
-  if not any(examples["train"].values()):
+  counts = {split: collections.defaultdict(collections.Counter) for split in SPLITS}
+  _survey(by_split["train"], on_error, rejects, None, counts["train"])
+  if not counts["train"]:
     # Checked before dev and test are read: their rows would otherwise be blamed for labels the train files lack.
     _clear_outputs(out_dir, overwrite)
-    train_files = ", ".join(str(p) for p, _ in by_split["train"])
+    train_files = ", ".join(storage.text(file.path) for file in by_split["train"])
     if len(rejects):
       rejects.write(out_dir / "rejects.tsv")
       raise UserError(f"{train_files}: every one of the {rejects.read} training rows was rejected (see "
-                      f"{out_dir / 'rejects.tsv'}); fix them and prepare again")
+                      f"{storage.text(out_dir / 'rejects.tsv')}); fix them and prepare again")
     raise UserError(f"{train_files}: no training rows (header only?); the label set comes from the training files")
-  labels = sorted({ex.label for rows in examples["train"].values() for ex in rows} | {NEGATIVE_LABEL})
+  labels = sorted({label for by_label in counts["train"].values() for label in by_label} | {NEGATIVE_LABEL})
   for split in ("dev", "test"):
-    examples[split] = _read_split(by_split[split], on_error, rejects, labels)
+    _survey(by_split[split], on_error, rejects, labels, counts[split])
+  carvers = {}
   if dev_fraction > 0:
-    for lang in sorted(examples["train"]):
-      if lang not in examples["dev"]:  # a given dev file is used as is
-        examples["train"][lang], examples["dev"][lang] = splits.carve_dev(examples["train"][lang], dev_fraction, seed)
+    for lang in sorted(counts["train"]):
+      if lang not in counts["dev"]:  # a given dev file is used as is
+        carvers[lang] = splits.DevCarver(counts["train"][lang], dev_fraction, seed)
 
-  if isinstance(tokenizer, (str, pathlib.Path)):
-    source = str(tokenizer)
+  if isinstance(tokenizer, (str, os.PathLike)):
+    source = os.fspath(tokenizer)
     tokenizer = tokenize.load_tokenizer(tokenizer)
   else:
     source = tokenizer.name_or_path
@@ -203,29 +305,18 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
 
   _clear_outputs(out_dir, overwrite)
   out_dir.mkdir(parents=True, exist_ok=True)
-  tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+  out = _Output(out_dir)
+  try:
+    tokenize.save_tokenizer(tokenizer, out.local / "tokenizer")
+    out.publish([out.local / "tokenizer"])
+    split_info = _write_records(by_split, counts, carvers, labels, tokenizer, max_seq_len, shards_per_split, out,
+                                progress)
+    if on_error == "skip":
+      rejects.write(out.local / "rejects.tsv")
+      out.publish([out.local / "rejects.tsv"])
+  finally:
+    out.close()
 
-  label_ids = {label: i for i, label in enumerate(labels)}
-  total = sum(len(rows) for by_lang in examples.values() for rows in by_lang.values())
-  split_info: dict[str, dict] = {}
-  with console.Progress(total, desc="prepare", unit="row", disable=not progress) as bar:
-    for split in SPLITS:
-      for lang in sorted(examples[split]):
-        rows = examples[split][lang]
-        stats = {"labels": collections.Counter(), "truncated_rows": 0, "truncated_entities": 0}
-        paths = records.write_shards(_encoded(rows, tokenizer, max_seq_len, label_ids, stats, bar),
-                                     out_dir / split, lang, _num_shards(len(rows), shards_per_split)) if rows else []
-        split_info.setdefault(split, {})[lang] = {
-            "count": len(rows),
-            "labels": {labels[i]: n for i, n in sorted(stats["labels"].items())},
-            "truncated_entities": int(stats["truncated_entities"]),
-            "truncated_rows": stats["truncated_rows"],
-            "files": [p.relative_to(out_dir).as_posix() for p in paths],
-        }
-        examples[split][lang] = []  # let the examples go as soon as they are written
-
-  if on_error == "skip":
-    rejects.write(out_dir / "rejects.tsv")
   written = sum(info["count"] for by_lang in split_info.values() for info in by_lang.values())
   if written + len(rejects) != rejects.read:
     raise AssertionError(f"prepare lost rows: {rejects.read} read, {written} written, {len(rejects)} rejected")
@@ -248,11 +339,43 @@ def prepare(inputs: Sequence[str | pathlib.Path], tokenizer, out_dir: str | path
       "splits": split_info,
       "rejects": {"count": len(rejects), "file": "rejects.tsv" if on_error == "skip" else None},
       "rows": {"read": rejects.read, "written": written, "rejected": len(rejects)},
-      "inputs": [str(p) for p in files],
+      "inputs": [storage.text(p) for p in files],
   }
-  (out_dir / records.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
-                                               encoding="utf-8")
+  # Written last, once every record is in place: a manifest means the data is whole.
+  storage.write_atomically(out_dir / records.MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
   return manifest
+
+
+def _write_records(by_split: dict[str, list[_InputFile]], counts: dict, carvers: dict[str, splits.DevCarver],
+                   labels: list[str], tokenizer, max_seq_len: int, shards_per_split: int | None, out: _Output,
+                   progress: bool) -> dict[str, dict[str, dict]]:
+  """The second pass: every (split, language)'s rows tokenized into its shards; returns the manifest's `splits`.
+
+  A language's carved dev rows are written from the same read as its training rows, into their own shards."""
+  label_ids = {label: i for i, label in enumerate(labels)}
+  rows = {split: {lang: sum(by_label.values()) for lang, by_label in counts[split].items()} for split in SPLITS}
+  for lang, carver in carvers.items():
+    rows["train"][lang] -= carver.dev_rows
+    rows["dev"][lang] = carver.dev_rows
+  info: dict[str, dict[str, dict]] = {split: {} for split in SPLITS}
+  with console.Progress(sum(n for by_lang in rows.values() for n in by_lang.values()), desc="prepare", unit="row",
+                        disable=not progress) as bar:
+    for split in SPLITS:
+      for lang in sorted(counts[split]):
+        groups = {split: _Group(out, split, lang, rows[split][lang], shards_per_split)}
+        carver = carvers.get(lang) if split == "train" else None
+        if carver is not None:
+          groups["dev"] = _Group(out, "dev", lang, rows["dev"][lang], shards_per_split)
+          routed = ((ex, "dev" if carver.is_dev(ex.label) else "train")
+                    for ex in _lang_rows(by_split[split], lang, labels))
+        else:
+          routed = ((ex, split) for ex in _lang_rows(by_split[split], lang, labels))
+        for row, destination in _encoded(routed, tokenizer, max_seq_len, label_ids, bar):
+          groups[destination].write(row)
+        for group in groups.values():
+          info[group.split][lang] = group.finish(out, labels)
+  # The manifest lists splits, and languages within each, in a fixed order.
+  return {split: dict(sorted(info[split].items())) for split in SPLITS if info[split]}
 
 
 def check_tokenizer(manifest: dict, tokenizer) -> None:
@@ -265,7 +388,7 @@ def check_tokenizer(manifest: dict, tokenizer) -> None:
   Raises:
     TokenizerMismatchError: another vocabulary, added tokens or normalizer: the record ids would mean other words.
   """
-  if isinstance(tokenizer, (str, pathlib.Path)):
+  if isinstance(tokenizer, (str, os.PathLike)):
     tokenizer = tokenize.load_tokenizer(tokenizer)
   info = manifest["tokenizer"]
   fingerprint = tokenize.tokenizer_fingerprint(tokenizer)
@@ -284,38 +407,38 @@ CHECKED_TOKENIZERS = "tokenizers_checked.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".msgpack", ".h5", ".ckpt", ".pt", ".pth", ".onnx", ".ot")
 
 
-def _tokenizer_files_digest(directory: pathlib.Path) -> str:
+def _tokenizer_files_digest(directory) -> str:
   """sha256 of the directory's files and of the transformers version that builds a tokenizer from them."""
   try:
     version = importlib.metadata.version("transformers")  # read from its metadata: nothing is imported
   except importlib.metadata.PackageNotFoundError:
     version = ""
   digest = hashlib.sha256(f"transformers {version}\0".encode())
-  for path in sorted(directory.iterdir()):
+  for path in sorted(directory.iterdir(), key=lambda p: p.name):
     if path.is_file() and not path.name.endswith(_WEIGHT_SUFFIXES):
       digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
   return digest.hexdigest()
 
 
-def check_prepared_tokenizer(data_dir: pathlib.Path, tokenizer: str | pathlib.Path) -> None:
-  """`check_tokenizer` against `data_dir`'s manifest, skipped for a local tokenizer directory whose files are byte
-  for byte those of one that passed before (recorded in `data_dir`). Raises TokenizerMismatchError."""
+def check_prepared_tokenizer(data_dir, tokenizer: str | pathlib.Path) -> None:
+  """`check_tokenizer` against `data_dir`'s manifest, skipped for a tokenizer directory (local or a URL) whose files
+  are byte for byte those of one that passed before (recorded in `data_dir`). Raises TokenizerMismatchError."""
   manifest = load_manifest(data_dir)
-  local = pathlib.Path(tokenizer).expanduser()
-  if not local.is_dir():  # a hub name: nothing on disk to compare
+  folder = storage.path(tokenizer) if storage.is_url(tokenizer) else pathlib.Path(tokenizer).expanduser()
+  if not folder.is_dir():  # a hub name: nothing on disk to compare
     check_tokenizer(manifest, tokenizer)
     return
-  record = pathlib.Path(data_dir) / CHECKED_TOKENIZERS
+  record = storage.path(data_dir) / CHECKED_TOKENIZERS
   try:
     checked = json.loads(record.read_text(encoding="utf-8"))
   except (OSError, ValueError):
     checked = {}
-  digest = _tokenizer_files_digest(local)
+  digest = _tokenizer_files_digest(folder)
   if checked.get(digest) == manifest["tokenizer"]["fingerprint"]:
     return
-  check_tokenizer(manifest, local)
+  check_tokenizer(manifest, folder)
   checked[digest] = manifest["tokenizer"]["fingerprint"]
   try:
-    record.write_text(json.dumps(checked, indent=2), encoding="utf-8")
+    storage.write_atomically(record, json.dumps(checked, indent=2))
   except OSError:  # a read-only data directory: the next start checks again
     pass

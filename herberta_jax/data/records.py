@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from herberta_jax import storage
 from herberta_jax.data.example import Features
 from herberta_jax.data.tfrecord import RecordWriter, read_records
 
@@ -125,19 +126,46 @@ def write_shards(features: Iterable[Features], out_dir: str | pathlib.Path, pref
   Returns:
     The shard paths, in shard order.
   """
-  if num_shards < 1:
-    raise ValueError(f"write_shards(num_shards={num_shards}): need at least one shard")
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  paths = [out_dir / name for name in shard_names(prefix, num_shards)]
-  writers = [RecordWriter(path) for path in paths]
-  try:
-    for index, row in enumerate(features):
-      writers[index % num_shards].write(serialize(row))
-  finally:
-    for writer in writers:
+  with ShardWriter(out_dir, prefix, num_shards) as writer:
+    for row in features:
+      writer.write(row)
+  return writer.paths
+
+
+class ShardWriter:
+  """`write_shards` one row at a time: `write(features)` sends row i to shard i % num_shards; `close()`.
+
+  `out_dir` may be a URL. `rows` counts the rows written; `paths` are the shard files, in shard order.
+  """
+
+  def __init__(self, out_dir: str | pathlib.Path, prefix: str, num_shards: int):
+    if num_shards < 1:
+      raise ValueError(f"write_shards(num_shards={num_shards}): need at least one shard")
+    out_dir = storage.path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    self.paths = [out_dir / name for name in shard_names(prefix, num_shards)]
+    self._writers: list[RecordWriter] = []
+    try:
+      for path in self.paths:
+        self._writers.append(RecordWriter(path))
+    except BaseException:
+      self.close()
+      raise
+    self.rows = 0
+
+  def write(self, features: Features) -> None:
+    self._writers[self.rows % len(self._writers)].write(serialize(features))
+    self.rows += 1
+
+  def close(self) -> None:
+    for writer in self._writers:
       writer.close()
-  return paths
+
+  def __enter__(self) -> ShardWriter:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 # -- parsing -----------------------------------------------------------------------------------------------------
@@ -319,7 +347,7 @@ def load_manifest(data_dir: str | pathlib.Path) -> dict:
     FileNotFoundError: no manifest (the directory was not prepared).
     ValueError: unreadable JSON or another format version.
   """
-  path = pathlib.Path(data_dir) / MANIFEST_NAME
+  path = storage.path(data_dir) / MANIFEST_NAME
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: prepare the data first (python -m herberta_jax.prepare --input "
                             f"... --tokenizer ... --out {data_dir})")

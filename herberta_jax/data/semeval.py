@@ -23,6 +23,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 
+from herberta_jax import storage
 from herberta_jax.data.example import NEGATIVE_LABEL
 from herberta_jax.data.smiler import HEADER
 from herberta_jax.errors import UserError
@@ -63,19 +64,23 @@ def parse_task_file(text: str, name: str) -> Iterator[dict]:
 
 
 def write_tsv(rows, path: pathlib.Path) -> int:
-  """Writes rows with SMiLER's header and quoting (a field holding `"` is quoted, inner quotes doubled)."""
+  """Writes rows with SMiLER's header and quoting (a field holding `"` is quoted, inner quotes doubled); `path`
+  may be a URL."""
   count = 0
-  with open(path, "w", encoding="utf-8", newline="") as handle:
-    writer = csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(HEADER)
-    for row in rows:
-      writer.writerow([row[key] for key in HEADER])
-      count += 1
+  text = io.StringIO(newline="")
+  writer = csv.writer(text, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+  writer.writerow(HEADER)
+  for row in rows:
+    writer.writerow([row[key] for key in HEADER])
+    count += 1
+  storage.write_atomically(storage.path(path), text.getvalue())  # the corpus is small (a few MB)
   return count
 
 
 def convert_zip(archive: zipfile.ZipFile, out_dir: pathlib.Path) -> dict[str, int]:
-  """Writes `train.tsv` and `test.tsv` from the distribution zip; returns the row count of each."""
+  """Writes `train.tsv` and `test.tsv` from the distribution zip into `out_dir` (local or a URL); returns the row
+  count of each."""
+  out_dir = storage.path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   names = {pathlib.PurePosixPath(n).name.upper(): n for n in archive.namelist()}
   counts = {}
@@ -88,8 +93,10 @@ def convert_zip(archive: zipfile.ZipFile, out_dir: pathlib.Path) -> dict[str, in
 
 
 def open_source(source: str) -> zipfile.ZipFile:
-  """The distribution zip from a local path or an http(s) URL (read into memory: it is 1.4 MB)."""
+  """The distribution zip from a local path, a bucket URL or an http(s) URL (read into memory: it is 1.4 MB)."""
   if re.match(r"^https?://", source):
     with urllib.request.urlopen(source, timeout=60) as response:
       return zipfile.ZipFile(io.BytesIO(response.read()))
+  if storage.is_url(source):
+    return zipfile.ZipFile(io.BytesIO(storage.path(source).read_bytes()))
   return zipfile.ZipFile(source)

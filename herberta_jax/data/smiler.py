@@ -6,7 +6,8 @@ quoted field cannot span lines, so an unbalanced quote spoils only its own line.
 entities with `<e1>..</e1>` and `<e2>..</e2>`, in either order. Each row becomes an `Example` holding the text
 with the tags removed and the half-open character spans of both entities in that clean text.
 
-Rows are streamed one at a time, so memory does not grow with the file. A bad row either stops the read with a
+Rows are streamed one at a time, so memory does not grow with the file. A file may be local or a URL
+(`gs://bucket/x.tsv`, through `herberta_jax.storage`); a remote one is read in large blocks. A bad row either stops the read with a
 `DataError` naming file and line (`on_error="fail"`) or goes to a `Rejects` collection (`on_error="skip"`). A
 wrong or repeated header always stops the read: then the file, not a row, is at fault.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import pathlib
 import re
 from collections.abc import Collection, Iterator, Sequence
 
+from herberta_jax import storage
 from herberta_jax.data.example import Example
 from herberta_jax.errors import UserError
 
@@ -89,13 +92,14 @@ class Rejects:
 
   def write(self, path: str | pathlib.Path) -> None:
     """Writes a TSV `source reason raw`; `raw` is the row's line as a JSON string (its tabs stay unambiguous)."""
-    path = pathlib.Path(path)
+    path = storage.path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-      writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-      writer.writerow(("source", "reason", "raw"))
-      for row in self.rows:
-        writer.writerow((row.source, row.reason, json.dumps(row.raw, ensure_ascii=False)))
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+    writer.writerow(("source", "reason", "raw"))
+    for row in self.rows:
+      writer.writerow((row.source, row.reason, json.dumps(row.raw, ensure_ascii=False)))
+    storage.write_atomically(path, text.getvalue())
 
 
 def expand_inputs(paths: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
@@ -104,12 +108,15 @@ def expand_inputs(paths: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
   A directory stands for its `*.tsv` files (not recursive, sorted by name); an explicit file is kept whatever its
   suffix. A path given twice (or a file also inside a given directory) is read once.
 
+  Paths may be URLs (`gs://bucket/corpus/`); the files then come back as `storage.path` objects.
+
   Raises:
     DataError: a path does not exist, or a directory holds no `*.tsv` file.
+    storage.MissingClientError: a URL whose client package is not installed.
   """
   found: list[pathlib.Path] = []
   for given in paths:
-    path = pathlib.Path(given)
+    path = storage.path(given)
     if path.is_dir():
       tsvs = sorted(p for p in path.glob("*.tsv") if p.is_file())
       if not tsvs:
@@ -118,8 +125,9 @@ def expand_inputs(paths: Sequence[str | pathlib.Path]) -> list[pathlib.Path]:
     elif path.is_file():
       found.append(path)
     else:
-      raise DataError(path, None, "no such file or directory", "Check the path (relative paths start from "
-                      f"{pathlib.Path.cwd()}).")
+      hint = f"Check the path (relative paths start from {pathlib.Path.cwd()})." if storage.is_local(path) else \
+          "Check the bucket and the object names."
+      raise DataError(path, None, "no such file or directory", hint)
   unique: dict[pathlib.Path, None] = {}
   for path in found:
     unique.setdefault(path, None)
@@ -132,7 +140,7 @@ def parse_file_name(path: str | pathlib.Path) -> tuple[str | None, str | None]:
   Other names give no language; their split is the stem when it is train/test/dev (`train.tsv` -> (None,
   "train")), else None.
   """
-  stem = pathlib.Path(path).stem
+  stem = pathlib.PurePosixPath(storage.text(path)).stem if storage.is_url(path) else pathlib.Path(path).stem
   match = _SMILER_NAME.match(stem)
   if match:
     return match.group(1).lower(), match.group(2).lower()
@@ -168,7 +176,7 @@ def read_tsv(path: str | pathlib.Path, *, on_error: str = "fail", rejects: Rejec
     raise ValueError(f"read_tsv(on_error={on_error!r}): use 'fail' or 'skip'")
   if on_error == "skip" and rejects is None:
     raise ValueError("read_tsv(on_error='skip') needs rejects=Rejects() to record the skipped rows in")
-  path = pathlib.Path(path)
+  path = storage.path(path)
   if not path.is_file():
     raise DataError(path, None, "no such file", "Check the path.")
   labels = frozenset(known_labels) if known_labels is not None else None
@@ -196,7 +204,7 @@ def _read_rows(path: pathlib.Path, skip: bool, rejects: Rejects | None,
   # it (a CSV reader would swallow lines up to the next quote). SMiLER texts hold no line breaks.
   header_seen = False
   with path.open("rb") as handle:
-    for number, raw in enumerate(handle, start=1):
+    for number, raw in enumerate(handle if storage.is_local(path) else _lines_in_blocks(handle), start=1):
       error = None
       try:
         line = raw.decode("utf-8")
@@ -238,6 +246,20 @@ def _read_rows(path: pathlib.Path, skip: bool, rejects: Rejects | None,
       yield example
   if not header_seen:
     raise DataError(path, 1, "empty file, no header", _HEADER_HINT)
+
+
+def _lines_in_blocks(handle, block_size: int = 8 << 20) -> Iterator[bytes]:
+  """The lines of a binary file (each ending in b"\\n" but maybe the last), read `block_size` bytes at a time.
+
+  For remote files: iterating an fsspec file line by line asks its cache for a whole block per line."""
+  rest = b""
+  while block := handle.read(block_size):
+    data = rest + block
+    cut = data.rfind(b"\n") + 1
+    yield from io.BytesIO(data[:cut])  # splits at b"\n" only, as iterating a local file does
+    rest = data[cut:]
+  if rest:
+    yield rest
 
 
 def _to_example(fields: list[str], source: str, labels: frozenset[str] | None) -> Example:

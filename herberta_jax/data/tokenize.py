@@ -15,8 +15,10 @@ import hashlib
 import json
 import pathlib
 import re
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
+from herberta_jax import storage
 from herberta_jax.data.example import Example, Features
 from herberta_jax.data.locations import looks_like_path
 
@@ -43,8 +45,9 @@ def load_tokenizer(name_or_path: str | pathlib.Path):
   """Loads a fast (Rust-backed) HuggingFace tokenizer from a local directory, or from the hub by name.
 
   Args:
-    name_or_path: a directory holding `tokenizer.json` (or `vocab.txt`) and `tokenizer_config.json`, or a hub
-      name such as "bert-base-cased" (needs network access).
+    name_or_path: a directory holding `tokenizer.json` (or `vocab.txt`) and `tokenizer_config.json` (local or a
+      URL such as gs://bucket/run/data/tokenizer, loaded from a local copy), or a hub name such as
+      "bert-base-cased" (needs network access).
 
   Returns:
     A `transformers.PreTrainedTokenizerFast`, with the truncation and padding a `tokenizer.json` may carry
@@ -56,6 +59,8 @@ def load_tokenizer(name_or_path: str | pathlib.Path):
   """
   from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+  if storage.is_url(name_or_path):
+    return _load_remote_tokenizer(storage.path(name_or_path))
   text = str(name_or_path)
   path = pathlib.Path(text).expanduser()
   if looks_like_path(text) and not path.is_dir():
@@ -76,6 +81,30 @@ def load_tokenizer(name_or_path: str | pathlib.Path):
                      "offsets; provide a tokenizer.json (any HuggingFace fast tokenizer)")
   disable_truncation(tokenizer)
   return tokenizer
+
+
+def _load_remote_tokenizer(location):
+  """`load_tokenizer` on a folder in a bucket: its files copied to a local folder, loaded, the copy removed."""
+  if not location.is_dir():
+    raise FileNotFoundError(f"tokenizer {storage.text(location)!r}: no such folder. Pass a folder holding "
+                            "tokenizer.json (e.g. a prepared data dir's tokenizer/).")
+  with storage.local_folder(location) as local:
+    tokenizer = load_tokenizer(local)
+  tokenizer.name_or_path = storage.text(location)  # where it came from, not the deleted copy
+  return tokenizer
+
+
+def save_tokenizer(tokenizer, out_dir) -> None:
+  """`tokenizer.save_pretrained(out_dir)` for a local folder or a URL (saved to a local folder, then copied)."""
+  out_dir = storage.path(out_dir)
+  if storage.is_local(out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out_dir))
+    return
+  storage.cache_root().mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix="tokenizer.", dir=storage.cache_root()) as local:
+    tokenizer.save_pretrained(local)
+    storage.copy_tree(pathlib.Path(local), out_dir)
 
 
 def disable_truncation(tokenizer) -> None:
@@ -139,7 +168,7 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
 
   Args:
     texts: the training sentences, read twice (a one-shot iterator is held in memory for that).
-    out_dir: where the tokenizer is saved (`save_pretrained`), created if needed.
+    out_dir: where the tokenizer is saved (`save_pretrained`), created if needed; may be a URL.
     vocab_size: the vocabulary size to aim for (fewer when the texts hold fewer distinct pieces).
     lowercase: lowercase (and strip accents), as uncased BERTs do.
 
@@ -183,9 +212,8 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | pathlib.Path, vocab_siz
   vocab = {token: i for i, token in enumerate(reserved + learned)}
   # BertTokenizerFast rebuilds the same normalizer, pre-tokenizer, decoder and post-processor from the vocabulary.
   tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=lowercase)
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  tokenizer.save_pretrained(str(out_dir))
+  out_dir = storage.path(out_dir)
+  save_tokenizer(tokenizer, out_dir)
   return load_tokenizer(out_dir)
 
 

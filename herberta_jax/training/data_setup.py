@@ -13,6 +13,7 @@ import pathlib
 import jax
 from jax.experimental import multihost_utils
 
+from herberta_jax import storage
 from herberta_jax.data import demo_corpus, smiler, tokenize
 from herberta_jax.data import preparation as prepare
 from herberta_jax.errors import ConfigError
@@ -26,6 +27,7 @@ def _split_paths(value: str) -> list[str]:
 
 def run_inputs(data_cfg, workdir: pathlib.Path) -> list[pathlib.Path]:
   """The TSV files of the run: the demo corpus written into the workdir, or the configured files."""
+  workdir = storage.path(workdir)
   if data_cfg.demo:
     corpus_dir = workdir / "demo_corpus"
     if not corpus_dir.exists():
@@ -51,6 +53,7 @@ class _Texts:
 
 def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path) -> str:
   """A tokenizer directory: the configured one, the init checkpoint's, or WordPiece trained on the train files."""
+  workdir = storage.path(workdir)
   choice = config.data.tokenizer or config.model.init_from
   if not choice:
     raise ConfigError("no tokenizer: set --config.data.tokenizer (a HF tokenizer dir or name, or 'wordpiece') or "
@@ -64,11 +67,13 @@ def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path)
              len(train_files))
     tokenize.train_wordpiece(_Texts(train_files), out, vocab_size=config.data.wordpiece_vocab_size,
                              lowercase=config.data.lowercase)
-  return str(out)
+  return storage.text(out)
 
 
 def prepare_run_data(config, workdir: pathlib.Path) -> pathlib.Path:
-  """Prepared records for the run in `workdir/data` (process 0 writes; the workdir is a shared filesystem)."""
+  """Prepared records for the run in `workdir/data` (process 0 writes; the workdir is a shared filesystem or a
+  bucket URL such as gs://b/run, where the data dir is then `storage.path`'s remote path)."""
+  workdir = storage.path(workdir)
   data_dir = workdir / "data"
   if jax.process_index() == 0 and (data_dir / "manifest.json").exists():
     # Reused records hold token ids: with another tokenizer they would silently mean other words. A WordPiece
@@ -84,7 +89,7 @@ def prepare_run_data(config, workdir: pathlib.Path) -> pathlib.Path:
   elif jax.process_index() == 0:
     inputs = run_inputs(config.data, workdir)
     tokenizer = _tokenizer_source(config, inputs, workdir)
-    prepare.prepare([str(p) for p in inputs], tokenizer, data_dir, max_seq_len=config.data.max_seq_len,
+    prepare.prepare([storage.text(p) for p in inputs], tokenizer, data_dir, max_seq_len=config.data.max_seq_len,
                     on_error=config.data.on_error, dev_fraction=config.data.dev_fraction, seed=config.seed)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("prepared data")
