@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import fsspec
 import jax
 import numpy as np
 import pytest
@@ -194,6 +195,8 @@ def test_a_bucket_workdir_stops_and_resumes_exactly_and_writes_nothing_local_but
   rerun = subprocess.run(driver, cwd=cwd, env=env, capture_output=True, text=True)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
 
+  # gcsfs caches the listings it made in this process: the rerun has since replaced what they list.
+  fsspec.filesystem("gcs").invalidate_cache()
   assert_same_run(workdir, straight)
   written = storage.files_under(storage.path(workdir) / "relation")
   for expected in ("losses.jsonl", "summary.json", "model_config.json"):
