@@ -195,8 +195,9 @@ def test_a_bucket_workdir_stops_and_resumes_exactly_and_writes_nothing_local_but
   rerun = subprocess.run(driver, cwd=cwd, env=env, capture_output=True, text=True)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
 
-  # gcsfs caches the listings it made in this process: the rerun has since replaced what they list.
-  fsspec.filesystem("gcs").invalidate_cache()
+  # gcsfs caches the listings this process made (epath's instance: finalize_on_close), and the rerun has since
+  # replaced what they list.
+  fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()
   assert_same_run(workdir, straight)
   written = storage.files_under(storage.path(workdir) / "relation")
   for expected in ("losses.jsonl", "summary.json", "model_config.json"):
