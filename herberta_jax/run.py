@@ -68,6 +68,7 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   trained = {}
   with preemption.Watcher() as watcher:
     for stage in _stages_trained(config):
+      _stop_if_preempted(watcher, trained, workdir)
       encoder = None
       if stage == "tagger" and config.tagger.init_from_relation:
         encoder = loop.relation_encoder(config, workdir, manifest, mesh, trained.get("relation"))
@@ -75,10 +76,16 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
                                         watcher=watcher)
     if len(trained) < 2:
       return {}
-    if watcher.should_stop():  # a notice after the last step: the export and evaluation would outlast it
-      stage = _stages_trained(config)[-1]
-      raise preemption.Preempted(stage, None, workdir / stage / "checkpoints" / "latest")
+    _stop_if_preempted(watcher, trained, workdir)  # the export and test evaluation would outlast the notice
     return finish_run(config, workdir, data_dir, manifest, trained)
+
+
+def _stop_if_preempted(watcher: preemption.Watcher, trained: dict, workdir) -> None:
+  """Raises Preempted when a notice came after the last stage's final step (every process sees it at the same
+  point: with several processes it was agreed at a step)."""
+  if watcher.stopping and trained:
+    stage = list(trained)[-1]
+    raise preemption.Preempted(stage, None, workdir / stage / "checkpoints" / "latest")
 
 
 def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, trained: dict) -> dict:

@@ -1,6 +1,6 @@
 """Preemption: SIGTERM saves at the next step boundary and exits 75; the rerun ends exactly as an unstopped run.
 
-Every run here is the tiny relation stage of `tiny_run.train_command` (3 epochs, a checkpoint every 10 steps, a
+Every `slow` run here is the tiny relation stage of `tiny_run.train_command` (3 epochs, a checkpoint every 10 steps, a
 dev evaluation per epoch), started as a subprocess and signalled mid-stage; the reference is one uninterrupted run.
 """
 
@@ -20,9 +20,8 @@ from tiny_run import REPO, tiny_config, train_command, workdir_with_data
 
 from herberta_jax import storage
 from herberta_jax.data import preparation
+from herberta_jax.errors import UserError
 from herberta_jax.training import data_setup, loop, parallel, preemption
-
-pytestmark = pytest.mark.slow  # trains tiny models in subprocesses
 
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
            PYTHONPATH=str(REPO))
@@ -107,6 +106,7 @@ def finish(proc, timeout: float = 240) -> tuple[int, str]:
   return proc.returncode, stderr
 
 
+@pytest.mark.slow
 def test_sigterm_saves_at_the_next_step_exits_75_and_the_rerun_ends_as_if_never_stopped(tmp_path, prepared,
                                                                                           straight):
   workdir = workdir_with_data(tmp_path, prepared)
@@ -127,6 +127,7 @@ def test_sigterm_saves_at_the_next_step_exits_75_and_the_rerun_ends_as_if_never_
   assert_same_run(workdir, straight)
 
 
+@pytest.mark.slow
 def test_sigterm_during_an_asynchronous_save_keeps_both_saves_and_resumes_exactly(tmp_path, prepared, straight):
   workdir = workdir_with_data(tmp_path, prepared)
   latest = workdir / "relation" / "checkpoints" / "latest"
@@ -142,6 +143,7 @@ def test_sigterm_during_an_asynchronous_save_keeps_both_saves_and_resumes_exactl
   assert_same_run(workdir, straight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["second SIGTERM", "deadline"])
 def test_a_second_sigterm_or_the_deadline_exits_at_once_and_the_last_complete_checkpoint_resumes(
     tmp_path, prepared, straight, how):
@@ -170,6 +172,7 @@ def local_files(folder) -> set[str]:
   return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
+@pytest.mark.slow
 @pytest.mark.gcs
 def test_a_bucket_workdir_stops_and_resumes_exactly_and_writes_nothing_local_but_caches(
     tmp_path, prepared, straight, gcs_server, gcs_bucket):
@@ -208,6 +211,7 @@ def test_a_bucket_workdir_stops_and_resumes_exactly_and_writes_nothing_local_but
   assert all(name.startswith(".cache") for name in local_files(home)), local_files(home)
 
 
+@pytest.mark.slow
 def test_two_processes_stop_at_the_same_step_and_the_rerun_ends_as_if_never_stopped(tmp_path, prepared, straight):
   workdir = workdir_with_data(tmp_path, prepared)
   latest = workdir / "relation" / "checkpoints" / "latest"
@@ -238,3 +242,31 @@ def test_two_processes_stop_at_the_same_step_and_the_rerun_ends_as_if_never_stop
   codes = wait_all(start_two(), timeout=240)
   assert codes == [0, 0], (tmp_path / "process_0.log").read_text()[-3000:]
   assert_same_run(workdir, straight)
+
+
+def test_the_watcher_hears_sigterm_in_one_process_and_restores_the_handler_after():
+  before = signal.getsignal(signal.SIGTERM)
+  with preemption.Watcher(deadline_s=60) as watcher:
+    assert signal.getsignal(signal.SIGTERM) != before
+    assert not watcher.should_stop() and not watcher.stopping
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.time() + 10
+    while not watcher.stopping and time.time() < deadline:  # the handler runs at the next bytecode
+      time.sleep(0.01)
+    assert watcher.should_stop() and watcher.stopping
+    assert watcher._timer is not None and watcher._timer.is_alive()  # the forced exit is armed
+  assert signal.getsignal(signal.SIGTERM) == before
+  assert watcher._timer is None, "the forced exit is disarmed when the run ends"
+
+
+def test_request_stop_and_the_deadline_setting(monkeypatch):
+  with preemption.Watcher(deadline_s=60) as watcher:
+    watcher.request_stop()
+    assert watcher.should_stop()
+  monkeypatch.setenv(preemption.DEADLINE_ENV, "7.5")
+  assert preemption.Watcher().deadline_s == 7.5
+  monkeypatch.delenv(preemption.DEADLINE_ENV)
+  assert preemption.deadline_from_env() == preemption.DEFAULT_DEADLINE_S == 25
+  for bad in ("0", "-3", "soon"):
+    with pytest.raises(UserError, match=f"{preemption.DEADLINE_ENV}=.*positive number of seconds"):
+      preemption.deadline_from_env({preemption.DEADLINE_ENV: bad})

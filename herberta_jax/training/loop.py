@@ -255,7 +255,7 @@ def train_stage(name: str, config, workdir, data_dir, manifest: dict, mesh, *, e
               f"{ckpts.latest_step(raise_errors=False)} in {stage_dir / 'checkpoints'}.")
         ckpts.save_latest(step, copied, progress)
         last_save = time.perf_counter()
-      if preempted:
+      if preempted and not (at_end or progress["stopped_early"]):  # else the stage ends as it would have
         ckpts.wait()  # committed, or its error raised: exit status 75 promises a checkpoint to resume from
         log.warning("%s: stopped for preemption at step %d; latest/ saved in %s", name, step,
                     stage_dir / "checkpoints" / "latest")

@@ -154,6 +154,12 @@ class Watcher:
 
   # -- the loop's question ----------------------------------------------------------------------------------
 
+  @property
+  def stopping(self) -> bool:
+    """Whether a stop is under way, without asking JAX (for the points between stages, where every process
+    already agreed: the flag is set at the sync point with several processes)."""
+    return self._stopping.is_set()
+
   def should_stop(self) -> bool:
     """Whether to save and stop after the step just taken. Several processes: call it at every step boundary on
     every process (it is JAX's sync point, the same answer on every process at the same call)."""
