@@ -248,6 +248,8 @@ def train_stage(name: str, config, workdir, data_dir, manifest: dict, mesh, *, e
         progress["stopped_early"] = evaluate_and_keep_best(step)
       if save or progress["stopped_early"] or preempted:
         fetch_window()
+        if losses:  # every step a checkpoint holds has its loss on storage: a resumed run keeps those lines
+          losses.flush()
         copied, finite = snapshot(state)
         if not finite:
           raise NonFiniteLossError(
