@@ -43,6 +43,7 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   """
   workdir = storage.path(workdir)
   check_config(config)
+  preemption.deadline_from_env()  # a bad HERBERTA_PREEMPTION_DEADLINE_S is refused before any work
   if config.stage == "tagger" and config.tagger.init_from_relation and not has_checkpoint(workdir, "relation"):
     # Checked before any work: found at the tagger's start, it would surface as a failure of the data pipeline.
     raise UserFileNotFoundError(

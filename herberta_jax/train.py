@@ -20,7 +20,8 @@ from herberta_jax.errors import ConfigError
 from herberta_jax.training import distributed, preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and the export.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, logs, metrics and the "
+                               "export.")
 flags.mark_flags_as_required(["config", "workdir"])
 log = logging.getLogger("herberta_jax.train")  # not __name__, which is __main__ under `python -m`
 
