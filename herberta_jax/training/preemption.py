@@ -19,7 +19,9 @@ How the signal is heard:
 
 Once a stop is under way (the first SIGTERM in one process, the sync point in several), a second SIGTERM, or
 `deadline_s` (`HERBERTA_PREEMPTION_DEADLINE_S`, default 25 s) passing without the run having ended, exits at once
-with `os._exit(EXIT_REQUEUE)`. That leaves the last complete checkpoint intact: Orbax writes a step into a
+with `os._exit(EXIT_REQUEUE)`. Signals are counted by a thread reading Python's wakeup fd, which gets one byte per
+delivery: a Python handler runs only when the main thread is back in Python (not during a long XLA call), and two
+signals that arrive before it runs make one call. That leaves the last complete checkpoint intact: Orbax writes a step into a
 temporary directory renamed when complete (locally), or into its final directory with `commit_success.txt`
 written last (on `gs://`), and a restore lists only finished steps (tests/test_preemption.py kills saves midway).
 """
@@ -97,7 +99,10 @@ class Watcher:
     self._stopping = threading.Event()  # set on the first SIGTERM (one process) or at the sync point (several)
     self.signal_time: float | None = None
     self._previous = None  # the SIGTERM handler replaced, restored on exit
+    self._previous_wakeup = -1
+    self._wakeup_write: int | None = None
     self._installed = False
+    self._lock = threading.Lock()
     self._timer: threading.Timer | None = None
     self._sync_service = True  # False once JAX said its preemption service is off
 
@@ -115,8 +120,12 @@ class Watcher:
     if threading.current_thread() is not threading.main_thread():
       log.debug("not in the main thread: SIGTERM keeps its handler, the run does not stop for preemption")
       return
+    read, self._wakeup_write = os.pipe()
+    os.set_blocking(self._wakeup_write, False)
     self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    self._previous_wakeup = signal.set_wakeup_fd(self._wakeup_write, warn_on_full_buffer=False)
     self._installed = True
+    threading.Thread(target=self._count_signals, args=(read,), name="preemption-signals", daemon=True).start()
 
   def close(self) -> None:
     """Restores the previous SIGTERM handler and cancels the deadline (the run has ended, one way or another)."""
@@ -126,20 +135,36 @@ class Watcher:
     if self._installed:
       # None: the previous handler was not set from Python (JAX's C++ one): the default is the nearest to it.
       signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+      signal.set_wakeup_fd(self._previous_wakeup)
+      os.close(self._wakeup_write)  # the counting thread reads the end of the pipe and leaves
       self._installed = False
 
   # -- the signal -------------------------------------------------------------------------------------------
 
-  def _on_sigterm(self, signum, frame) -> None:
+  @staticmethod
+  def _on_sigterm(signum, frame) -> None:
+    """Python's handler: its C part writes the signal to the wakeup fd, which `_count_signals` acts on."""
     del signum, frame
-    if self._stopping.is_set():
-      _exit_now("a second SIGTERM")
-    self._begin_stop()
-    # Not logged here: a handler runs between two bytecodes of the main thread, maybe inside logging's own lock.
+
+  def _count_signals(self, read: int) -> None:
+    try:
+      while received := os.read(read, 64):
+        for _ in range(received.count(bytes([signal.SIGTERM]))):
+          self._sigterm()
+    finally:
+      os.close(read)
+
+  def _sigterm(self) -> None:
+    with self._lock:
+      if self._stopping.is_set():
+        _exit_now("a second SIGTERM")
+      self._begin_stop()
     sys.stderr.write(f"herberta_jax: SIGTERM: saving at the next step boundary, then exiting with status "
                      f"{EXIT_REQUEUE}; a second SIGTERM or {self.deadline_s:g} s exit at once\n")
 
   def _begin_stop(self) -> None:
+    if self._stopping.is_set():
+      return
     self._stopping.set()
     self.signal_time = time.time()
     self._timer = threading.Timer(self.deadline_s, _exit_now, args=(f"{self.deadline_s:g} s after the preemption "
@@ -149,7 +174,7 @@ class Watcher:
 
   def request_stop(self) -> None:
     """What a SIGTERM does (one process): the next `should_stop` says yes. For tests and embedding programs."""
-    if not self._stopping.is_set():
+    with self._lock:
       self._begin_stop()
 
   # -- the loop's question ----------------------------------------------------------------------------------
