@@ -23,7 +23,7 @@ from herberta_jax.errors import UserError, UserFileExistsError, UserFileNotFound
 from herberta_jax.evaluation import evaluator
 from herberta_jax.hub import card, writer
 from herberta_jax.inference.predictor import Predictor
-from herberta_jax.training import data_setup, loop, parallel
+from herberta_jax.training import data_setup, loop, parallel, preemption
 
 COMMANDS_FILE = "train_commands.jsonl"  # each invocation's command line, for the model card
 STAGE_SETTINGS = "stage_config.json"  # in a stage's directory: the settings it was last trained with
@@ -35,10 +35,15 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
 
   `command`: the command line that started this invocation (the train CLI passes it), recorded in the workdir so
   the export's model card can say how the model was trained. Returns the test metrics (an empty dict when only one
-  stage was trained or there is no test split).
+  stage was trained or there is no test split). `workdir` may be a `gs://` URL.
+
+  A preemption notice (SIGTERM; JAX's sync point with several processes) stops the run at the next step boundary
+  with the stage's `latest/` saved and committed: `preemption.Preempted` is raised (the train CLI exits 75), and
+  the same call again resumes there.
   """
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)
   check_config(config)
+  preemption.deadline_from_env()  # a bad HERBERTA_PREEMPTION_DEADLINE_S is refused before any work
   if config.stage == "tagger" and config.tagger.init_from_relation and not has_checkpoint(workdir, "relation"):
     # Checked before any work: found at the tagger's start, it would surface as a failure of the data pipeline.
     raise UserFileNotFoundError(
@@ -52,26 +57,36 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
     # The workdir's newest settings, and those of each stage it trains: what a later run checks a resume against.
     for path in [workdir / "config.json"] + [workdir / stage / STAGE_SETTINGS for stage in _stages_trained(config)]:
       path.parent.mkdir(exist_ok=True)
-      written = path.with_name(path.name + ".tmp")  # replaced in one step: a kill never leaves half a file
-      written.write_text(settings)
-      written.replace(path)
+      storage.write_atomically(path, settings)  # a kill never leaves half a file
     if command:
-      with open(workdir / COMMANDS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"command": list(command)}, ensure_ascii=False) + "\n")
+      with storage.Appender(workdir / COMMANDS_FILE) as commands:
+        commands.write(json.dumps({"command": list(command)}, ensure_ascii=False) + "\n")
   mesh = parallel.make_mesh(config.mesh.num_devices)
   log.info("mesh: %d devices over %d processes", mesh.size, jax.process_count())
   data_dir = data_setup.prepare_run_data(config, workdir)
   manifest = preparation.load_manifest(data_dir)
 
   trained = {}
-  for stage in _stages_trained(config):
-    encoder = None
-    if stage == "tagger" and config.tagger.init_from_relation:
-      encoder = loop.relation_encoder(config, workdir, manifest, mesh, trained.get("relation"))
-    trained[stage] = loop.train_stage(stage, config, workdir, data_dir, manifest, mesh, encoder=encoder)
-  if len(trained) < 2:
-    return {}
-  return finish_run(config, workdir, data_dir, manifest, trained)
+  with preemption.Watcher() as watcher:
+    for stage in _stages_trained(config):
+      _stop_if_preempted(watcher, trained, workdir)
+      encoder = None
+      if stage == "tagger" and config.tagger.init_from_relation:
+        encoder = loop.relation_encoder(config, workdir, manifest, mesh, trained.get("relation"))
+      trained[stage] = loop.train_stage(stage, config, workdir, data_dir, manifest, mesh, encoder=encoder,
+                                        watcher=watcher)
+    if len(trained) < 2:
+      return {}
+    _stop_if_preempted(watcher, trained, workdir)  # the export and test evaluation would outlast the notice
+    return finish_run(config, workdir, data_dir, manifest, trained)
+
+
+def _stop_if_preempted(watcher: preemption.Watcher, trained: dict, workdir) -> None:
+  """Raises Preempted when a notice came after the last stage's final step (every process sees it at the same
+  point: with several processes it was agreed at a step)."""
+  if watcher.stopping and trained:
+    stage = list(trained)[-1]
+    raise preemption.Preempted(stage, None, workdir / stage / "checkpoints" / "latest")
 
 
 def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, trained: dict) -> dict:
@@ -135,7 +150,7 @@ def _stages_used(config) -> list[str]:
   return used
 
 
-def _check_resume(config, workdir: pathlib.Path) -> None:
+def _check_resume(config, workdir) -> None:
   """Before the settings are recorded: a setting that a stage's checkpoints, if this run restores them, cannot be
   restored with raises ConfigError; any other change since the workdir's last run is logged, as config.json keeps
   the newest only.
@@ -161,7 +176,7 @@ def _check_resume(config, workdir: pathlib.Path) -> None:
     multihost_utils.sync_global_devices("checked config")
 
 
-def _read_settings(path: pathlib.Path) -> dict | None:
+def _read_settings(path) -> dict | None:
   """A recorded config, or None when there is none or it is unreadable (cut short by a kill, before it was
   replaced in one step), which is logged."""
   if not path.exists():
@@ -175,10 +190,12 @@ def _read_settings(path: pathlib.Path) -> dict | None:
 
 def has_checkpoint(workdir, stage: str) -> bool:
   """Whether `workdir/stage/checkpoints` holds a saved step, looked up without opening (and so creating) its
-  Orbax managers."""
-  root = pathlib.Path(workdir) / stage / "checkpoints"
-  return any(step.is_dir() and step.name.isdigit() for kind in ("best", "latest") if (root / kind).is_dir()
-             for step in (root / kind).iterdir())
+  Orbax managers. Locally a step's directory gets its number when complete; on a bucket it has it from the start
+  and is complete once it holds `commit_success.txt` (checkpoint.py)."""
+  root = storage.path(workdir) / stage / "checkpoints"
+  local = storage.is_local(root)
+  return any(step.name.isdigit() and step.is_dir() and (local or (step / "commit_success.txt").exists())
+             for kind in ("best", "latest") if (root / kind).is_dir() for step in (root / kind).iterdir())
 
 
 def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path:

@@ -25,6 +25,10 @@ from typing import IO, Any
 
 from herberta_jax.errors import UserError
 
+# On import, not at the first URL: epath decides its backend once per process (`gpath._is_tf_installed` is cached),
+# and Orbax makes epath paths of local checkpoint directories too, which may come first.
+os.environ.setdefault("EPATH_USE_TF", "false")  # see the module docstring
+
 # The package fsspec needs for each scheme; `pip install` names it in the error when it is missing.
 CLIENT_PACKAGES = {"gs": "gcsfs", "s3": "s3fs"}
 Path = Any  # pathlib.Path or etils.epath.Path: what `path` returns; both speak pathlib's API

@@ -1,7 +1,9 @@
 r"""Trains HERBERTa's two stages: `python -m herberta_jax.train --config configs/demo.py --workdir DIR`.
 
 Flags parse the config file (overridable with `--config.a.b=value`); everything else is
-`herberta_jax.run.train_and_evaluate`. A run restarted in the same workdir resumes by itself.
+`herberta_jax.run.train_and_evaluate`. A run restarted in the same workdir resumes by itself. `--workdir` may be a
+bucket (`gs://b/run`). On SIGTERM (preemption) the run saves at the next step boundary and exits with status 75
+(`preemption.EXIT_REQUEUE`), which the launchers requeue.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ml_collections import config_flags
 from herberta_jax import cli  # first: it sets the environment jax and transformers read on import
 from herberta_jax.config_check import check_config
 from herberta_jax.errors import ConfigError
-from herberta_jax.training import distributed
+from herberta_jax.training import distributed, preemption
 
 
 def _checked_config_file(parse):
@@ -52,7 +54,8 @@ def _where(error: BaseException, path: str) -> str:
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/demo.py.", lock_config=True)
 flags.FLAGS["config"].parser.parse = _checked_config_file(flags.FLAGS["config"].parser.parse)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, metrics and the export.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, logs, metrics and the "
+                               "export.")
 flags.mark_flags_as_required(["config", "workdir"])
 log = logging.getLogger("herberta_jax.train")  # not __name__, which is __main__ under `python -m`
 
@@ -67,7 +70,12 @@ def main(argv):
   from herberta_jax import run as run_lib  # after distributed start-up: it touches devices
   # Recorded for the export's model card, as a command that reruns it (whichever way the CLI was started).
   command = ["python", "-m", "herberta_jax.train", *sys.argv[1:]]
-  metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, command=command)
+  try:
+    metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, command=command)
+  except preemption.Preempted as stop:
+    log.warning("%s; exiting with status %d (requeue): run the same command again to resume from there",
+                stop, preemption.EXIT_REQUEUE)
+    sys.exit(preemption.EXIT_REQUEUE)
   if metrics:
     log.info("test: %s", {k: round(v["f1"], 4) for k, v in metrics.items() if isinstance(v, dict) and "f1" in v})
 

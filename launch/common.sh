@@ -50,14 +50,18 @@ run_command() {
   exec env ${env_args[@]+"${env_args[@]}"} "$@"
 }
 
-# The training code reads and writes the whole workdir through local paths (pathlib), the Orbax checkpoints included,
-# so a gs:// URL would silently become a local directory named `gs:` on every host. Exits 2 with what works instead.
+# The exit status of a training run stopped by a preemption notice (SIGTERM) after saving its checkpoint:
+# herberta_jax.training.preemption.EXIT_REQUEUE. Running the same command again resumes from that checkpoint.
+# shellcheck disable=SC2034  # read by the scripts that source this file
+EXIT_REQUEUE=75
+
+# A WORKDIR is a directory every host sees at the same path, or a gs:// URL (the trainer writes it through its path
+# layer, the checkpoints through Orbax). Nothing is created here: a URL is not a local directory. Other URL schemes
+# exit 2.
 check_workdir() {
-  if [[ $1 == gs://* ]]; then
-    echo "error: WORKDIR '$1' is a gs:// URL, but the training code writes the workdir through local paths." >&2
-    echo "Pass a directory every host sees at the same path: NFS / Filestore, or the bucket mounted with gcsfuse" \
-         "(a bucket with hierarchical namespace: Orbax commits a checkpoint by renaming its directory, which" \
-         "gcsfuse refuses on a flat bucket)." >&2
+  if [[ $1 == *://* && $1 != gs://* ]]; then
+    echo "error: WORKDIR '$1': only gs:// URLs are supported; pass a gs://BUCKET/PATH or a directory every host" \
+         "sees at the same path" >&2
     exit 2
   fi
 }

@@ -2,9 +2,15 @@
 # Trains on a Cloud TPU VM (a single host or a pod slice): the same command on every worker at once, through
 # `gcloud compute tpus tpu-vm ssh --worker=all`. `--install` first sets up every worker's Python environment.
 #
-# Every worker runs one process that drives its local TPU chips. WORKDIR must be a path that every worker sees
-# as the same directory (NFS / Filestore, or a bucket mounted with gcsfuse at the same path): process 0 prepares
-# the data and writes the outputs there, and every process reads the prepared data and checkpoints from it.
+# Every worker runs one process that drives its local TPU chips. WORKDIR is a gs:// URL (the usual choice on a
+# pod: no shared disk) or a path that every worker sees as the same directory (NFS / Filestore): process 0
+# prepares the data and writes the outputs there, and every process reads the prepared data and checkpoints from
+# it.
+#
+# On SIGTERM (a maintenance event or a preemption notice) the workers agree on a step through JAX's preemption
+# service, save it and exit with status 75. RESTARTS=N makes each worker start the trainer again, up to N times,
+# while it exits with 75: a run whose VMs survive resumes by itself. A spot VM that was taken away must be
+# recreated first; then run this script again, and the run resumes from its last checkpoint.
 #
 # Stock TPU VM images ship Python 3.10, the pins need 3.11: the install step makes REPO_DIR/.venv with uv, which
 # downloads a Python 3.11 of its own, and the training command runs that venv's python. This script itself runs
@@ -28,6 +34,8 @@ requirements.txt and jax[tpu]. The repository must already be in REPO_DIR on eve
 Environment:
   REPO_DIR=DIR          the repository on the workers (default herberta_jax, i.e. ~/herberta_jax)
   HERBERTA_PYTHON=BIN   the Python interpreter on the workers (default .venv/bin/python, made by --install)
+  RESTARTS=N            restart the trainer on each worker, up to N times, while it exits with status 75 (it
+                        saved and stopped on SIGTERM); default 0
   DRY_RUN=1             print the gcloud command and exit without running it
 gcloud's own settings apply (e.g. CLOUDSDK_CORE_PROJECT for the project).
 EOF
@@ -86,7 +94,19 @@ check_workdir "$workdir"
 # environment, so the trainer is told to call jax.distributed.initialize() and let JAX find them.
 # HERBERTA_EXPECT_PLATFORM=tpu: a worker whose JAX lacks the TPU backend fails at start-up instead of using the CPU.
 train=("${HERBERTA_PYTHON:-.venv/bin/python}" -m herberta_jax.train --config "$config" --workdir "$workdir")
-remote="cd $repo_dir && $(format_command HERBERTA_DISTRIBUTED=1 HERBERTA_EXPECT_PLATFORM=tpu -- "${train[@]}" \
-  ${1+"$@"})"
+line=$(format_command HERBERTA_DISTRIBUTED=1 HERBERTA_EXPECT_PLATFORM=tpu -- "${train[@]}" ${1+"$@"})
+restarts=${RESTARTS:-0}
+if ! [[ $restarts =~ ^[0-9]+$ ]]; then
+  echo "error: RESTARTS must be a whole number of restarts, got '$restarts'" >&2
+  exit 2
+fi
+if ((restarts == 0)); then
+  remote="cd $repo_dir && $line"
+else
+  # Every worker's trainer stops at the same step (JAX's preemption sync point), so they all restart together.
+  remote="cd $repo_dir && n=0 && while :; do $line; s=\$?; if [ \$s -ne $EXIT_REQUEUE ] || [ \$n -ge $restarts ]; then"
+  remote+=" exit \$s; fi; n=\$((n + 1)); echo \"launch: preempted (status $EXIT_REQUEUE), restart \$n of $restarts\" >&2;"
+  remote+=" done"
+fi
 
 run_command -- "${gcloud[@]}" "$remote"

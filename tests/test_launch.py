@@ -174,11 +174,57 @@ def test_tpu_pod_repo_dir_and_python():
 
 @pytest.mark.parametrize("script,args", [("multi_gpu.sh", ["c.py"]), ("slurm.sbatch", ["c.py"]),
                                          ("tpu_pod.sh", ["t", "z", "c.py"])])
-def test_gs_workdir_is_refused(script, args):
-  result = _run(script, *args, "gs://bucket/run", DRY_RUN="1", GPUS_PER_NODE="1")
-  assert result.returncode == 2
-  assert result.stdout == ""
-  assert "gcsfuse" in result.stderr and "hierarchical namespace" in result.stderr
+def test_a_gs_workdir_is_passed_on_and_other_urls_are_refused(script, args):
+  lines = _dry_run(script, *args, "gs://bucket/run 1", GPUS_PER_NODE="1")
+  words = shlex.split(lines[0][-1]) if script == "tpu_pod.sh" else lines[0]
+  assert words[words.index("--workdir") + 1] == "gs://bucket/run 1"
+  result = _run(script, *args, "s3://bucket/run", DRY_RUN="1", GPUS_PER_NODE="1")
+  assert result.returncode == 2 and result.stdout == ""
+  assert "only gs:// URLs" in result.stderr
+
+
+def test_slurm_requeues_itself_when_the_run_exits_75(tmp_path):
+  text = (LAUNCH / "slurm.sbatch").read_text()
+  headers = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("#SBATCH")]
+  assert "--requeue" in headers and "--signal=TERM@120" in headers and "--open-mode=append" in headers
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  # Stand-ins: srun runs the training "task" (it exits with FAKE_STATUS), scontrol records what it was asked.
+  (bin_dir / "srun").write_text('#!/usr/bin/env bash\necho "srun $*" >>"$FAKE_LOG"\nexit "$FAKE_STATUS"\n')
+  (bin_dir / "scontrol").write_text('#!/usr/bin/env bash\necho "scontrol $*" >>"$FAKE_LOG"\n')
+  for name in ("srun", "scontrol"):
+    (bin_dir / name).chmod(0o755)
+  log = tmp_path / "log"
+  for status, requeue, expected in (("75", "1", ["scontrol requeue 4242"]), ("75", "0", []), ("1", "1", []),
+                                    ("0", "1", [])):
+    log.write_text("")
+    result = _run("slurm.sbatch", "c.py", "gs://b/w", PATH=f"{bin_dir}:{os.environ['PATH']}", GPUS_PER_NODE="0",
+                  SLURM_JOB_ID="4242", FAKE_STATUS=status, FAKE_LOG=str(log), REQUEUE=requeue)
+    assert result.returncode == int(status), result.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("srun --ntasks-per-node=1") and lines[0].endswith("--workdir gs://b/w")
+    assert lines[1:] == expected
+    assert ("requeueing job 4242" in result.stderr) == bool(expected)
+
+
+def test_tpu_pod_restarts_the_workers_while_they_exit_75(tmp_path):
+  (plain,) = _dry_run("tpu_pod.sh", "t", "z", "c.py", "gs://b/w")
+  assert "while" not in plain[-1]  # off by default
+  repo = tmp_path / "repo"
+  (repo / ".venv" / "bin").mkdir(parents=True)
+  trainer = repo / ".venv" / "bin" / "python"  # exits 75 twice (preempted), then 0
+  trainer.write_text('#!/usr/bin/env bash\nn=$(cat runs 2>/dev/null || echo 0); echo $((n + 1)) >runs\n'
+                     '[ "$n" -lt 2 ] && exit 75; exit 0\n')
+  trainer.chmod(0o755)
+  for restarts, status, runs in (("3", 0, "3"), ("1", 75, "2")):
+    (repo / "runs").unlink(missing_ok=True)
+    (line,) = _dry_run("tpu_pod.sh", "t", "z", "c.py", "gs://b/w", RESTARTS=restarts, REPO_DIR=str(repo))
+    worker = subprocess.run(["bash", "-c", line[-1]], capture_output=True, text=True, timeout=30, check=False)
+    assert worker.returncode == status, worker.stderr
+    assert (repo / "runs").read_text().strip() == runs
+    assert f"restart 1 of {restarts}" in worker.stderr
+  result = _run("tpu_pod.sh", "t", "z", "c.py", "w", DRY_RUN="1", RESTARTS="x")
+  assert result.returncode == 2 and "RESTARTS" in result.stderr
 
 
 # -- all scripts ----------------------------------------------------------------------------------------------

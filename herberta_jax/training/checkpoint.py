@@ -11,18 +11,21 @@ With several processes the copy to the host stays in the caller: orbax's barrier
 collectives (`sync_global_devices`), and issued from a second thread they could interleave with the train step's
 collectives in a different order on each process. Orbax writes a step into a temporary directory and renames it
 when complete, so a run killed during a save leaves the previous step restorable; a finished step that is
-unreadable anyway (a truncated file) is skipped for the one before it, with a warning.
+unreadable anyway (a truncated file) is skipped for the one before it, with a warning. On `gs://` Orbax writes
+through TensorStore into the step's final directory and marks it complete with `commit_success.txt` (objects
+cannot be renamed); an unfinished one is not listed, and is deleted when the managers open again.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from herberta_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,10 @@ log = logging.getLogger(__name__)
 class StageCheckpoints:
   """Periodic and best checkpoints of one stage, each with a JSON record of the run's progress."""
 
-  def __init__(self, directory: str | pathlib.Path, *, keep_latest: int | None):
-    """`keep_latest`: periodic checkpoints kept (None keeps all: for reading a workdir, not training)."""
-    self.directory = pathlib.Path(directory).absolute()
+  def __init__(self, directory, *, keep_latest: int | None):
+    """`directory`: a local path or a `gs://` URL (handed to Orbax as an `epath.Path`, never made local).
+    `keep_latest`: periodic checkpoints kept (None keeps all: for reading a workdir, not training)."""
+    self.directory = storage.absolute(storage.path(directory))
 
     def manager(name: str, keep: int) -> ocp.CheckpointManager:
       return ocp.CheckpointManager(self.directory / name, options=ocp.CheckpointManagerOptions(

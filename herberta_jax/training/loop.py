@@ -3,7 +3,9 @@
 The loop keeps the device busy: batches are read, padded and placed ahead of the step in a thread (feeding.py);
 metrics stay on the device and are fetched every `log_every_steps` and before every evaluation and checkpoint,
 so no checkpoint is written from steps whose losses were not yet seen finite; checkpoints are written while
-training goes on (checkpoint.py). Stage differences live in stages.py.
+training goes on (checkpoint.py). Stage differences live in stages.py. The workdir may be a bucket (`gs://`):
+every file goes through `storage`. A preemption notice (SIGTERM, preemption.py) ends the loop at the next step
+boundary with a committed save of `latest/` and `preemption.Preempted`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import itertools
 import json
 import logging
 import math
-import pathlib
 import sys
 import time
 
@@ -21,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from herberta_jax import compile_cache, console
+from herberta_jax import compile_cache, console, storage
 from herberta_jax.data.scoring import Counts
-from herberta_jax.training import checkpoint, feeding, optim, parallel, precompile, stages, steps
+from herberta_jax.training import checkpoint, feeding, optim, parallel, precompile, preemption, stages, steps
 from herberta_jax.training.state import TrainState
 from herberta_jax.training.summary import SummaryWriter
 
@@ -71,9 +72,10 @@ class DevScorer:
     return Counts(*(int(v) for v in np.asarray(total))).f1
 
 
-def _open_losses(path: pathlib.Path, up_to_step: int):
+def _open_losses(path, up_to_step: int) -> storage.Appender:
   """losses.jsonl for appending, keeping only the steps up to `up_to_step`: a resumed run writes the later ones
-  again (a line cut by a kill is dropped too)."""
+  again (a line cut by a kill is dropped too). Flushed once per logging window (a bucket has no append: each
+  flush rewrites the object)."""
   kept = []
   if path.exists():
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -82,19 +84,25 @@ def _open_losses(path: pathlib.Path, up_to_step: int):
           kept.append(line + "\n")
       except (ValueError, KeyError, TypeError):
         continue
-  path.write_text("".join(kept), encoding="utf-8")
-  return open(path, "a", encoding="utf-8", buffering=1)
+  storage.write_atomically(path, "".join(kept))
+  return storage.Appender(path)
 
 
-def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, mesh, *,
-                encoder: dict | None = None):
+def train_stage(name: str, config, workdir, data_dir, manifest: dict, mesh, *, encoder: dict | None = None,
+                watcher: preemption.Watcher | None = None):
   """Trains one stage to the end (or early stop), resuming from `workdir/<stage>` when a checkpoint is there.
 
   `encoder` (parameters of a `bert`) replaces the configured initial encoder. Returns (Stage, best params).
-  The dev score decides the best checkpoint; without a dev split the last step is the best.
+  The dev score decides the best checkpoint; without a dev split the last step is the best. `watcher` says when
+  to stop for preemption (without one the stage watches SIGTERM itself); then `latest/` is saved and committed
+  and `preemption.Preempted` raised.
   """
+  if watcher is None:
+    with preemption.Watcher() as own:
+      return train_stage(name, config, workdir, data_dir, manifest, mesh, encoder=encoder, watcher=own)
   started = time.perf_counter()
   compile_cache.enable(config.compilation_cache_dir)
+  workdir = storage.path(workdir)
   cfg, stage_dir, is_chief = config[name], workdir / name, jax.process_index() == 0
   ckpts = checkpoint.StageCheckpoints(stage_dir / "checkpoints", keep_latest=config.checkpoint_keep_latest)
   try:
@@ -208,6 +216,9 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
     while step < total_steps and not progress["stopped_early"]:
       state, metrics = train_step(state, next(batches))
       step += 1
+      # Asked at every step on every process (JAX's sync point is a count of these calls); the step's own work
+      # (its logging, a due evaluation) still runs, so the resumed run goes on exactly as an unstopped one.
+      preempted = watcher.should_stop()
       window.append((step, metrics))
       window_rows += cfg.batch_size
       if first_step_done is None:
@@ -228,14 +239,17 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
           for key, value in scalars.items():
             writer.scalar(f"train/{key}", value, step)
           writer.flush()
+          losses.flush()
         window_start, window_rows = time.perf_counter(), 0
         if cfg.checkpoint_every_minutes:
           save |= _agreed(time.perf_counter() - last_save) >= 60 * cfg.checkpoint_every_minutes
       if dev is not None and (step % eval_every == 0 or at_end):
         fetch_window()
         progress["stopped_early"] = evaluate_and_keep_best(step)
-      if save or progress["stopped_early"]:
+      if save or progress["stopped_early"] or preempted:
         fetch_window()
+        if losses:  # every step a checkpoint holds has its loss on storage: a resumed run keeps those lines
+          losses.flush()
         copied, finite = snapshot(state)
         if not finite:
           raise NonFiniteLossError(
@@ -243,6 +257,11 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
               f"{ckpts.latest_step(raise_errors=False)} in {stage_dir / 'checkpoints'}.")
         ckpts.save_latest(step, copied, progress)
         last_save = time.perf_counter()
+      if preempted and not (at_end or progress["stopped_early"]):  # else the stage ends as it would have
+        ckpts.wait()  # committed, or its error raised: exit status 75 promises a checkpoint to resume from
+        log.warning("%s: stopped for preemption at step %d; latest/ saved in %s", name, step,
+                    stage_dir / "checkpoints" / "latest")
+        raise preemption.Preempted(name, step, stage_dir / "checkpoints" / "latest")
     loop_end = time.perf_counter()
     params = state.params
     if dev is not None:
@@ -266,14 +285,14 @@ def train_stage(name: str, config, workdir: pathlib.Path, data_dir: pathlib.Path
                "seconds_to_first_step": first_step_done - started if first_step_done else None,
                "seconds_after_first_step": loop_end - first_step_done if first_step_done else None,
                "window_sentences_per_second": window_rates}
-    (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    storage.write_atomically(stage_dir / "summary.json", json.dumps(summary, indent=2))
   return stage, params
 
 
 def restore_stage_params(workdir, name: str, config, manifest: dict, mesh, *, best: bool = True):
   """(Stage, params) of a stage from its checkpoints in `workdir`: the best one (falling back to the latest) or
   the latest. Needs only the workdir (not the pretrained checkpoint). Raises FileNotFoundError when it has none."""
-  stage_dir = pathlib.Path(workdir) / name
+  stage_dir = storage.path(workdir) / name
   stage = stages.from_workdir(stage_dir, name, config, manifest, mesh)
   replicated = parallel.replicated(mesh)
   abstract_params = jax.eval_shape(stage.init, jax.random.key(0))

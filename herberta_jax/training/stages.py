@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
 
+from herberta_jax import storage
 from herberta_jax.data.example import NEGATIVE_LABEL
 from herberta_jax.data.tokenize import TAGGER_EXTRA_TOKENS
 from herberta_jax.model import hf
@@ -98,9 +98,11 @@ class Stage:
       params["bert"] = jax.device_put(encoder, parallel.replicated(self.mesh))
     return params
 
-  def save_model_config(self, stage_dir: pathlib.Path) -> None:
+  def save_model_config(self, stage_dir) -> None:
+    stage_dir = storage.path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    (stage_dir / MODEL_CONFIG).write_text(json.dumps(dataclasses.asdict(self.bert_config), indent=2) + "\n")
+    storage.write_atomically(stage_dir / MODEL_CONFIG, json.dumps(dataclasses.asdict(self.bert_config), indent=2)
+                             + "\n")
 
 
 class RelationStage(Stage):
@@ -189,10 +191,10 @@ def with_stage_dropout(bert_config: BertConfig, stage_config) -> BertConfig:
   return bert_config.replace(**{key: rate for key, rate in rates.items() if rate >= 0})
 
 
-def from_workdir(stage_dir: pathlib.Path, name: str, config, manifest: dict, mesh) -> Stage:
+def from_workdir(stage_dir, name: str, config, manifest: dict, mesh) -> Stage:
   """The stage a workdir trained, its module built from the saved encoder config: no pretrained weights read.
   Workdirs from before model_config.json fall back to the config's encoder (reading only its config.json)."""
-  path = pathlib.Path(stage_dir) / MODEL_CONFIG
+  path = storage.path(stage_dir) / MODEL_CONFIG
   if not path.exists():
     return build(name, config, manifest, mesh, load_pretrained=False)
   return _CLASSES[name](config, manifest, mesh, BertConfig(**json.loads(path.read_text())), None)
