@@ -31,14 +31,16 @@ STALE_AFTER_SECONDS = 4 * HEARTBEAT_SECONDS
 
 
 def kind_of(folder) -> str | None:
-  """`WORKDIR`, `EXPORT`, `REPORT` or None (not one of ours, or missing). A workdir from before the marker is
-  known by its `config.json` beside `data/manifest.json`."""
+  """`WORKDIR`, `EXPORT`, `REPORT` or None (not one of ours, or missing). Unmarked workdirs are known too: one
+  from before the marker by its `config.json` beside `data/manifest.json`, and one about to start by holding
+  nothing but the `data/` prepared for it."""
   folder = storage.path(folder)
   for kind, marker in MARKERS.items():
     if (folder / marker).exists():
       return kind
-  if (folder / "config.json").exists() and (folder / "data" / "manifest.json").exists():
-    return WORKDIR
+  if (folder / "data" / "manifest.json").exists():
+    if (folder / "config.json").exists() or {entry.name for entry in folder.iterdir()} == {"data"}:
+      return WORKDIR
   return None
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pathlib
@@ -30,7 +31,7 @@ STAGE_SETTINGS = "stage_config.json"  # in a stage's directory: the settings it 
 log = logging.getLogger(__name__)
 
 
-def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> dict:
+def train_and_evaluate(config, workdir, *, command: list[str] | None = None, overwrite: bool = False) -> dict:
   """Prepares data, trains the configured stages, then exports the two-stage pipeline and evaluates it.
 
   `command`: the command line that started this invocation (the train CLI passes it), recorded in the workdir so
@@ -40,8 +41,13 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
   A preemption notice (SIGTERM; JAX's sync point with several processes) stops the run at the next step boundary
   with the stage's `latest/` saved and committed: `preemption.Preempted` is raised (the train CLI exits 75), and
   the same call again resumes there.
+
+  The workdir is checked first (`folders.check_output`: a new or empty folder, or a workdir; a non-empty folder
+  of other files only with `overwrite`), marked as a workdir, and locked against a second run while this one
+  lasts (process 0 holds the lock for all processes).
   """
   workdir = storage.path(workdir)
+  folders.check_output("--workdir", workdir, kind=folders.WORKDIR, overwrite=overwrite)
   check_config(config)
   preemption.deadline_from_env()  # a bad HERBERTA_PREEMPTION_DEADLINE_S is refused before any work
   if config.stage == "tagger" and config.tagger.init_from_relation and not has_checkpoint(workdir, "relation"):
@@ -51,6 +57,15 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None) -> 
         f"{workdir / 'relation' / 'checkpoints'} holds none (--config.stage=tagger): train the relation stage in this "
         "workdir first (--config.stage=relation), or use --config.stage=both")
   workdir.mkdir(parents=True, exist_ok=True)
+  chief = jax.process_index() == 0
+  with folders.WorkdirLock(workdir) if chief else contextlib.nullcontext():
+    if chief and folders.kind_of(workdir) != folders.WORKDIR:
+      folders.mark(workdir, folders.WORKDIR)
+    return _train_locked(config, workdir, command)
+
+
+def _train_locked(config, workdir, command: list[str] | None) -> dict:
+  """`train_and_evaluate` once the workdir is checked, marked and locked."""
   _check_resume(config, workdir)
   if jax.process_index() == 0:
     settings = config.to_json_best_effort(indent=2)

@@ -56,6 +56,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. con
 flags.FLAGS["config"].parser.parse = _checked_config_file(flags.FLAGS["config"].parser.parse)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, logs, metrics and the "
                                "export.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Train in a non-empty --workdir that is not a herberta_jax workdir "
+                                "(a folder of other files, which the run may overwrite).")
 flags.mark_flags_as_required(["config", "workdir"])
 log = logging.getLogger("herberta_jax.train")  # not __name__, which is __main__ under `python -m`
 
@@ -71,7 +73,8 @@ def main(argv):
   # Recorded for the export's model card, as a command that reruns it (whichever way the CLI was started).
   command = ["python", "-m", "herberta_jax.train", *sys.argv[1:]]
   try:
-    metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, command=command)
+    metrics = run_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value, command=command,
+                                         overwrite=_OVERWRITE.value)
   except preemption.Preempted as stop:
     log.warning("%s; exiting with status %d (requeue): run the same command again to resume from there",
                 stop, preemption.EXIT_REQUEUE)

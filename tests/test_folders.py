@@ -32,6 +32,12 @@ def test_kinds_by_marker_and_legacy_layout(tmp_path, workdir):
   (legacy / "config.json").write_text("{}")
   (legacy / "data" / "manifest.json").write_text("{}")
   assert folders.kind_of(legacy) == folders.WORKDIR
+  seeded = tmp_path / "seeded"  # data prepared ahead for a run that has not started
+  (seeded / "data").mkdir(parents=True)
+  (seeded / "data" / "manifest.json").write_text("{}")
+  assert folders.kind_of(seeded) == folders.WORKDIR
+  (seeded / "notes.txt").write_text("a project folder that happens to hold data/")
+  assert folders.kind_of(seeded) is None
   assert folders.kind_of(tmp_path / "missing") is None
   assert folders.owner_of(workdir / "relation" / "checkpoints") == (folders.WORKDIR, workdir.resolve())
   assert folders.owner_of(workdir / "export" / "relation") == (folders.EXPORT, (workdir / "export").resolve())
