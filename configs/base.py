@@ -56,6 +56,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       demo_sentences_per_language=700,  # demo sentences generated per language, before the test split
       train_files="",  # comma-separated TSV files or directories
       test_files="",  # as train_files, for the test split evaluated at the end; "" = no test evaluation
+      # A folder (or gs:// URL) that `python -m herberta_jax.prepare` wrote: the run trains on it as it is, instead
+      # of preparing train_files/test_files into workdir/data. Several runs (or a pod's hosts) share one copy.
+      prepared_dir="",
       languages="",  # a language group or list (EURO, SVO, ALL-EN, ko+en, ...); "" = every language found
       dev_fraction=0.02,  # carved from train per language, stratified by relation (the paper's 2%)
       max_seq_len=128,  # tokens per sentence, [CLS] and [SEP] included; longer ones are truncated and counted

@@ -40,9 +40,16 @@ flags.register_multi_flags_validator(["input", "split"], lambda f: bool(f["input
                                      "give either --input or --split")
 
 
-def workdir_manifest(model: pathlib.Path) -> dict | None:
+def workdir_data(model) -> storage.Path:
+  """A training workdir's prepared data: its config's `data.prepared_dir`, else its `data/`."""
+  config = model / "config.json"
+  prepared = json.loads(config.read_text()).get("data", {}).get("prepared_dir") if config.exists() else None
+  return storage.path(prepared) if prepared else model / "data"
+
+
+def workdir_manifest(model) -> dict | None:
   """The prepared data's manifest when --model is a training workdir; None for an export directory."""
-  path = model / "data" / "manifest.json"
+  path = workdir_data(model) / "manifest.json"
   return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -51,9 +58,9 @@ def prepared_split(workdir: pathlib.Path, manifest: dict | None, split: str):
   from herberta_jax.evaluation import evaluator
   if manifest is None:
     raise app.UsageError(f"--split {split}: {workdir} is not a training workdir (no data/manifest.json)")
-  examples = evaluator.split_examples(workdir / "data", manifest, None, split)
+  examples = evaluator.split_examples(workdir_data(workdir), manifest, None, split)
   if not examples:
-    raise app.UsageError(f"--split {split}: {workdir / 'data'} holds no {split} examples")
+    raise app.UsageError(f"--split {split}: {storage.text(workdir_data(workdir))} holds no {split} examples")
   return examples
 
 
@@ -152,7 +159,7 @@ def evaluate(paths: list[str]) -> None:
   manifest = workdir_manifest(storage.path(_MODEL_FLAGS.model.value))
   rejects = smiler.Rejects()
   if _SPLIT.value:
-    examples = prepared_split(pathlib.Path(_MODEL_FLAGS.model.value), manifest, _SPLIT.value)
+    examples = prepared_split(storage.path(_MODEL_FLAGS.model.value), manifest, _SPLIT.value)
   else:
     examples = evaluator.read_test_files(paths, predictor.meta["labels"], _ON_ERROR.value, rejects)
   with local_report(_OUT.value) as out:

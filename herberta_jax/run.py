@@ -221,12 +221,15 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
   be a URL (`gs://bucket/export`): the export is written to a local staging folder, then copied there.
   """
   import ml_collections
-  workdir, out_dir = pathlib.Path(workdir), storage.path(out_dir)
+  workdir, out_dir = storage.path(workdir), storage.path(out_dir)
   if not (workdir / "config.json").exists():
     raise UserFileNotFoundError(f"--workdir {workdir}: no config.json; pass a training workdir (the --workdir of "
                                 "python -m herberta_jax.train)")
-  if not (workdir / "data" / "manifest.json").exists():
-    raise UserFileNotFoundError(f"--workdir {workdir}: no data/manifest.json; its run never prepared its data")
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  data_dir = data_setup.run_data_dir(config.data, workdir)
+  if not (data_dir / "manifest.json").exists():
+    raise UserFileNotFoundError(f"--workdir {workdir}: no {storage.text(data_dir / 'manifest.json')}; its run never "
+                                f"prepared its data")
   missing = [stage for stage in loop.STAGES if not has_checkpoint(workdir, stage)]
   if missing:
     raise UserError(f"--workdir {workdir}: no checkpoint of the {' and '.join(missing)} stage in "
@@ -236,8 +239,6 @@ def export_workdir(workdir, out_dir, *, overwrite: bool = False) -> pathlib.Path
   if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
     raise UserFileExistsError(f"--out {storage.text(out_dir)}: exists and is not empty; choose another directory or pass "
                               "--overwrite to replace it")
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  data_dir = workdir / "data"
   manifest = preparation.load_manifest(data_dir)
   mesh = parallel.make_mesh(1)
   restored = {}

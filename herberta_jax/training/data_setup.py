@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 from herberta_jax import storage
 from herberta_jax.data import demo_corpus, smiler, tokenize
 from herberta_jax.data import preparation as prepare
-from herberta_jax.errors import ConfigError
+from herberta_jax.errors import ConfigError, UserFileNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,20 @@ def _tokenizer_source(config, inputs: list[pathlib.Path], workdir: pathlib.Path)
   return storage.text(out)
 
 
+def run_data_dir(data_config, workdir) -> storage.Path:
+  """Where a run's prepared records are: `data.prepared_dir` when given, else `workdir/data`."""
+  prepared = data_config.get("prepared_dir", "")  # .get: workdirs from before the key
+  return storage.path(prepared) if prepared else storage.path(workdir) / "data"
+
+
 def prepare_run_data(config, workdir: pathlib.Path) -> pathlib.Path:
-  """Prepared records for the run in `workdir/data` (process 0 writes; the workdir is a shared filesystem or a
-  bucket URL such as gs://b/run, where the data dir is then `storage.path`'s remote path)."""
+  """Prepared records for the run: `data.prepared_dir` as it is, or `workdir/data`, prepared there on the first
+  run (process 0 writes; the workdir is a shared filesystem or a bucket URL such as gs://b/run)."""
   workdir = storage.path(workdir)
-  data_dir = workdir / "data"
+  data_dir = run_data_dir(config.data, workdir)
+  if config.data.prepared_dir and not (data_dir / "manifest.json").exists():
+    raise UserFileNotFoundError(f"--config.data.prepared_dir={config.data.prepared_dir}: no manifest.json there; "
+                                f"run python -m herberta_jax.prepare --out {config.data.prepared_dir} first")
   if jax.process_index() == 0 and (data_dir / "manifest.json").exists():
     # Reused records hold token ids: with another tokenizer they would silently mean other words. A WordPiece
     # vocabulary is trained from the data it prepared, so only one already in the workdir can differ.
