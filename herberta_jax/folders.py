@@ -31,17 +31,20 @@ STALE_AFTER_SECONDS = 4 * HEARTBEAT_SECONDS
 
 
 def kind_of(folder) -> str | None:
-  """`WORKDIR`, `EXPORT`, `REPORT` or None (not one of ours, or missing). Unmarked workdirs are known too: one
-  from before the marker by its `config.json` beside `data/manifest.json`, and one about to start by holding
-  nothing but the `data/` prepared for it."""
+  """`WORKDIR`, `EXPORT`, `REPORT` or None (not one of ours, or missing). A workdir from before the marker is
+  known by its `config.json` beside `data/manifest.json`."""
   folder = storage.path(folder)
   for kind, marker in MARKERS.items():
     if (folder / marker).exists():
       return kind
-  if (folder / "data" / "manifest.json").exists():
-    if (folder / "config.json").exists() or {entry.name for entry in folder.iterdir()} == {"data"}:
-      return WORKDIR
+  if (folder / "config.json").exists() and (folder / "data" / "manifest.json").exists():
+    return WORKDIR
   return None
+
+
+def _holds_only_prepared_data(folder) -> bool:
+  """A folder that holds nothing but the `data/` prepared for a run: that run's workdir, about to start."""
+  return {entry.name for entry in folder.iterdir()} == {"data"} and (folder / "data" / "manifest.json").exists()
 
 
 def mark(folder, kind: str) -> None:
@@ -129,7 +132,8 @@ def check_output(flag: str, output, *, kind: str | None, inputs: Iterable[tuple[
       what = "is" if _same(folder, output_path) else "lies inside"
       raise UserError(f"{flag} {output}: {what} the {owner_kind} {storage.text(folder)}, which this command must "
                       f"not write into; choose a {flag} outside it")
-  if not owners and kind is not None and _is_non_empty_folder(output_path) and not overwrite:
+  seeded = kind == WORKDIR and output_path.is_dir() and _holds_only_prepared_data(output_path)
+  if not owners and kind is not None and _is_non_empty_folder(output_path) and not (overwrite or seeded):
     raise UserFileExistsError(f"{flag} {output}: exists, is not empty and is not a herberta_jax {kind}; choose "
                               f"another {flag}, or pass --overwrite to write into it anyway")
 

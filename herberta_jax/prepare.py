@@ -11,7 +11,7 @@ import os
 
 from absl import flags
 
-from herberta_jax import cli, storage
+from herberta_jax import cli, folders, storage
 from herberta_jax.data import preparation, records
 
 _INPUT = flags.DEFINE_multi_string("input", None, "SMiLER TSV files or directories, local or gs:// (more may follow "
@@ -32,7 +32,12 @@ def main(argv: list[str]) -> int:
   os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # batch encoding on every core
   # A shell glob after --input (`--input data/*.tsv`) leaves all files but the first as arguments: inputs too.
   out = storage.path(_OUT.value)
-  manifest = preparation.prepare(_INPUT.value + argv[1:], _TOKENIZER.value, out, max_seq_len=_MAX_SEQ_LEN.value,
+  inputs = _INPUT.value + argv[1:]
+  # Never over an input, nor into a workdir or an export (whose data/ is its own run's to prepare); replacing
+  # earlier prepared data is --overwrite's, checked by `prepare` itself.
+  folders.check_output("--out", out, kind="prepared data", overwrite=True,
+                       inputs=[("--input", path) for path in inputs] + [("--tokenizer", _TOKENIZER.value)])
+  manifest = preparation.prepare(inputs, _TOKENIZER.value, out, max_seq_len=_MAX_SEQ_LEN.value,
                                  on_error=_ON_ERROR.value, dev_fraction=_DEV_FRACTION.value, seed=_SEED.value,
                                  shards_per_split=_SHARDS.value, overwrite=_OVERWRITE.value)
   for split, by_lang in manifest["splits"].items():

@@ -1315,6 +1315,13 @@ OUTPUT_CASES = [
                  "--batch_size 8 && {python} -m herberta_jax.evaluate --model {w.export} --input {d}/in/x_test.tsv "
                  "--out {d}/report --batch_size 8"), code=0, setup=given("x_test.tsv", HEADER + KNOWN_ROWS),
            check=lambda proc, w, d: (d / "report" / "metrics.json").is_file() or pytest.fail("no metrics.json")),
+    IOCase("prepare-out-holds-input", cli_args("prepare", "--input", "{d}/in", "--tokenizer", "{w.minilm}", "--out",
+                                               "{d}", "--overwrite"), ("--out {d}", "is --input", "holds it"),
+           setup=given("en_corpora_train.tsv", HEADER + KNOWN_ROWS)),
+    IOCase("prepare-out-inside-workdir", cli_args("prepare", "--input", "{d}/in", "--tokenizer", "{w.minilm}",
+                                                  "--out", "{w.workdir}/relation"),
+           ("--out {w.workdir}/relation", "lies inside the workdir"),
+           setup=given("en_corpora_train.tsv", HEADER + KNOWN_ROWS)),
     IOCase("train-workdir-foreign-folder", tiny_train("{d}/hf"), ("--workdir {d}/hf", "not a herberta_jax workdir",
                                                                   "--overwrite"), setup=foreign_folder("hf")),
     IOCase("train-workdir-inside-workdir", tiny_train("{w.workdir}/relation"),

@@ -32,12 +32,6 @@ def test_kinds_by_marker_and_legacy_layout(tmp_path, workdir):
   (legacy / "config.json").write_text("{}")
   (legacy / "data" / "manifest.json").write_text("{}")
   assert folders.kind_of(legacy) == folders.WORKDIR
-  seeded = tmp_path / "seeded"  # data prepared ahead for a run that has not started
-  (seeded / "data").mkdir(parents=True)
-  (seeded / "data" / "manifest.json").write_text("{}")
-  assert folders.kind_of(seeded) == folders.WORKDIR
-  (seeded / "notes.txt").write_text("a project folder that happens to hold data/")
-  assert folders.kind_of(seeded) is None
   assert folders.kind_of(tmp_path / "missing") is None
   assert folders.owner_of(workdir / "relation" / "checkpoints") == (folders.WORKDIR, workdir.resolve())
   assert folders.owner_of(workdir / "export" / "relation") == (folders.EXPORT, (workdir / "export").resolve())
@@ -99,6 +93,14 @@ def test_non_empty_unmarked_folder_needs_overwrite(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   folders.check_output("--workdir", str(empty), kind=folders.WORKDIR)
+  seeded = tmp_path / "seeded"  # data prepared ahead for a run that has not started: its workdir-to-be
+  (seeded / "data").mkdir(parents=True)
+  (seeded / "data" / "manifest.json").write_text("{}")
+  folders.check_output("--workdir", str(seeded), kind=folders.WORKDIR)
+  assert folders.kind_of(seeded) is None  # not a workdir to other commands: --out may lie in it
+  (seeded / "notes.txt").write_text("a project folder that happens to hold data/")
+  with pytest.raises(UserFileExistsError, match="--overwrite"):
+    folders.check_output("--workdir", str(seeded), kind=folders.WORKDIR)
 
 
 def test_file_where_a_folder_is_expected_and_folder_where_a_file_is(tmp_path):
