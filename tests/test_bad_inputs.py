@@ -1093,8 +1093,8 @@ def file_hashes(*folders: pathlib.Path) -> dict[str, str]:
   return found
 
 
-def _run_io(case: IOCase, w: World) -> tuple[subprocess.CompletedProcess, dict, dict]:
-  d = w.root / "io" / case.id
+def _run_io(case: IOCase, w: World, section: str = "io") -> tuple[subprocess.CompletedProcess, dict, dict]:
+  d = w.root / section / case.id
   d.mkdir(parents=True)
   if case.setup:
     case.setup(w, d)
@@ -1103,7 +1103,7 @@ def _run_io(case: IOCase, w: World) -> tuple[subprocess.CompletedProcess, dict, 
   if isinstance(command, list) and PIPELINE_SCRIPT in command:  # without herberta_jax, as the export's users run it
     env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
     env["HF_MODULES_CACHE"], cwd = str(d / "modules"), d
-  guarded = [d, w.export] if case.code == 2 else [d / "in", w.export]  # a refused command writes nothing
+  guarded = [d, w.workdir] if case.code == 2 else [d / "in", w.workdir]  # a refused command writes nothing
   before = file_hashes(*guarded)
   popen = subprocess.Popen(["bash", "-c", command] if isinstance(command, str) else command, env=env, cwd=cwd,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1134,8 +1134,11 @@ def test_the_rows_formats_resume_and_io_section_has_enough_cases():
 
 @pytest.mark.parametrize("io_case", IO_CASES, ids=[c.id for c in IO_CASES])
 def test_rows_formats_resume_and_io(io_case: IOCase, world: World, io_results):
-  proc, before, after = io_results[io_case.id]
-  d = world.root / "io" / io_case.id
+  assert_io_case(io_case, world, *io_results[io_case.id], world.root / "io" / io_case.id)
+
+
+def assert_io_case(io_case: IOCase, world: World, proc, before: dict, after: dict, d: pathlib.Path) -> None:
+  """The exit code, one line naming what it should (no traceback), the user's files unchanged, the case's check."""
   context = f"\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
   assert "Traceback" not in proc.stderr, context
   assert proc.returncode == io_case.code, context
@@ -1333,40 +1336,15 @@ OUTPUT_CASES = [
            setup=lock_held_by(dead_pid), check=stderr_says("taking over a stale lock")),
 ]
 
-def _run_output_case(case: IOCase, w: World) -> tuple[subprocess.CompletedProcess, dict, dict]:
-  d = w.root / "outputs" / case.id
-  d.mkdir(parents=True)
-  if case.setup:
-    case.setup(w, d)
-  command = case.run(w, d)
-  guarded = [d, w.workdir] if case.code == 2 else [d / "in", w.workdir]
-  before = file_hashes(*guarded)
-  proc = subprocess.run(["bash", "-c", command] if isinstance(command, str) else command, env=_io_env(), cwd=REPO,
-                        capture_output=True, text=True, timeout=600)
-  return proc, before, file_hashes(*guarded)
-
-
 @pytest.fixture(scope="session")
 def output_results(world, request) -> dict[str, tuple]:
   wanted = {item.callspec.params["output_case"].id for item in request.session.items
             if hasattr(item, "callspec") and "output_case" in item.callspec.params}
   with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-    futures = {case.id: pool.submit(_run_output_case, case, world) for case in OUTPUT_CASES if case.id in wanted}
+    futures = {case.id: pool.submit(_run_io, case, world, "outputs") for case in OUTPUT_CASES if case.id in wanted}
     return {case_id: future.result() for case_id, future in futures.items()}
 
 
 @pytest.mark.parametrize("output_case", OUTPUT_CASES, ids=[c.id for c in OUTPUT_CASES])
 def test_outputs_never_destroy_inputs_or_project_folders(output_case: IOCase, world: World, output_results):
-  proc, before, after = output_results[output_case.id]
-  d = world.root / "outputs" / output_case.id
-  context = f"\nstdout: {proc.stdout[-1500:]}\nstderr: {proc.stderr[-3000:]}"
-  assert "Traceback" not in proc.stderr, context
-  assert proc.returncode == output_case.code, context
-  assert after == before, "a user's file changed"
-  if output_case.code == 2:
-    lines = [line for line in proc.stderr.splitlines() if "error: " in line]
-    assert len(lines) == 1, context
-    for expected in output_case.says:
-      assert expected.format(w=world, d=d) in lines[0], context
-  if output_case.check:
-    output_case.check(proc, world, d)
+  assert_io_case(output_case, world, *output_results[output_case.id], world.root / "outputs" / output_case.id)
