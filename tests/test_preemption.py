@@ -249,12 +249,12 @@ def test_the_watcher_hears_sigterm_in_one_process_and_restores_the_handler_after
   before = signal.getsignal(signal.SIGTERM)
   with preemption.Watcher(deadline_s=60) as watcher:
     assert signal.getsignal(signal.SIGTERM) != before
-    assert not watcher.should_stop() and not watcher.stopping
+    assert not watcher.should_stop(agree=True) and not watcher.stopping
     os.kill(os.getpid(), signal.SIGTERM)
     deadline = time.time() + 10
     while not watcher.stopping and time.time() < deadline:  # the handler runs at the next bytecode
       time.sleep(0.01)
-    assert watcher.should_stop() and watcher.stopping
+    assert watcher.should_stop(agree=False) and watcher.stopping
     assert watcher._timer is not None and watcher._timer.is_alive()  # the forced exit is armed
   assert signal.getsignal(signal.SIGTERM) == before
   assert watcher._timer is None, "the forced exit is disarmed when the run ends"
@@ -263,7 +263,7 @@ def test_the_watcher_hears_sigterm_in_one_process_and_restores_the_handler_after
 def test_request_stop_and_the_deadline_setting(monkeypatch):
   with preemption.Watcher(deadline_s=60) as watcher:
     watcher.request_stop()
-    assert watcher.should_stop()
+    assert watcher.should_stop(agree=False)
   monkeypatch.setenv(preemption.DEADLINE_ENV, "7.5")
   assert preemption.Watcher().deadline_s == 7.5
   monkeypatch.delenv(preemption.DEADLINE_ENV)

@@ -216,9 +216,10 @@ def train_stage(name: str, config, workdir, data_dir, manifest: dict, mesh, *, e
     while step < total_steps and not progress["stopped_early"]:
       state, metrics = train_step(state, next(batches))
       step += 1
-      # Asked at every step on every process (JAX's sync point is a count of these calls); the step's own work
-      # (its logging, a due evaluation) still runs, so the resumed run goes on exactly as an unstopped one.
-      preempted = watcher.should_stop()
+      # Asked at every step on every process, agreed between processes at logging windows and the stage's end; the
+      # step's own work (its logging, a due evaluation) still runs, so the resumed run goes on exactly as an
+      # unstopped one.
+      preempted = watcher.should_stop(agree=step % config.log_every_steps == 0 or step == total_steps)
       window.append((step, metrics))
       window_rows += cfg.batch_size
       if first_step_done is None:

@@ -6,16 +6,14 @@ boundary; when it says yes, the loop saves `latest/`, waits until the save is co
 which the train CLI turns into exit status `EXIT_REQUEUE` (75, BSD's EX_TEMPFAIL: "try again later"). The
 launchers requeue a job that exits with it, and the rerun resumes from that checkpoint as if never stopped.
 
-How the signal is heard:
-- one process: this module's own SIGTERM handler (installed for the run, the previous one restored after);
-- several processes (`jax.distributed`): JAX's preemption service. `jax.distributed.initialize` installs a C++
-  SIGTERM handler (the "sigterm" notifier of XLA's PreemptionSyncManager) that tells the coordination service;
-  every process then agrees on one sync point, the fastest process's call counter + 1, and
-  `multihost_utils.reached_preemption_sync_point(n)` is True on every process at that same call, so all hosts
-  save the same step. It must be called at every step by every process with the same counter, so the counter
-  here is one per process that every stage continues (a stage ending right after the notice then still meets the
-  sync point at the next stage's first step). A Python handler installed before the sync point would replace
-  JAX's and no host would hear of the notice: ours is installed only once the sync point is reached.
+How the signal is heard: this module's own SIGTERM handler, installed for the run (the previous one restored
+after). With several processes (`jax.distributed`) the hosts must stop at the same step, and a notice may reach
+only some of them: at every logging window (and a stage's last step) the loop asks `should_stop(agree=True)`, and
+the processes all-gather their flags, so every process stops at the first window after any of them heard SIGTERM.
+JAX's own preemption sync point (`multihost_utils.reached_preemption_sync_point`) was tried first: its hosts agree
+on "the fastest host's step + 1" in a background protocol, which a host running ahead (asynchronous dispatch, a
+loaded machine) had already passed when the answer came, so the hosts stopped at different steps and deadlocked.
+Our handler replaces the C++ one JAX's preemption service installs; the windows cost one small collective each.
 
 Once a stop is under way (the first SIGTERM in one process, the sync point in several), a second SIGTERM, or
 `deadline_s` (`HERBERTA_PREEMPTION_DEADLINE_S`, default 25 s) passing without the run having ended, exits at once
@@ -28,7 +26,6 @@ written last (on `gs://`), and a restore lists only finished steps (tests/test_p
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import signal
@@ -37,6 +34,7 @@ import threading
 import time
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
@@ -45,8 +43,6 @@ EXIT_REQUEUE = 75  # EX_TEMPFAIL: the launchers requeue a run that exits with it
 DEADLINE_ENV = "HERBERTA_PREEMPTION_DEADLINE_S"
 DEFAULT_DEADLINE_S = 25.0  # inside the 30 s most schedulers give between SIGTERM and SIGKILL
 
-# Calls of `reached_preemption_sync_point` made by this process: JAX's sync point counts them (see the docstring).
-_sync_calls = itertools.count(1)
 
 
 class Preempted(Exception):  # noqa: N818 - an outcome, not an error: the run stopped where it can resume
@@ -88,15 +84,16 @@ def _exit_now(reason: str) -> None:
 class Watcher:
   """Tells the training loop, at every step boundary, whether to stop for preemption (see the module docstring).
 
-  Use as a context manager around the training, from the main thread: it installs the SIGTERM handler of a
-  one-process run on entry and restores the previous handler on exit. Elsewhere (another thread) no handler can
-  be installed, and SIGTERM keeps its previous meaning.
+  Use as a context manager around the training, from the main thread: it installs the SIGTERM handler on entry
+  and restores the previous handler on exit. Elsewhere (another thread) no handler can be installed, and SIGTERM
+  keeps its previous meaning.
   """
 
   def __init__(self, *, deadline_s: float | None = None):
     self.deadline_s = deadline_from_env() if deadline_s is None else deadline_s
     self.multiprocess = jax.process_count() > 1
-    self._stopping = threading.Event()  # set on the first SIGTERM (one process) or at the sync point (several)
+    self._noticed = threading.Event()  # this process heard SIGTERM (or `request_stop`)
+    self._stopping = threading.Event()  # the run stops: at the notice (one process), when agreed (several)
     self.signal_time: float | None = None
     self._previous = None  # the SIGTERM handler replaced, restored on exit
     self._previous_wakeup = -1
@@ -104,13 +101,11 @@ class Watcher:
     self._installed = False
     self._lock = threading.Lock()
     self._timer: threading.Timer | None = None
-    self._sync_service = True  # False once JAX said its preemption service is off
 
   # -- installing -------------------------------------------------------------------------------------------
 
   def __enter__(self) -> Watcher:
-    if not self.multiprocess:
-      self._install_handler()
+    self._install_handler()
     return self
 
   def __exit__(self, *exc) -> None:
@@ -156,16 +151,25 @@ class Watcher:
 
   def _sigterm(self) -> None:
     with self._lock:
-      if self._stopping.is_set():
+      if self._noticed.is_set():
         _exit_now("a second SIGTERM")
-      self._begin_stop()
-    sys.stderr.write(f"herberta_jax: SIGTERM: saving at the next step boundary, then exiting with status "
-                     f"{EXIT_REQUEUE}; a second SIGTERM or {self.deadline_s:g} s exit at once\n")
+      self._notice()
+    when = "at the next step boundary" if not self.multiprocess else "at the next logging window, with every process"
+    sys.stderr.write(f"herberta_jax: SIGTERM: saving {when}, then exiting with status {EXIT_REQUEUE}; a second "
+                     f"SIGTERM or {self.deadline_s:g} s exit at once\n")
 
-  def _begin_stop(self) -> None:
-    if self._stopping.is_set():
+  def _notice(self) -> None:
+    """The first notice this process hears: the deadline starts; one process stops at the next step."""
+    if self._noticed.is_set():
       return
-    self._stopping.set()
+    self._noticed.set()
+    self._start_deadline()
+    if not self.multiprocess:
+      self._stopping.set()
+
+  def _start_deadline(self) -> None:
+    if self._timer is not None:
+      return
     self.signal_time = time.time()
     self._timer = threading.Timer(self.deadline_s, _exit_now, args=(f"{self.deadline_s:g} s after the preemption "
                                                                    "notice the run had not ended",))
@@ -175,34 +179,30 @@ class Watcher:
   def request_stop(self) -> None:
     """What a SIGTERM does (one process): the next `should_stop` says yes. For tests and embedding programs."""
     with self._lock:
-      self._begin_stop()
+      self._notice()
 
   # -- the loop's question ----------------------------------------------------------------------------------
 
   @property
   def stopping(self) -> bool:
-    """Whether a stop is under way, without asking JAX (for the points between stages, where every process
-    already agreed: the flag is set at the sync point with several processes)."""
+    """Whether a stop is under way, without a collective (for the points between stages: with several processes
+    it is set only where every process agreed)."""
     return self._stopping.is_set()
 
-  def should_stop(self) -> bool:
-    """Whether to save and stop after the step just taken. Several processes: call it at every step boundary on
-    every process (it is JAX's sync point, the same answer on every process at the same call)."""
-    if not self.multiprocess:
+  def should_stop(self, *, agree: bool) -> bool:
+    """Whether to save and stop after the step just taken. Several processes: called by every process at every
+    step with the same `agree` (the logging windows and a stage's last step); only there do they all-gather
+    whether any of them heard a notice, so all stop at the same step."""
+    if not self.multiprocess or self._stopping.is_set():
       return self._stopping.is_set()
-    if self._stopping.is_set():
-      return True
-    if not self._sync_service:
+    if not agree:
       return False
-    try:
-      reached = multihost_utils.reached_preemption_sync_point(next(_sync_calls))
-    except RuntimeError as error:  # jax_enable_preemption_service is off: SIGTERM ends the run as it always did
-      log.warning("JAX's preemption service is off (%s): a SIGTERM will not save before the run ends", error)
-      self._sync_service = False
+    heard = multihost_utils.process_allgather(np.int32(self._noticed.is_set()))
+    if not np.any(heard):
       return False
-    if reached:
-      self._begin_stop()
-      self._install_handler()  # JAX's notifier has done its part: a second SIGTERM now exits at once
-      log.warning("preemption notice: every process stops at this step, saves and exits with status %d",
-                  EXIT_REQUEUE)
-    return reached
+    with self._lock:
+      self._stopping.set()
+      self._start_deadline()
+    log.warning("preemption notice: every process stops at this step, saves and exits with status %d",
+                EXIT_REQUEUE)
+    return True
