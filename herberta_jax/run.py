@@ -47,7 +47,9 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None, ove
   lasts (process 0 holds the lock for all processes).
   """
   workdir = storage.path(workdir)
-  folders.check_output("--workdir", workdir, kind=folders.WORKDIR, overwrite=overwrite)
+  chief = jax.process_index() == 0
+  if chief:  # the others would race its first writes; a refusal there ends them through the coordinator
+    folders.check_output("--workdir", workdir, kind=folders.WORKDIR, overwrite=overwrite)
   check_config(config)
   preemption.deadline_from_env()  # a bad HERBERTA_PREEMPTION_DEADLINE_S is refused before any work
   if config.stage == "tagger" and config.tagger.init_from_relation and not has_checkpoint(workdir, "relation"):
@@ -57,10 +59,9 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None, ove
         f"{workdir / 'relation' / 'checkpoints'} holds none (--config.stage=tagger): train the relation stage in this "
         "workdir first (--config.stage=relation), or use --config.stage=both")
   workdir.mkdir(parents=True, exist_ok=True)
-  chief = jax.process_index() == 0
+  if chief and folders.kind_of(workdir) != folders.WORKDIR:
+    folders.mark(workdir, folders.WORKDIR)
   with folders.WorkdirLock(workdir) if chief else contextlib.nullcontext():
-    if chief and folders.kind_of(workdir) != folders.WORKDIR:
-      folders.mark(workdir, folders.WORKDIR)
     return _train_locked(config, workdir, command)
 
 

@@ -91,10 +91,10 @@ def test_two_processes_on_a_bucket_stop_for_preemption_and_resume_as_an_unstoppe
   fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()  # this process listed the bucket before
   latest = storage.path(workdir) / "relation" / "checkpoints" / "latest"
   saved = sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit())
-  assert saved and saved[-1] % 10, f"no save at the signal's step: {saved}"  # periodic saves are every 10 steps
   stopped = (logs / "0.log").read_text() + (logs / "1.log").read_text()
-  assert stopped.count(f"stopped for preemption at step {saved[-1]}") == 2, stopped[-3000:]
-  assert not (storage.path(workdir) / "tagger").exists(), "the tagger started before the relaunch"
+  # Both processes stopped at the same step, a logging window's, and saved it (a periodic save or one of its own).
+  assert saved and stopped.count(f"stopped for preemption at step {saved[-1]}") == 2, (saved, stopped[-3000:])
+  assert not (storage.path(workdir) / "tagger" / "losses.jsonl").exists(), "the tagger started before the relaunch"
 
   assert wait_all(start_pair(workdir, data, env, logs), timeout=600) == [0, 0], (logs / "0.log").read_text()[-3000:]
   fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()
