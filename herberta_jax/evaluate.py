@@ -119,19 +119,6 @@ def _named_as_given(error: UserError, copies: dict[str, str]) -> UserError:
   return error if message == str(error) else UserError(message)
 
 
-@contextlib.contextmanager
-def local_report(location: str) -> Iterator[pathlib.Path]:
-  """A local folder to write the report in: --out itself, or for a URL a temporary folder uploaded to it once
-  the report is complete (an interrupted run uploads nothing)."""
-  out = storage.path(location)
-  if storage.is_local(out):
-    yield out
-    return
-  with tempfile.TemporaryDirectory(prefix="report.", dir=_cache_root()) as scratch:
-    yield pathlib.Path(scratch)
-    storage.copy_tree(pathlib.Path(scratch), out)
-
-
 def main(argv):
   _MODEL_FLAGS.check()  # before the imports below, which load JAX
   check_out(_OUT.value)
@@ -162,7 +149,7 @@ def evaluate(paths: list[str]) -> None:
     examples = prepared_split(storage.path(_MODEL_FLAGS.model.value), manifest, _SPLIT.value)
   else:
     examples = evaluator.read_test_files(paths, predictor.meta["labels"], _ON_ERROR.value, rejects)
-  with local_report(_OUT.value) as out:
+  with storage.staged_folder(storage.path(_OUT.value)) as out:  # a URL: uploaded once complete
     out.mkdir(parents=True, exist_ok=True)
     if len(rejects):
       rejects.write(out / "rejects.tsv")

@@ -107,21 +107,29 @@ def _stop_if_preempted(watcher: preemption.Watcher, trained: dict, workdir) -> N
 
 def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: dict, trained: dict) -> dict:
   """After both stages: export to workdir/export, evaluate on the test split into workdir/report and
-  workdir/metrics.json. Returns the metrics ({} when there is no test split)."""
+  workdir/metrics.json. Returns the metrics ({} when there is no test split). On a bucket the export and the report
+  are written locally first and copied up when complete."""
+  chief = jax.process_index() == 0
+  with storage.staged_folder(workdir / "export", upload=chief and config.export) as export_dir, \
+       storage.staged_folder(workdir / "report", upload=chief) as report_dir:
+    return _export_and_evaluate(config, workdir, data_dir, manifest, trained, export_dir, report_dir)
+
+
+def _export_and_evaluate(config, workdir, data_dir, manifest: dict, trained: dict, export_dir, report_dir) -> dict:
   (rel_model, rel_params), (tag_model, tag_params) = trained["relation"], trained["tagger"]
   rel_params, tag_params = writer.host_params(rel_params), writer.host_params(tag_params)
   meta = writer.export_meta(manifest, config.data.bucket_boundaries, tag_model.bert_config.type_vocab_size >= 2,
                             writer.decoding_of(config))
   if config.export and jax.process_index() == 0:
-    out = writer.write_export(workdir / "export", data_dir, meta, (rel_model.bert_config, rel_params),
-                              (tag_model.bert_config, tag_params))
-    log.info("exported to %s", out)
+    writer.write_export(export_dir, data_dir, meta, (rel_model.bert_config, rel_params),
+                        (tag_model.bert_config, tag_params))
+    log.info("exported to %s", storage.text(workdir / "export"))
   langs = languages_lib.resolve_languages(config.data.languages) if config.data.languages else None
   examples = evaluator.split_examples(data_dir, manifest, langs)
   if not examples:
     log.warning("no test split: skipping the test evaluation")
     if config.export and jax.process_index() == 0:
-      write_model_cards(workdir / "export", workdir, manifest, meta)  # a card that says there are no scores
+      write_model_cards(export_dir, workdir, manifest, meta)  # a card that says there are no scores
     return {}
   # All local devices predict (each process the whole test set, see evaluator.predict_records); the batch is
   # rounded up to split evenly over them rather than failing a finished run.
@@ -129,12 +137,12 @@ def finish_run(config, workdir: pathlib.Path, data_dir: pathlib.Path, manifest: 
   batch_size = -(-config.infer.batch_size // devices) * devices
   predictor = Predictor((rel_model.module, rel_params), (tag_model.module, tag_params), meta,
                         tokenize.load_tokenizer(data_dir / "tokenizer"), batch_size=batch_size)  # decoding: meta's
-  result = evaluator.evaluate_examples(predictor, examples, workdir / "report",
+  result = evaluator.evaluate_examples(predictor, examples, report_dir,
                                        train_sizes=evaluator.train_sizes_of(manifest), progress=True)
   if jax.process_index() == 0:
-    (workdir / "metrics.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    storage.write_atomically(workdir / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
     if config.export:
-      write_model_cards(workdir / "export", workdir, manifest, meta)
+      write_model_cards(export_dir, workdir, manifest, meta)
   return result
 
 

@@ -202,3 +202,22 @@ def local_folder(location: Path) -> Iterator[pathlib.Path]:
     yield copy
   finally:
     shutil.rmtree(copy, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(location: Path, *, upload: bool = True) -> Iterator[pathlib.Path]:
+  """A local folder to write `location`'s files in, for writers that need a local one (safetensors, reports):
+  `location` itself when local; for a URL a fresh folder under `cache_root()`, copied to `location` (when
+  `upload`) once the block ends without an error, so an interrupted writer leaves nothing half written there."""
+  if is_local(location):
+    yield location
+    return
+  root = cache_root()
+  root.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix="upload.", dir=root))
+  try:
+    yield staging
+    if upload:
+      copy_tree(staging, location)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,7 @@ import shutil
 import jax
 import numpy as np
 
-from herberta_jax import __version__
+from herberta_jax import __version__, storage
 from herberta_jax.data import tokenize
 from herberta_jax.data.example import NEGATIVE_LABEL
 from herberta_jax.hub.herberta_schema import FORMAT_VERSION as EXPORT_FORMAT_VERSION
@@ -69,7 +69,7 @@ def write_export(out_dir, data_dir, meta: dict, relation, tagger) -> pathlib.Pat
   prepared one in `data_dir`."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  tokenizer = tokenize.load_tokenizer(pathlib.Path(data_dir) / "tokenizer")
+  tokenizer = tokenize.load_tokenizer(storage.path(data_dir) / "tokenizer")  # data_dir may be a URL
   rel_config, rel_params = relation
   tag_config, tag_params = tagger
   id2label = dict(enumerate(meta["labels"]))
