@@ -188,20 +188,27 @@ def cache_root() -> pathlib.Path:
 
 
 @contextlib.contextmanager
+def _scratch(prefix: str) -> Iterator[pathlib.Path]:
+  """A fresh folder under `cache_root()`, deleted on exit."""
+  root = cache_root()
+  root.mkdir(parents=True, exist_ok=True)
+  folder = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+  try:
+    yield folder
+  finally:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def local_folder(location: Path) -> Iterator[pathlib.Path]:
   """A local folder with `location`'s files: the folder itself when local, else a fresh copy under
   `cache_root()` that is deleted on exit (what is loaded from it lives in memory by then)."""
   if is_local(location):
     yield location
     return
-  root = cache_root()
-  root.mkdir(parents=True, exist_ok=True)
-  copy = pathlib.Path(tempfile.mkdtemp(prefix="download.", dir=root))
-  try:
+  with _scratch("download.") as copy:
     copy_tree(location, copy)
     yield copy
-  finally:
-    shutil.rmtree(copy, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -212,12 +219,7 @@ def staged_folder(location: Path, *, upload: bool = True) -> Iterator[pathlib.Pa
   if is_local(location):
     yield location
     return
-  root = cache_root()
-  root.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix="upload.", dir=root))
-  try:
+  with _scratch("upload.") as staging:
     yield staging
     if upload:
       copy_tree(staging, location)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
