@@ -2,8 +2,9 @@
 
 Each folder the project makes carries a marker file: a training workdir `herberta_workdir.json`, an export
 `herberta.json` (its format record), an evaluation report `herberta_report.json`. `kind_of(folder)` reads them;
-`owner_of(path)` finds the marked folder a path lies in. Every CLI calls `check_outputs` before any work, so that
-no command writes over one of its inputs, into another workdir or export, or over a folder it did not make.
+`owners_of(path)` finds the marked folders a path lies in. The CLIs that write (train, prepare, predict, evaluate,
+export) call `check_output` before any work, so that none writes over one of its inputs, into another workdir or
+export, or over a folder it did not make.
 Paths may be local or `gs://` (herberta_jax.storage); links are followed for local ones.
 """
 
@@ -42,9 +43,15 @@ def kind_of(folder) -> str | None:
   return None
 
 
+# What a run prepares in its workdir before training: copied ahead into a new folder, they make it that run's.
+PREPARED_ENTRIES = {"data", "demo_corpus", "wordpiece"}
+
+
 def _holds_only_prepared_data(folder) -> bool:
-  """A folder that holds nothing but the `data/` prepared for a run: that run's workdir, about to start."""
-  return {entry.name for entry in folder.iterdir()} == {"data"} and (folder / "data" / "manifest.json").exists()
+  """A folder that holds nothing but data prepared for a run (`data/` with its manifest, perhaps the demo corpus
+  and vocabulary it came from): that run's workdir, about to start."""
+  return ({entry.name for entry in folder.iterdir()} <= PREPARED_ENTRIES
+          and (folder / "data" / "manifest.json").exists())
 
 
 def mark(folder, kind: str) -> None:
@@ -63,7 +70,8 @@ def _absolute(location) -> storage.Path:
 def _parents(location) -> list:
   """`location` and the folders above it, nearest first (up to the bucket for a URL)."""
   found = [location]
-  while (parent := found[-1].parent) != found[-1] and storage.text(parent).rstrip("/") not in ("gs:", ""):
+  while (parent := found[-1].parent) != found[-1] and storage.text(parent).rstrip("/") not in (
+      f"{storage.scheme(parent)}:", ""):
     found.append(parent)
   return found
 
@@ -71,12 +79,6 @@ def _parents(location) -> list:
 def owners_of(location) -> list[tuple[str, storage.Path]]:
   """(kind, folder) of every marked folder that `location` is or lies in, the nearest first."""
   return [(kind, folder) for folder in _parents(_absolute(location)) if (kind := kind_of(folder)) is not None]
-
-
-def owner_of(location) -> tuple[str, storage.Path] | None:
-  """(kind, folder) of the nearest marked folder that `location` is or lies in; None when none."""
-  owners = owners_of(location)
-  return owners[0] if owners else None
 
 
 def _same(a, b) -> bool:
@@ -122,7 +124,7 @@ def check_output(flag: str, output, *, kind: str | None, inputs: Iterable[tuple[
   if output_path.is_dir() and kind is None:
     raise UserError(f"{flag} {output}: is a directory; give a file path")
   if kind is not None and output_path.exists() and not output_path.is_dir():
-    raise UserFileExistsError(f"{flag} {output}: is a file, not a directory; give a directory path")
+    raise UserFileExistsError(f"{flag} {output}: is a file where a folder is expected; give a directory path")
   owners = owners_of(output_path)
   for owner_kind, folder in owners:
     itself = owner_kind == kind and _same(folder, output_path)
@@ -136,6 +138,19 @@ def check_output(flag: str, output, *, kind: str | None, inputs: Iterable[tuple[
   if not owners and kind is not None and _is_non_empty_folder(output_path) and not (overwrite or seeded):
     raise UserFileExistsError(f"{flag} {output}: exists, is not empty and is not a herberta_jax {kind}; choose "
                               f"another {flag}, or pass --overwrite to write into it anyway")
+
+
+_held: list[WorkdirLock] = []  # the locks this process holds, for `release_held_locks`
+
+
+def release_held_locks() -> None:
+  """Deletes the lock files this process holds, for a process about to end without unwinding (a forced exit on
+  preemption): a requeued run then finds its workdir free at once, on whatever host it starts."""
+  for lock in list(_held):
+    try:
+      lock.path.unlink()
+    except OSError:
+      pass
 
 
 class WorkdirLock:
@@ -159,6 +174,13 @@ class WorkdirLock:
 
   def _stale_reason(self, found: dict) -> str | None:
     """Why the lock's holder is gone, or None when it may still run."""
+    age = time.time() - float(found.get("renewed", 0))
+    if age > STALE_AFTER_SECONDS:  # on any host: a live holder renews it every HEARTBEAT_SECONDS
+      return f"it was last renewed {age:.0f} s ago"
+    if (found.get("host"), found.get("pid")) == (self.holder["host"], self.holder["pid"]):
+      if any(storage.text(lock.path) == storage.text(self.path) for lock in _held):
+        return None  # held by another run inside this process
+      return "it names this process's pid, which a restarted container reuses"
     if found.get("host") == self.holder["host"] and isinstance(found.get("pid"), int):
       try:
         os.kill(found["pid"], 0)
@@ -166,9 +188,7 @@ class WorkdirLock:
         return f"its process {found['pid']} no longer exists"
       except PermissionError:
         return None
-      return None
-    age = time.time() - float(found.get("renewed", 0))
-    return f"it was last renewed {age:.0f} s ago" if age > STALE_AFTER_SECONDS else None
+    return None
 
   def acquire(self) -> WorkdirLock:
     if self.path.exists():
@@ -184,6 +204,7 @@ class WorkdirLock:
       log.warning("%s: taking over a stale lock of pid %s on %s (%s)", storage.text(self.path), found.get("pid"),
                   found.get("host"), reason)
     self._write()
+    _held.append(self)
     self._renewer = threading.Thread(target=self._renew, name="workdir-lock", daemon=True)
     self._renewer.start()
     return self
@@ -197,6 +218,8 @@ class WorkdirLock:
 
   def release(self) -> None:
     self._stop.set()
+    if self in _held:
+      _held.remove(self)
     if self._renewer is not None:
       self._renewer.join()
       self._renewer = None

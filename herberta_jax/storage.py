@@ -66,7 +66,6 @@ def path(location: str | os.PathLike) -> Path:
   if importlib.util.find_spec(package) is None:
     raise MissingClientError(f"{os.fspath(location)}: {found}:// paths need the {package} package: "
                              f"pip install {package}")
-  os.environ.setdefault("EPATH_USE_TF", "false")  # see the module docstring
   from etils import epath
   return epath.Path(os.fspath(location))
 
@@ -173,8 +172,11 @@ def files_under(folder: Path) -> list[str]:
 
 
 def copy_tree(source: Path, destination: Path) -> None:
-  """Copies every file under `source` to the same relative place under `destination` (either may be remote)."""
-  for relative in files_under(source):
+  """Copies every file under `source` to the same relative place under `destination` (either may be remote).
+
+  The files at the top come last: a folder's marker (`herberta.json`, say) appears once the rest is there, so an
+  interrupted copy is never taken for a complete one."""
+  for relative in sorted(files_under(source), key=lambda name: ("/" not in name, name)):
     target = destination / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     with (source / relative).open("rb") as src, target.open("wb") as dst:

@@ -227,7 +227,8 @@ CASES = [
     Case("prepare-dir-without-tsv", "prepare", prep(), ("{d}/in", "no *.tsv"),
          setup=lambda w, d: (d / "in").mkdir(parents=True)),
     Case("prepare-out-holds-data", "prepare", lambda w, d: ["--input", str(w.train), "--tokenizer", str(w.minilm),
-                                                            "--out", str(w.workdir / "data")], ("--overwrite",)),
+                                                            "--out", str(w.workdir / "data")],
+         ("--out {w.workdir}/data", "lies inside the workdir")),
     # train
     Case("train-misspelt-key", "train", train("--config.relation.learnig_rate=1"),
          ("--config.relation.learnig_rate", "--config.relation.learning_rate")),

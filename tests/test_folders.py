@@ -33,9 +33,10 @@ def test_kinds_by_marker_and_legacy_layout(tmp_path, workdir):
   (legacy / "data" / "manifest.json").write_text("{}")
   assert folders.kind_of(legacy) == folders.WORKDIR
   assert folders.kind_of(tmp_path / "missing") is None
-  assert folders.owner_of(workdir / "relation" / "checkpoints") == (folders.WORKDIR, workdir.resolve())
-  assert folders.owner_of(workdir / "export" / "relation") == (folders.EXPORT, (workdir / "export").resolve())
-  assert folders.owner_of(tmp_path / "elsewhere" / "x.jsonl") is None
+  assert folders.owners_of(workdir / "relation" / "checkpoints") == [(folders.WORKDIR, workdir.resolve())]
+  assert folders.owners_of(workdir / "export" / "relation") == [(folders.EXPORT, (workdir / "export").resolve()),
+                                                                (folders.WORKDIR, workdir.resolve())]
+  assert folders.owners_of(tmp_path / "elsewhere" / "x.jsonl") == []
 
 
 def test_output_that_is_an_input_is_refused_also_through_a_link(tmp_path):
@@ -106,7 +107,7 @@ def test_non_empty_unmarked_folder_needs_overwrite(tmp_path):
 def test_file_where_a_folder_is_expected_and_folder_where_a_file_is(tmp_path):
   file = tmp_path / "f.txt"
   file.write_text("x")
-  with pytest.raises(UserFileExistsError, match="--out .*f.txt: is a file, not a directory"):
+  with pytest.raises(UserFileExistsError, match="--out .*f.txt: is a file where a folder is expected"):
     folders.check_output("--out", str(file), kind=folders.REPORT)
   with pytest.raises(UserError, match="--out .*: is a directory; give a file path"):
     folders.check_output("--out", str(tmp_path), kind=None)
@@ -126,6 +127,15 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, caplog):
   assert "taking over a stale lock" in caplog.text and "no longer exists" in caplog.text
 
 
+def test_lock_left_by_this_pid_after_a_restart_and_a_forced_exit_leaves_none(tmp_path):
+  (tmp_path / folders.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                   "renewed": time.time()}))
+  lock = folders.WorkdirLock(tmp_path).acquire()  # not held by this process: an earlier life's
+  folders.release_held_locks()  # what a forced exit on preemption does before os._exit
+  assert not (tmp_path / folders.LOCK).exists()
+  lock.release()
+
+
 def test_lock_of_another_host_is_stale_only_when_not_renewed(tmp_path):
   lock = tmp_path / folders.LOCK
   lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "renewed": time.time()}))
@@ -143,7 +153,7 @@ def test_checks_and_lock_on_a_bucket(gcs_bucket):
   folders.mark(workdir, folders.WORKDIR)
   storage.write_atomically(storage.path(f"{workdir}/export/herberta.json"), "{}")
   assert folders.kind_of(workdir) == folders.WORKDIR
-  assert folders.owner_of(f"{workdir}/relation/checkpoints")[0] == folders.WORKDIR
+  assert folders.owners_of(f"{workdir}/relation/checkpoints")[0][0] == folders.WORKDIR
   with pytest.raises(UserError, match="lies inside the workdir"):
     folders.check_output("--out", f"{workdir}/relation", kind=folders.EXPORT, own=workdir, overwrite=True)
   folders.check_output("--out", f"{workdir}/export", kind=folders.EXPORT, own=workdir, overwrite=True)

@@ -151,7 +151,7 @@ def root_card(*, name: str, meta: dict, manifest: dict, config: dict, metrics: d
   body = f"""# {name}
 
 Joint entity and relation extraction after HERBERTa (Seganti et al., EACL 2021), trained with herberta_jax
-{meta.get("herberta_jax_version", "")} (JAX/Flax) on {dataset_name} and exported to PyTorch: two BERTs, a relation classifier on `[CLS]` (`relation/`)
+(JAX/Flax; exported by version {meta.get("herberta_jax_version", "unknown")}) on {dataset_name} and exported to PyTorch: two BERTs, a relation classifier on `[CLS]` (`relation/`)
 and an entity tagger (`tagger/`) that reads `[CLS] [relation] [SEP] sentence [SEP]` and points at the start and
 end of both entities. The encoder was {origin}. Languages: {", ".join(languages_of(manifest)) or "unknown"}.
 

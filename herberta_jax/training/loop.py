@@ -5,7 +5,8 @@ metrics stay on the device and are fetched every `log_every_steps` and before ev
 so no checkpoint is written from steps whose losses were not yet seen finite; checkpoints are written while
 training goes on (checkpoint.py). Stage differences live in stages.py. The workdir may be a bucket (`gs://`):
 every file goes through `storage`. A preemption notice (SIGTERM, preemption.py) ends the loop at the next step
-boundary with a committed save of `latest/` and `preemption.Preempted`.
+boundary (with several processes, the next logging window) with a committed save of `latest/` and
+`preemption.Preempted`.
 """
 
 from __future__ import annotations

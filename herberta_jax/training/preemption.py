@@ -15,9 +15,9 @@ on "the fastest host's step + 1" in a background protocol, which a host running 
 loaded machine) had already passed when the answer came, so the hosts stopped at different steps and deadlocked.
 Our handler replaces the C++ one JAX's preemption service installs; the windows cost one small collective each.
 
-Once a stop is under way (the first SIGTERM in one process, the sync point in several), a second SIGTERM, or
-`deadline_s` (`HERBERTA_PREEMPTION_DEADLINE_S`, default 25 s) passing without the run having ended, exits at once
-with `os._exit(EXIT_REQUEUE)`. Signals are counted by a thread reading Python's wakeup fd, which gets one byte per
+Once a process has heard a first SIGTERM (or, with several processes, learnt of one at a window), a second
+SIGTERM, or `deadline_s` (`HERBERTA_PREEMPTION_DEADLINE_S`, default 25 s) passing without the run having ended,
+exits at once with `os._exit(EXIT_REQUEUE)`, releasing the workdir's lock first. Signals are counted by a thread reading Python's wakeup fd, which gets one byte per
 delivery: a Python handler runs only when the main thread is back in Python (not during a long XLA call), and two
 signals that arrive before it runs make one call. That leaves the last complete checkpoint intact: Orbax writes a step into a
 temporary directory renamed when complete (locally), or into its final directory with `commit_success.txt`
@@ -31,7 +31,6 @@ import os
 import signal
 import sys
 import threading
-import time
 
 import jax
 import numpy as np
@@ -74,6 +73,8 @@ def deadline_from_env(env=None) -> float:
 def _exit_now(reason: str) -> None:
   """Leaves the process at once with the requeue status: no cleanup, no waiting for threads."""
   try:
+    from herberta_jax import folders
+    folders.release_held_locks()  # a requeued run may start on another host at once
     sys.stderr.write(f"herberta_jax: {reason}: exiting at once with status {EXIT_REQUEUE} (requeue); the last "
                      "complete checkpoint is kept\n")
     sys.stderr.flush()
@@ -94,7 +95,6 @@ class Watcher:
     self.multiprocess = jax.process_count() > 1
     self._noticed = threading.Event()  # this process heard SIGTERM (or `request_stop`)
     self._stopping = threading.Event()  # the run stops: at the notice (one process), when agreed (several)
-    self.signal_time: float | None = None
     self._previous = None  # the SIGTERM handler replaced, restored on exit
     self._previous_wakeup = -1
     self._wakeup_write: int | None = None
@@ -170,7 +170,6 @@ class Watcher:
   def _start_deadline(self) -> None:
     if self._timer is not None:
       return
-    self.signal_time = time.time()
     self._timer = threading.Timer(self.deadline_s, _exit_now, args=(f"{self.deadline_s:g} s after the preemption "
                                                                    "notice the run had not ended",))
     self._timer.daemon = True
