@@ -129,14 +129,15 @@ def test_evaluate_reads_the_prepared_dev_and_test_splits_of_a_workdir(run, tmp_p
 
 
 def readme_snippet() -> str:
-  text = (REPO / "README.md").read_text()
-  section = text[text.index("## Using an export from PyTorch"):]
-  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  """The README's example of the export with PyTorch alone: its Python block that builds the pipeline."""
+  blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+  return next(block for block in blocks if "from transformers import pipeline" in block)
 
 
 def test_readme_pytorch_snippet_matches_the_jax_pipeline(run, capsys):
   workdir, _ = run
-  code = readme_snippet().replace('"/tmp/herberta_demo/export"', repr(str(workdir / "export")))
+  code = readme_snippet().replace('"runs/demo/export"', repr(str(workdir / "export")))
+  assert repr(str(workdir / "export")) in code
   namespace = {}
   exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
   assert capsys.readouterr().out.strip().startswith("{'relation':")
