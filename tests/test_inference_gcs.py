@@ -75,7 +75,7 @@ def test_a_non_empty_bucket_folder_needs_overwrite(workdir, gcs_server, gcs_buck
   storage.path(f"{url}/keep.txt").write_text("mine")
   proc = cli("export", "--workdir", str(workdir), "--out", url, env=env)
   assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  assert f"--out {url}: exists and is not empty" in proc.stderr and "--overwrite" in proc.stderr
+  assert f"--out {url}: exists, is not empty" in proc.stderr and "--overwrite" in proc.stderr
   assert listing(url) == ["keep.txt"]
 
   proc = cli("export", "--workdir", str(workdir), "--out", url, "--overwrite", env=env)

@@ -13,8 +13,11 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "herberta_jax"
 # What each layer may import from the package; a layer may always import itself. Training and hub sit side by
 # side: the run composes them (`run.py`), neither knows the other. The top floor is the CLIs and `run.py`. The
 # base is `errors.py`, the user-error types every layer raises and the CLIs catch, `console.py`, the progress
-# bar and log set-up every command shares, and `compile_cache.py`, the compilation cache every command turns on.
-BASE = {"herberta_jax.errors", "herberta_jax.console", "herberta_jax.compile_cache"}
+# bar and log set-up every command shares, `compile_cache.py`, the compilation cache every command turns on,
+# `storage.py`, the path layer under every read and write, `folders.py`, what the project's folders are and their
+# lock (which a forced exit on preemption releases), and the package's `__version__`, which exports record.
+BASE = {"herberta_jax.errors", "herberta_jax.console", "herberta_jax.compile_cache", "herberta_jax.storage",
+        "herberta_jax.folders", "herberta_jax.__version__"}
 ALLOWED = {
     "base": set(),
     "data": {"base"},
