@@ -32,13 +32,15 @@ STALE_AFTER_SECONDS = 4 * HEARTBEAT_SECONDS
 
 
 def kind_of(folder) -> str | None:
-  """`WORKDIR`, `EXPORT`, `REPORT` or None (not one of ours, or missing). A workdir from before the marker is
-  known by its `config.json` beside `data/manifest.json`."""
+  """`WORKDIR`, `EXPORT`, `REPORT` or None (not one of ours, or missing). A workdir without the marker (from
+  before it, or a stage trained by `loop.train_stage` alone) is known by `data/manifest.json` beside its
+  `config.json` or a stage's checkpoints."""
   folder = storage.path(folder)
   for kind, marker in MARKERS.items():
     if (folder / marker).exists():
       return kind
-  if (folder / "config.json").exists() and (folder / "data" / "manifest.json").exists():
+  if (folder / "data" / "manifest.json").exists() and any(
+      (folder / name).exists() for name in ("config.json", "relation/checkpoints", "tagger/checkpoints")):
     return WORKDIR
   return None
 
