@@ -1043,7 +1043,7 @@ IO_CASES = [
     IOCase("io-train-ctrl-c", cli_args("train", "--config", "configs/demo.py", "--workdir", "{d}/wd", *TINY_FLAGS,
                                        "--config.relation.checkpoint_every_steps=2"),
            ("interrupted", "last checkpoint", "rerun the same command"), code=130,
-           interrupt_when=exists("wd/relation/checkpoints")),
+           interrupt_when=has_lines("wd/relation/losses.jsonl", 1)),  # flushed before each save, every 2 steps
     IOCase("io-predict-out-full-disk", io_predict(out="/dev/full"), ("--out /dev/full", "no space left"),
            setup=given("in.txt", "One here.\n")),
     IOCase("io-predict-into-head", shell("{python} -m herberta_jax.predict --model {w.export} --input {d}/in/in.txt "
