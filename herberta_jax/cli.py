@@ -237,6 +237,11 @@ def os_error_message(error: OSError) -> str | None:
   return f"{where}: {what}"
 
 
+def os_error_reason(error: OSError) -> str:
+  """What went wrong, without the path: the advice for an error a user can act on, else the system's words."""
+  return _OS_ERRORS.get(error.errno) or error.strerror or one_line(error)
+
+
 def guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int | None:
   """Runs `main(argv)`, turning a known user error into one line and exit status 2, Ctrl-C into one line and exit
   status 130, and stdout's reader leaving (`| head`) into a quiet exit."""
@@ -286,8 +291,9 @@ def huge_pages_restart(environ: Mapping[str, str], argv: Sequence[str],
   glibc >= 2.35, or a command line that cannot run again (stdin's script, an interactive session).
 
   Why: XLA's CPU runtime allocates each execution's temporaries as one large buffer that glibc maps afresh every
-  step and faults in 4 KiB at a time; with `glibc.malloc.hugetlb=1` it is 2 MiB at a time (README, "Training
-  speed"; bench/bench_host_alloc.py). glibc reads the setting once, when a process starts.
+  step and faults in 4 KiB at a time; with `glibc.malloc.hugetlb=1` it is 2 MiB at a time (measured by
+  bench/bench_host_alloc.py: `git show 78d3b3b:bench/bench_host_alloc.py`).
+  glibc reads the setting once, when a process starts.
   """
   name, version = libc or platform.libc_ver()
   if (environ.get("HERBERTA_HUGE_PAGES", "1") == "0" or _RESTARTED in environ or name != "glibc"

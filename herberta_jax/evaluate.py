@@ -86,7 +86,8 @@ def local_inputs(paths: list[str]) -> Iterator[tuple[list[str], dict[str, str]]]
   keeping its name; local files and folders are read where they are."""
   copies: dict[str, str] = {}
   local: list[str] = []
-  with tempfile.TemporaryDirectory(prefix="evaluate.", dir=_cache_root()) as scratch:
+  with contextlib.ExitStack() as stack:
+    scratch = None  # made on the first copy, so local inputs need no writable cache
     for number, given in enumerate(paths):
       path = storage.path(given)
       if storage.is_local(path) and (path.is_file() or path.is_dir() or not path.exists()):
@@ -96,7 +97,10 @@ def local_inputs(paths: list[str]) -> Iterator[tuple[list[str], dict[str, str]]]
         raise app.UsageError(f"--input {given}: a folder in a bucket; give its .tsv files one by one", exitcode=2)
       if not path.exists():
         raise app.UsageError(f"--input {given}: no such file", exitcode=2)
-      copy = pathlib.Path(scratch) / str(number) / (path.name or "input.tsv")
+      if scratch is None:
+        made = tempfile.TemporaryDirectory(prefix="evaluate.", dir=_cache_root())
+        scratch = pathlib.Path(stack.enter_context(made))
+      copy = scratch / str(number) / (path.name or "input.tsv")
       copy.parent.mkdir()
       with path.open("rb") as src, open(copy, "wb") as dst:
         shutil.copyfileobj(src, dst, length=8 << 20)

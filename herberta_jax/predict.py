@@ -178,8 +178,7 @@ def write_out(out, line: str | None, output=None) -> None:
   except BrokenPipeError:
     raise  # cli.guarded: quiet when stdout's reader left, one line otherwise
   except OSError as error:
-    what = cli.os_error_message(error) or cli.one_line(error)
-    raise UserError(f"--out {_OUT.value}: cannot write ({what.split(': ', 1)[-1]})") from error
+    raise UserError(f"--out {_OUT.value}: cannot write ({cli.os_error_reason(error)})") from error
 
 
 def run() -> None:

@@ -110,6 +110,12 @@ def test_other_os_errors_keep_their_traceback():
     _exit_status(_raising(OSError(errno.EBADF, "Bad file descriptor")))
 
 
+def test_an_os_errors_reason_is_the_advice_or_else_the_systems_words_without_the_path():
+  assert cli.os_error_reason(OSError(errno.ENOSPC, "No space left on device", "/o")).startswith("no space left")
+  assert cli.os_error_reason(OSError(errno.ESTALE, "Stale file handle", "/mnt/nfs/o")) == "Stale file handle"
+  assert cli.os_error_reason(OSError("the bucket said no")) == "the bucket said no"
+
+
 def test_a_closed_stdout_pipe_ends_quietly_with_141():
   code = ("import sys; from herberta_jax import cli\n"
           "def main(argv):\n"

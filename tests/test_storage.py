@@ -2,6 +2,7 @@
 cannot do."""
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -88,3 +89,17 @@ def test_bucket_files_folders_append_copy_and_local_folder(gcs_bucket, tmp_path)
   assert not copy.exists()  # the downloaded copy is a cache, gone after use
   storage.remove(run / "export")
   assert not (run / "export").exists() and (run / "config.json").exists()
+
+
+def test_evaluate_reads_local_inputs_where_they_are_without_making_the_cache(tmp_path, monkeypatch):
+  from herberta_jax import evaluate
+  blocked = tmp_path / "a_file"
+  blocked.write_text("")
+  monkeypatch.setenv("HERBERTA_CACHE", str(blocked / "cache"))  # a cache that cannot be made (read-only HOME)
+  tsv = tmp_path / "dev.tsv"
+  tsv.write_text("id\tentity_1\tentity_2\tlabel\ttext\tlang\n")
+  given = [str(tsv), str(tmp_path), str(tmp_path / "missing.tsv")]
+  with evaluate.local_inputs(given) as (paths, copies):
+    assert paths == given and copies == {}
+  with pytest.raises(OSError), evaluate.local_inputs([os.devnull]):  # not a regular file: it is copied
+    pass

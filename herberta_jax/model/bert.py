@@ -27,7 +27,7 @@ SUPPORTED_TYPES = ("bert",) + ROBERTA_TYPES
 def _gelu(x):
   """HF's "gelu", the exact form, written as HF writes it: x/2 (1 + erf(x/sqrt 2)). `jax.nn.gelu(approximate=False)`
   computes it through erfc, which XLA's CPU backend evaluates about 3x slower than erf (bench/cpu_kernels.py): 5%
-  of the two-stage inference function (bench/model_rewrites.py)."""
+  of the two-stage inference function (bench/model_rewrites.py; both in `git show 78d3b3b:bench`)."""
   return x * 0.5 * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
@@ -178,7 +178,8 @@ class SelfAttention(nn.Module):
 
     # Heads-major operands: on the CPU, XLA fuses the softmax into a [B, L, heads, d] contraction and runs that
     # fusion at a tenth of matmul speed; with the heads moved ahead of the rows first, the two contractions are
-    # plain batched matmuls and the whole inference function runs about a fifth faster (bench/model_rewrites.py).
+    # plain batched matmuls and the whole inference function runs about a fifth faster
+    # (bench/model_rewrites.py: `git show 78d3b3b:bench/model_rewrites.py`).
     q, k, v = heads("query", queries), heads("key", x), heads("value", x)
     scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     # Softmax in float32 whatever the compute dtype: bfloat16 logits lose too much near the max.

@@ -8,7 +8,7 @@ and kept elements are scaled by its inverse in float32, so the expected output e
 rounding to the input's dtype. The words are drawn in the input's shape with the last axis halved, so with a
 threefry key a batch axis split over devices splits the random bits too (XLA's partitioner does not split rbg's:
 on 4 simulated CPU devices every device drew the whole batch's words).
-`python bench/bench_rng.py` times it against flax's on the MiniLM train step.
+`bench/bench_rng.py` timed it against flax's on the MiniLM train step (`git show 78d3b3b:bench/bench_rng.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _RBG_IMPLS = ("rbg", "unsafe_rbg")
 def random_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """uint32 random words of `shape` from `key`. An rbg-family key on the CPU draws them with XLA's threefry bit
   generator instead of its default Philox (what `jax.random.bits` uses), much the cheaper there
-  (`bench/bench_rng.py --masks ours,philox`). Elsewhere, and for threefry2x32 keys, `jax.random.bits`."""
+  (`78d3b3b:bench/bench_rng.py --masks ours,philox`). Elsewhere, and for threefry2x32 keys, `jax.random.bits`."""
   if str(jax.random.key_impl(key)) in _RBG_IMPLS and jax.default_backend() == "cpu":
     _, words = lax.rng_bit_generator(jax.random.key_data(key), shape, jnp.uint32,
                                      algorithm=lax.RandomAlgorithm.RNG_THREE_FRY)
