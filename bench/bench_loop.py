@@ -1,7 +1,7 @@
 """The real training loop against the bare jitted train step, MiniLM shape, on this machine.
 
   python bench/bench_loop.py [--steps 100] [--rounds 3] [--json] [--restart | --restart_only] [--restart_runs 3]
-                             [--compilation_cache_dir DIR] [--gcs]
+                             [--compilation_cache_dir DIR] [--gcs] [--against REV [--pairs 3]]
 
 Loop: `loop.train_stage` of the relation stage on the demo corpus (prepared records, the pipeline, the prefetch
 thread, logging every 25 steps, checkpoints every 50, one dev evaluation at the end); sentences/s over the steps
@@ -23,6 +23,11 @@ The goal is warm / cold <= 1/3. `--restart_only` skips the loop against the bare
 on a local fake GCS server (tests/fake_gcs.py) started by the bench: the path layer's cost against the same bare
 step. Its result goes to `loop_minilm_gcs.json`. A real bucket adds network latency this cannot show; the loop's
 reads run ahead in the feeding thread and its saves in the background, which is what it measures.
+
+`--against REV`: is this tree's loop slower than revision REV's? The bench runs `--pairs` times in this tree and in
+a temporary git worktree of REV, one round each, taking turns (this tree first), and compares the two sides'
+median loop rates and median loop / bare ratios, each side against its own bare step. `--json` adds the
+comparison to `loop_minilm.json` under "against".
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import logging
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -209,9 +215,14 @@ def main() -> None:
   parser.add_argument("--compilation_cache_dir", default="",
                       help="the loop's compilation cache (default: a new, empty one); the restarts keep their own")
   parser.add_argument("--gcs", action="store_true", help="data and workdirs in a bucket on a local fake GCS server")
+  parser.add_argument("--against", metavar="REV", help="compare with git revision REV, the two taking turns")
+  parser.add_argument("--pairs", type=int, default=3, help="with --against: runs on each side (default 3)")
   args = parser.parse_args()
   if args.gcs:
     gcs_loop(args)
+    return
+  if args.against:
+    against(args.against, args.pairs, args.steps, args.json)
     return
   if args.train_only:
     # The loop's "first step done" line is what the runs report; an imported library may have set up logging.
@@ -220,7 +231,7 @@ def main() -> None:
     return
   # --json replaces only the parts this run measured: the loop against the bare step, the restarts, or both.
   result = json.loads(RESULT.read_text()) if args.json and RESULT.exists() else {}
-  kept_restart = result.pop("restart", None)
+  kept_restart, kept_against = result.pop("restart", None), result.pop("against", None)
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     data_dir = data_setup.prepare_run_data(bench_config(None, args.steps, ""), tmp / "run")
@@ -236,9 +247,66 @@ def main() -> None:
                            **restart_runs(data_dir, tmp, args.restart_runs)}
     elif kept_restart:
       result["restart"] = kept_restart
+  if kept_against:
+    result["against"] = kept_against
   if args.json:
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULT}")
+
+
+def against(revision: str, pairs: int, steps: int, write_json: bool) -> None:
+  """This tree's loop against revision `revision`'s, one round of this script per run, the two taking turns."""
+  commit = subprocess.run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"], cwd=REPO, check=True,
+                          capture_output=True, text=True).stdout.strip()
+  head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                        text=True).stdout.strip()
+  sides: dict[str, list[dict]] = {"this_tree": [], commit: []}
+  with tempfile.TemporaryDirectory() as tmp:
+    other = pathlib.Path(tmp) / commit
+    subprocess.run(["git", "worktree", "add", "--detach", str(other), commit], cwd=REPO, check=True,
+                   capture_output=True)
+    try:
+      for pair in range(pairs):
+        for side, tree in (("this_tree", REPO), (commit, other)):
+          sides[side].append(one_round(tree, steps))
+          print(f"pair {pair + 1}/{pairs}, {side}: loop {sides[side][-1]['loop']:.1f} sentences/s, "
+                f"loop / bare {sides[side][-1]['ratio']:.3f}", flush=True)
+    finally:
+      subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=REPO, capture_output=True)
+  medians = {side: {key: statistics.median(run[key] for run in runs) for key in ("loop", "bare", "ratio")}
+             for side, runs in sides.items()}
+  this, base = medians["this_tree"], medians[commit]
+  result = {"revision": commit, "this_tree": head, "pairs": pairs, "runs": sides, "medians": medians,
+            "loop_rate_this_over_revision": this["loop"] / base["loop"],
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_model()}
+  print(f"medians over {pairs} runs each: this tree ({head}) loop {this['loop']:.1f} sentences/s, loop / bare "
+        f"{this['ratio']:.3f}; {commit} loop {base['loop']:.1f}, loop / bare {base['ratio']:.3f}; this tree's loop "
+        f"rate / {commit}'s: {result['loop_rate_this_over_revision']:.3f}")
+  if write_json:
+    kept = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    RESULT.write_text(json.dumps({**kept, "against": result}, indent=2) + "\n")
+    print(f"wrote {RESULT}")
+
+
+def cpu_model() -> str:
+  """The CPU's model name (what `lscpu` says) and core count: benches compare only on one machine."""
+  cpuinfo = pathlib.Path("/proc/cpuinfo")
+  names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+           if line.startswith("model name")]
+  return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
+
+
+def one_round(tree: pathlib.Path, steps: int) -> dict:
+  """One loop between two bare runs by `tree`'s copy of this script (a fresh process), from its printed summary."""
+  proc = subprocess.run([sys.executable, "bench/bench_loop.py", "--rounds", "1", "--steps", str(steps)], cwd=tree,
+                        capture_output=True, text=True)
+  summary = re.search(r"median ([\d.]+) \(goal.*Medians: loop ([\d.]+) sentences/s.*bare step ([\d.]+)",
+                      proc.stdout)
+  if proc.returncode != 0 or summary is None:
+    raise SystemExit(f"bench_loop in {tree} failed (exit {proc.returncode}):\n"
+                     f"{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+  ratio, loop_rate, bare_rate = map(float, summary.groups())
+  return {"loop": loop_rate, "bare": bare_rate, "ratio": ratio}
 
 
 def gcs_loop(args) -> None:
