@@ -91,15 +91,26 @@ def test_bucket_files_folders_append_copy_and_local_folder(gcs_bucket, tmp_path)
   assert not (run / "export").exists() and (run / "config.json").exists()
 
 
-def test_evaluate_reads_local_inputs_where_they_are_without_making_the_cache(tmp_path, monkeypatch):
-  from herberta_jax import evaluate
+def test_evaluate_reads_local_inputs_where_they_are_without_making_the_cache(tmp_path):
+  # In a fresh process: evaluate's absl flags would clash with other CLI modules imported by this test process.
+  code = """if True:
+    import os, sys
+    from herberta_jax import evaluate
+    given = sys.argv[1:]
+    with evaluate.local_inputs(given) as (paths, copies):
+      assert paths == given and copies == {}, (paths, copies)
+    try:
+      with evaluate.local_inputs([os.devnull]):  # not a regular file: it is copied, so it needs the cache
+        pass
+    except OSError:
+      print("the copy needed the cache")
+  """
   blocked = tmp_path / "a_file"
   blocked.write_text("")
-  monkeypatch.setenv("HERBERTA_CACHE", str(blocked / "cache"))  # a cache that cannot be made (read-only HOME)
   tsv = tmp_path / "dev.tsv"
   tsv.write_text("id\tentity_1\tentity_2\tlabel\ttext\tlang\n")
-  given = [str(tsv), str(tmp_path), str(tmp_path / "missing.tsv")]
-  with evaluate.local_inputs(given) as (paths, copies):
-    assert paths == given and copies == {}
-  with pytest.raises(OSError), evaluate.local_inputs([os.devnull]):  # not a regular file: it is copied
-    pass
+  env = {**os.environ, "PYTHONPATH": str(REPO), "HERBERTA_CACHE": str(blocked / "cache")}  # a read-only HOME's
+  proc = subprocess.run([sys.executable, "-c", code, str(tsv), str(tmp_path), str(tmp_path / "missing.tsv")],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.splitlines() == ["the copy needed the cache"]
