@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 import jax
 import numpy as np
+from bench_prepare_memory import cpu_model  # what lscpu names
 
 from configs import demo
 from herberta_jax import storage
@@ -278,7 +279,7 @@ def against(revision: str, pairs: int, steps: int, write_json: bool) -> None:
   this, base = medians["this_tree"], medians[commit]
   result = {"revision": commit, "this_tree": head, "pairs": pairs, "runs": sides, "medians": medians,
             "loop_rate_this_over_revision": this["loop"] / base["loop"],
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu_model()}
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu": f"{cpu_model()}, {os.cpu_count()} cores"}
   print(f"medians over {pairs} runs each: this tree ({head}) loop {this['loop']:.1f} sentences/s, loop / bare "
         f"{this['ratio']:.3f}; {commit} loop {base['loop']:.1f}, loop / bare {base['ratio']:.3f}; this tree's loop "
         f"rate / {commit}'s: {result['loop_rate_this_over_revision']:.3f}")
@@ -286,14 +287,6 @@ def against(revision: str, pairs: int, steps: int, write_json: bool) -> None:
     kept = json.loads(RESULT.read_text()) if RESULT.exists() else {}
     RESULT.write_text(json.dumps({**kept, "against": result}, indent=2) + "\n")
     print(f"wrote {RESULT}")
-
-
-def cpu_model() -> str:
-  """The CPU's model name (what `lscpu` says) and core count: benches compare only on one machine."""
-  cpuinfo = pathlib.Path("/proc/cpuinfo")
-  names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-           if line.startswith("model name")]
-  return f"{names[0] if names else platform.machine()}, {os.cpu_count()} cores"
 
 
 def one_round(tree: pathlib.Path, steps: int) -> dict:

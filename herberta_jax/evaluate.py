@@ -16,7 +16,6 @@ import json
 import pathlib
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 
 from absl import app, flags
@@ -98,8 +97,7 @@ def local_inputs(paths: list[str]) -> Iterator[tuple[list[str], dict[str, str]]]
       if not path.exists():
         raise app.UsageError(f"--input {given}: no such file", exitcode=2)
       if scratch is None:
-        made = tempfile.TemporaryDirectory(prefix="evaluate.", dir=_cache_root())
-        scratch = pathlib.Path(stack.enter_context(made))
+        scratch = stack.enter_context(storage.scratch_folder("evaluate."))
       copy = scratch / str(number) / (path.name or "input.tsv")
       copy.parent.mkdir()
       with path.open("rb") as src, open(copy, "wb") as dst:
@@ -107,12 +105,6 @@ def local_inputs(paths: list[str]) -> Iterator[tuple[list[str], dict[str, str]]]
       copies[str(copy)] = given
       local.append(str(copy))
     yield local, copies
-
-
-def _cache_root() -> pathlib.Path:
-  root = storage.cache_root()
-  root.mkdir(parents=True, exist_ok=True)
-  return root
 
 
 def _named_as_given(error: UserError, copies: dict[str, str]) -> UserError:

@@ -38,9 +38,9 @@ def train_and_evaluate(config, workdir, *, command: list[str] | None = None, ove
   the export's model card can say how the model was trained. Returns the test metrics (an empty dict when only one
   stage was trained or there is no test split). `workdir` may be a `gs://` URL.
 
-  A preemption notice (SIGTERM; with several processes, agreed at the next logging window) stops the run at the next step boundary
-  with the stage's `latest/` saved and committed: `preemption.Preempted` is raised (the train CLI exits 75), and
-  the same call again resumes there.
+  A preemption notice (SIGTERM) stops the run at the next step boundary (with several processes, the next logging
+  window, where they agree) with the stage's `latest/` saved and committed: `preemption.Preempted` is raised (the
+  train CLI exits 75), and the same call again resumes there.
 
   The workdir is checked first (`folders.check_output`: a new or empty folder, or a workdir; a non-empty folder
   of other files only with `overwrite`), marked as a workdir, and locked against a second run while this one

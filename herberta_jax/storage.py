@@ -190,8 +190,8 @@ def cache_root() -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def _scratch(prefix: str) -> Iterator[pathlib.Path]:
-  """A fresh folder under `cache_root()`, deleted on exit."""
+def scratch_folder(prefix: str) -> Iterator[pathlib.Path]:
+  """A fresh local folder under `cache_root()` (made on first use), deleted on exit."""
   root = cache_root()
   root.mkdir(parents=True, exist_ok=True)
   folder = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=root))
@@ -208,7 +208,7 @@ def local_folder(location: Path) -> Iterator[pathlib.Path]:
   if is_local(location):
     yield location
     return
-  with _scratch("download.") as copy:
+  with scratch_folder("download.") as copy:
     copy_tree(location, copy)
     yield copy
 
@@ -221,7 +221,7 @@ def staged_folder(location: Path, *, upload: bool = True) -> Iterator[pathlib.Pa
   if is_local(location):
     yield location
     return
-  with _scratch("upload.") as staging:
+  with scratch_folder("upload.") as staging:
     yield staging
     if upload:
       copy_tree(staging, location)

@@ -17,11 +17,12 @@ Our handler replaces the C++ one JAX's preemption service installs; the windows 
 
 Once a process has heard a first SIGTERM (or, with several processes, learnt of one at a window), a second
 SIGTERM, or `deadline_s` (`HERBERTA_PREEMPTION_DEADLINE_S`, default 25 s) passing without the run having ended,
-exits at once with `os._exit(EXIT_REQUEUE)`, releasing the workdir's lock first. Signals are counted by a thread reading Python's wakeup fd, which gets one byte per
-delivery: a Python handler runs only when the main thread is back in Python (not during a long XLA call), and two
-signals that arrive before it runs make one call. That leaves the last complete checkpoint intact: Orbax writes a step into a
-temporary directory renamed when complete (locally), or into its final directory with `commit_success.txt`
-written last (on `gs://`), and a restore lists only finished steps (tests/test_preemption.py kills saves midway).
+exits at once with `os._exit(EXIT_REQUEUE)`, releasing the workdir's lock first. Signals are counted by a thread
+reading Python's wakeup fd, which gets one byte per delivery: a Python handler runs only when the main thread is
+back in Python (not during a long XLA call), and two signals that arrive before it runs make one call. That leaves
+the last complete checkpoint intact: Orbax writes a step into a temporary directory renamed when complete
+(locally), or into its final directory with `commit_success.txt` written last (on `gs://`), and a restore lists
+only finished steps (tests/test_preemption.py kills saves midway).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import threading
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+from herberta_jax import folders
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,6 @@ def deadline_from_env(env=None) -> float:
 def _exit_now(reason: str) -> None:
   """Leaves the process at once with the requeue status: no cleanup, no waiting for threads."""
   try:
-    from herberta_jax import folders
     folders.release_held_locks()  # a requeued run may start on another host at once
     sys.stderr.write(f"herberta_jax: {reason}: exiting at once with status {EXIT_REQUEUE} (requeue); the last "
                      "complete checkpoint is kept\n")
