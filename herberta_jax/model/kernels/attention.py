@@ -1,0 +1,240 @@
+"""softmax(q k^T / sqrt(d) + key bias) with dropout on the probabilities, times v, without writing the
+probabilities: FlashAttention's scheme (Dao et al., 2022; its second version's loop order).
+
+The forward kernel takes one block of queries of one head and walks the keys block by block, keeping a running
+maximum and normaliser; it writes the output and one log-sum-exp per query. The backward pass recomputes the
+probabilities from those: one kernel per key block accumulates dK and dV over the queries, one per query block
+accumulates dQ over the keys. Dropout decisions come from `hashed_dropout`, so the three kernels and the
+reference agree on every element's mask without storing it.
+
+Sequences are padded to a multiple of 16 (Triton's smallest matrix tile) with keys the bias masks out, and cut
+back after. Shapes the kernel does not take (fewer than 16 queries, as in the last layer of a [CLS]-only
+encoder, or a head width that is not a power of two) run the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+from herberta_jax.model.kernels import hashed_dropout
+from herberta_jax.model.kernels.launch import pallas_call, row_block
+
+_TILE = 16  # Triton's smallest dot operand side
+_BLOCK = 64
+_MASKED = float(np.finfo(np.float32).min)
+
+
+def reference(q, k, v, key_bias, seed, *, rate: float):
+  """The op in plain JAX. q: [B, H, Lq, d]; k, v: [B, H, Lk, d]; key_bias: [B, Lk] float32, added to every
+  query's scores (0 where attended, very negative where masked). The mask of probability (b, h, i, j) is
+  keep(seed, ((b H + h) Lq + i) Lk + j)."""
+  batch, heads, lq, d = q.shape
+  lk = k.shape[2]
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+  probs = jax.nn.softmax(scores + key_bias[:, None, None, :].astype(jnp.float32), axis=-1)
+  if rate > 0.0:
+    index = jnp.arange(batch * heads * lq * lk, dtype=jnp.uint32).reshape(probs.shape)
+    probs = jnp.where(hashed_dropout.keep(seed[0], index, rate), probs * hashed_dropout.scale(rate), 0.0)
+  return jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32).astype(q.dtype)
+
+
+def fits(query_length: int, head_dim: int) -> bool:
+  """Whether the kernel takes these shapes (else `attention` runs the reference)."""
+  return query_length >= _TILE and head_dim >= _TILE and head_dim & (head_dim - 1) == 0
+
+
+def attention(q, k, v, key_bias, seed, *, rate: float, impl: str):
+  """`reference`'s result; `impl` "pallas" or "interpret" runs the kernels where `fits`."""
+  batch, heads, lq, d = q.shape
+  lk = k.shape[2]
+  if impl == "reference" or not fits(lq, d):
+    return reference(q, k, v, key_bias, seed, rate=rate)
+  lq_pad, lk_pad = (-(-n // _TILE) * _TILE for n in (lq, lk))
+
+  def rows(x, length, padded):
+    x = x.reshape(batch * heads, length, d)
+    return jnp.pad(x, ((0, 0), (0, padded - length), (0, 0))) if padded > length else x
+
+  bias = key_bias.astype(jnp.float32)
+  if lk_pad > lk:
+    bias = jnp.pad(bias, ((0, 0), (0, lk_pad - lk)), constant_values=_MASKED)
+  shape = _Shape(heads=heads, lq=lq, lk=lk, block_q=row_block(lq_pad, _BLOCK), block_k=row_block(lk_pad, _BLOCK),
+                 scale=1.0 / math.sqrt(d))
+  out = _fused(rate, impl, shape, rows(q, lq, lq_pad), rows(k, lk, lk_pad), rows(v, lk, lk_pad),
+               lax.stop_gradient(bias), seed)
+  return out[:, :lq].reshape(batch, heads, lq, d)
+
+
+class _Shape(tuple):
+  """The static facts every kernel needs (hashable, for custom_vjp's static arguments)."""
+
+  def __new__(cls, **fields):
+    obj = super().__new__(cls, tuple(sorted(fields.items())))
+    obj.__dict__.update(fields)
+    return obj
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _fused(rate, impl, shape, q, k, v, bias, seed):
+  return _forward(rate, impl, shape, q, k, v, bias, seed)[0]
+
+
+def _probabilities(q, k, bias, lse, rows, cols, bh, seed_ref, *, rate, shape):
+  """The block's softmax probabilities (from the saved log-sum-exp) and its dropout mask (None at rate 0)."""
+  scores = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+  probs = jnp.exp(scores * shape.scale + bias[None, :] - lse[:, None])
+  return probs, _keep(rows, cols, bh, seed_ref, rate=rate, shape=shape)
+
+
+def _keep(rows, cols, bh, seed_ref, *, rate, shape):
+  if rate == 0.0:
+    return None
+  index = ((bh.astype(jnp.uint32) * jnp.uint32(shape.lq) + rows.astype(jnp.uint32)) * jnp.uint32(shape.lk)
+           + cols.astype(jnp.uint32))
+  return hashed_dropout.keep(seed_ref[0], index, rate)
+
+
+def _dropped(x, keep, rate):
+  return x if keep is None else jnp.where(keep, x * hashed_dropout.scale(rate), 0.0)
+
+
+def _forward_kernel(seed_ref, q_ref, k_ref, v_ref, bias_ref, o_ref, lse_ref, *, rate, shape):
+  bh, q_block = pl.program_id(0), pl.program_id(1)
+  bq, bk = shape.block_q, shape.block_k
+  q = q_ref[...]
+  rows = q_block * bq + lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
+  base_cols = lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+
+  def step(j, carry):
+    acc, running_max, normaliser = carry
+    start = pl.multiple_of(j * bk, bk)
+    k, v = k_ref[pl.ds(start, bk), :], v_ref[pl.ds(start, bk), :]
+    scores = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    scores = scores * shape.scale + bias_ref[pl.ds(start, bk)][None, :]
+    new_max = jnp.maximum(running_max, jnp.max(scores, axis=1))
+    correction = jnp.exp(running_max - new_max)
+    probs = jnp.exp(scores - new_max[:, None])
+    normaliser = normaliser * correction + jnp.sum(probs, axis=1)
+    probs = _dropped(probs, _keep(rows, start + base_cols, bh, seed_ref, rate=rate, shape=shape), rate)
+    acc = acc * correction[:, None] + lax.dot_general(probs.astype(v.dtype), v, (((1,), (0,)), ((), ())),
+                                                      preferred_element_type=jnp.float32)
+    return acc, new_max, normaliser
+
+  d = q.shape[-1]
+  acc, running_max, normaliser = lax.fori_loop(
+      0, k_ref.shape[0] // bk, step,
+      (jnp.zeros((bq, d), jnp.float32), jnp.full((bq,), -jnp.inf, jnp.float32), jnp.zeros((bq,), jnp.float32)))
+  o_ref[...] = (acc / normaliser[:, None]).astype(o_ref.dtype)
+  lse_ref[...] = running_max + jnp.log(normaliser)
+
+
+def _specs(shape, lq_pad, lk_pad, d, *, by_keys: bool):
+  """Block specs over the grid (batch x heads, query or key blocks): this program's block of the axis it owns,
+  the whole of the other (walked inside the kernel)."""
+  bq, bk = shape.block_q, shape.block_k
+  heads = shape.heads
+  if by_keys:
+    queries = pl.BlockSpec((None, lq_pad, d), lambda bh, i: (bh, 0, 0))
+    keys = pl.BlockSpec((None, bk, d), lambda bh, i: (bh, i, 0))
+    per_query = pl.BlockSpec((None, lq_pad), lambda bh, i: (bh, 0))
+    bias = pl.BlockSpec((None, bk), lambda bh, i: (bh // heads, i))
+  else:
+    queries = pl.BlockSpec((None, bq, d), lambda bh, i: (bh, i, 0))
+    keys = pl.BlockSpec((None, lk_pad, d), lambda bh, i: (bh, 0, 0))
+    per_query = pl.BlockSpec((None, bq), lambda bh, i: (bh, i))
+    bias = pl.BlockSpec((None, lk_pad), lambda bh, i: (bh // heads, 0))
+  return queries, keys, per_query, bias, pl.BlockSpec((1,), lambda bh, i: (0,))
+
+
+def _forward(rate, impl, shape, q, k, v, bias, seed):
+  bh, lq_pad, d = q.shape
+  queries, keys, per_query, bias_spec, seed_spec = _specs(shape, lq_pad, k.shape[1], d, by_keys=False)
+  out, lse = pallas_call(
+      functools.partial(_forward_kernel, rate=rate, shape=shape), impl=impl, grid=(bh, lq_pad // shape.block_q),
+      in_specs=[seed_spec, queries, keys, keys, bias_spec], out_specs=[queries, per_query],
+      out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((bh, lq_pad), jnp.float32)],
+      name="attention")(seed, q, k, v, bias)
+  return out, (q, k, v, bias, seed, out, lse)
+
+
+def _key_grads_kernel(seed_ref, q_ref, k_ref, v_ref, bias_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, rate,
+                      shape):
+  bh, k_block = pl.program_id(0), pl.program_id(1)
+  bq, bk = shape.block_q, shape.block_k
+  k, v, bias = k_ref[...], v_ref[...], bias_ref[...]
+  cols = k_block * bk + lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+  base_rows = lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
+
+  def step(i, carry):
+    dk, dv = carry
+    start = pl.multiple_of(i * bq, bq)
+    q, do = q_ref[pl.ds(start, bq), :], do_ref[pl.ds(start, bq), :]
+    probs, keep = _probabilities(q, k, bias, lse_ref[pl.ds(start, bq)], start + base_rows, cols, bh, seed_ref,
+                                 rate=rate, shape=shape)
+    dv = dv + lax.dot_general(_dropped(probs, keep, rate).astype(do.dtype), do, (((0,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+    dprobs = _dropped(lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32), keep,
+                      rate)
+    dscores = probs * (dprobs - delta_ref[pl.ds(start, bq)][:, None])
+    dk = dk + lax.dot_general(dscores.astype(q.dtype), q, (((0,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+    return dk, dv
+
+  d = k.shape[-1]
+  zeros = jnp.zeros((bk, d), jnp.float32)
+  dk, dv = lax.fori_loop(0, q_ref.shape[0] // bq, step, (zeros, zeros))
+  dk_ref[...] = (dk * shape.scale).astype(dk_ref.dtype)
+  dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def _query_grads_kernel(seed_ref, q_ref, k_ref, v_ref, bias_ref, do_ref, lse_ref, delta_ref, dq_ref, *, rate, shape):
+  bh, q_block = pl.program_id(0), pl.program_id(1)
+  bq, bk = shape.block_q, shape.block_k
+  q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
+  rows = q_block * bq + lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
+  base_cols = lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+
+  def step(j, dq):
+    start = pl.multiple_of(j * bk, bk)
+    k, v = k_ref[pl.ds(start, bk), :], v_ref[pl.ds(start, bk), :]
+    probs, keep = _probabilities(q, k, bias_ref[pl.ds(start, bk)], lse, rows, start + base_cols, bh, seed_ref,
+                                 rate=rate, shape=shape)
+    dprobs = _dropped(lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32), keep,
+                      rate)
+    dscores = probs * (dprobs - delta[:, None])
+    return dq + lax.dot_general(dscores.astype(k.dtype), k, (((1,), (0,)), ((), ())),
+                                preferred_element_type=jnp.float32)
+
+  dq = lax.fori_loop(0, k_ref.shape[0] // bk, step, jnp.zeros(q.shape, jnp.float32))
+  dq_ref[...] = (dq * shape.scale).astype(dq_ref.dtype)
+
+
+def _backward(rate, impl, shape, saved, dout):
+  q, k, v, bias, seed, out, lse = saved
+  bh, lq_pad, d = q.shape
+  lk_pad = k.shape[1]
+  # Each query's sum over keys of probability x d(probability), which is dout . out (dropout included).
+  delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+  inputs = (seed, q, k, v, bias, dout, lse, delta)
+  queries, keys, per_query, bias_spec, seed_spec = _specs(shape, lq_pad, lk_pad, d, by_keys=True)
+  dk, dv = pallas_call(
+      functools.partial(_key_grads_kernel, rate=rate, shape=shape), impl=impl, grid=(bh, lk_pad // shape.block_k),
+      in_specs=[seed_spec, queries, keys, keys, bias_spec, queries, per_query, per_query], out_specs=[keys, keys],
+      out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
+      name="attention_key_grads")(*inputs)
+  queries, keys, per_query, bias_spec, seed_spec = _specs(shape, lq_pad, lk_pad, d, by_keys=False)
+  dq = pallas_call(
+      functools.partial(_query_grads_kernel, rate=rate, shape=shape), impl=impl, grid=(bh, lq_pad // shape.block_q),
+      in_specs=[seed_spec, queries, keys, keys, bias_spec, queries, per_query, per_query], out_specs=queries,
+      out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype), name="attention_query_grads")(*inputs)
+  return dq, dk, dv, jnp.zeros_like(bias), np.zeros(seed.shape, jax.dtypes.float0)
+
+
+_fused.defvjp(_forward, _backward)
