@@ -79,6 +79,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       init_from="",  # HF checkpoint dir or hub name; "" = from scratch with model.scratch
       dtype="float32",  # compute dtype (bfloat16 on GPU/TPU); parameters stay float32
+      # Fused kernels for the encoder: "all" or a comma-separated subset of layer_norm (LayerNorm with its residual
+      # add and dropout), bias_gelu, attention (with its dropout); "" = none. Pallas kernels on a GPU, their
+      # pure-JAX references elsewhere. Dropout masks then come from a hash, not JAX's generator: same rates,
+      # other draws. Off by default until a GPU run shows the step faster (docs/performance.md).
+      kernels="",
       # The encoder's shape and dropout when init_from is "" (BERT's names; ignored for a pretrained init).
       scratch=dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, hidden_dropout=0.1,
                    attention_dropout=0.1, max_position_embeddings=512),

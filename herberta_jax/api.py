@@ -250,6 +250,17 @@ def _check_load_arguments(path, *, top_k, top_m, batch_size, dtype, max_span_len
       raise TypeError(f"{name}={value!r}: expected True, False or None, got {type(value).__name__}")
 
 
+def _check_kernels(names) -> None:
+  if not isinstance(names, str):
+    raise TypeError(f"kernels={names!r}: expected a str (\"all\" or comma-separated names), got "
+                    f"{type(names).__name__}")
+  from herberta_jax.model import kernels
+  try:
+    kernels.parse(names)
+  except ValueError as error:
+    raise ArgumentError(f"kernels={names!r}: {error}") from None
+
+
 def _import_transformers_quietly() -> None:
   """Imports transformers without its import-time advice ("PyTorch was not found": the API needs no PyTorch),
   leaving its logging as it would otherwise be. A TRANSFORMERS_VERBOSITY the user set is kept."""
@@ -265,7 +276,7 @@ def _import_transformers_quietly() -> None:
 
 def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None = None, batch_size: int = 64,
          dtype: str | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
-         ordered_entities: bool | None = None, lengths_per_doubling: int = 8) -> Model:
+         ordered_entities: bool | None = None, lengths_per_doubling: int = 8, kernels: str = "") -> Model:
   """Loads a trained pipeline for `Model.extract`.
 
   Args:
@@ -280,17 +291,20 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
       export).
     lengths_per_doubling: padded batch lengths per doubling of the length (8: ..., 16, 18, ..., 32, 36, ...; more
       pads less and compiles more programs).
+    kernels: fused GPU kernels for the encoders: "all" or a comma-separated subset of "layer_norm", "bias_gelu",
+      "attention" ("": none). Off a GPU they run as their pure-JAX references.
 
   Raises:
     herberta_jax.errors.UserError: `path` is not an export or workdir, or its files are incomplete or disagree
       with each other (the message names the file and the field).
     TypeError: an argument of the wrong type (the message names it).
     ValueError: a `batch_size` the devices cannot share, a `top_k`/`top_m`/`max_span_len`/`lengths_per_doubling`
-      under 1, or a `dtype` not in `DTYPES`.
+      under 1, a `dtype` not in `DTYPES`, or an unknown kernel.
   """
   _check_load_arguments(path, top_k=top_k, top_m=top_m, batch_size=batch_size, dtype=dtype,
                         max_span_len=max_span_len, disjoint_entities=disjoint_entities,
                         ordered_entities=ordered_entities, lengths_per_doubling=lengths_per_doubling)
+  _check_kernels(kernels)
   _import_transformers_quietly()
   from herberta_jax.hub import format as export_format
   from herberta_jax.inference.predictor import load_export
@@ -301,6 +315,6 @@ def load(path: str | os.PathLike, *, top_k: int | None = None, top_m: int | None
   top_m = decoding["top_m"] if top_m is None else top_m
   options = {"batch_size": batch_size, "dtype": dtype, "max_span_len": max_span_len,
              "disjoint_entities": disjoint_entities, "ordered_entities": ordered_entities,
-             "lengths_per_doubling": lengths_per_doubling}
+             "lengths_per_doubling": lengths_per_doubling, "kernels": kernels}
   return Model(loaded.directory, loaded.relation, loaded.tagger, loaded.meta, loaded.tokenizer, top_k=top_k,
                top_m=top_m, options=options)

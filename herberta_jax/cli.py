@@ -80,6 +80,9 @@ class ModelFlags:
         "lengths_per_doubling", 8, "Padded batch lengths per doubling of the length (8: ..., 16, 18, ..., 32, 36, "
         "...): a batch is padded by under 1/N of its length. More pads less but compiles more programs (each about "
         "2 s on a CPU, 12 s on a GPU, once: they are cached).")
+    self.kernels = flags.DEFINE_string(
+        "kernels", "", "Fused GPU kernels for the encoders: 'all' or a comma-separated subset of layer_norm, "
+        "bias_gelu, attention ('': none). Off a GPU they run as their pure-JAX references.")
     self.retired_bucket_step = flags.DEFINE_integer("bucket_step", None, "Retired: see --lengths_per_doubling.")
     self.compilation_cache_dir = flags.DEFINE_string(
         "compilation_cache_dir", compile_cache.DEFAULT_DIR, "XLA's persistent compilation cache ('' turns it off): "
@@ -104,6 +107,11 @@ class ModelFlags:
                  self.cpu_devices):
       if flag.value is not None and flag.value < 1:
         raise app.UsageError(f"--{flag.name}={flag.value}: must be at least 1", exitcode=2)
+    from herberta_jax.model import kernels  # the model layer: only once the flags are being checked
+    try:
+      kernels.parse(self.kernels.value)
+    except ValueError as error:
+      raise app.UsageError(f"--kernels={self.kernels.value}: {error}", exitcode=2) from None
     if self.cpu_devices.value and self.batch_size.value % self.cpu_devices.value:
       raise app.UsageError(f"--cpu_devices={self.cpu_devices.value}: must divide --batch_size={self.batch_size.value} "
                            f"(each device computes an equal share of every batch)", exitcode=2)
@@ -112,7 +120,7 @@ class ModelFlags:
     return {"top_k": self.top_k.value, "top_m": self.top_m.value, "max_span_len": self.max_span_len.value,
             "disjoint_entities": self.disjoint_entities.value, "ordered_entities": self.ordered_entities.value,
             "batch_size": self.batch_size.value, "dtype": self.dtype.value,
-            "lengths_per_doubling": self.lengths_per_doubling.value}
+            "lengths_per_doubling": self.lengths_per_doubling.value, "kernels": self.kernels.value}
 
 
 def debugging(argv: Sequence[str] = ()) -> bool:

@@ -7,6 +7,7 @@ a zero learning rate trains nothing). Checks are by range and choice only; paths
 from __future__ import annotations
 
 from herberta_jax.errors import ConfigError
+from herberta_jax.model import kernels
 
 _STAGES = ("relation", "tagger")
 
@@ -74,8 +75,17 @@ def check_config(config) -> None:
   _require(config, "mesh.num_devices", lambda v: v == -1 or _positive_int(v), "use -1 (every device) or >= 1")
   _require(config, "model.dtype", lambda v: v in ("float32", "bfloat16", "float16"),
            "use float32, bfloat16 or float16")
+  _require(config, "model.kernels", _kernel_names,
+           f"use \"\" (none), \"all\" or a comma-separated subset of {', '.join(kernels.NAMES)}")
   _require(config, "dropout_rng_impl", lambda v: v in ("rbg", "unsafe_rbg", "threefry2x32"),
            "use rbg, unsafe_rbg or threefry2x32")
+
+
+def _kernel_names(value) -> bool:
+  try:
+    return isinstance(value, str) and kernels.parse(value) is not None
+  except ValueError:
+    return False
 
 
 def _changed(old, new) -> bool:

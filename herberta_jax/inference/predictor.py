@@ -143,12 +143,13 @@ class Predictor:
                top_m: int | None = None, max_span_len: int | None = None, disjoint_entities: bool | None = None,
                ordered_entities: bool | None = None, devices: Sequence[jax.Device] | None = None,
                dtype: str | None = None, lengths_per_doubling: int = 8, window_batches: int = 64,
-               sub_batches: int | None = None):
+               sub_batches: int | None = None, kernels: str | Sequence[str] = ()):
     """Decoding settings left as None take the run's own (`meta["decoding"]`, written by the export).
 
     `batch_size` is the global batch, split over `devices` (default: all local devices), so it must divide by
     their number. `dtype` sets the compute dtype (e.g. "bfloat16"; parameters stay float32). `sub_batches`: how
     many independent sub-batches each batch is computed as (`make_two_stage_fn`); default 2 on CPUs, 1 elsewhere.
+    `kernels`: fused kernels for the encoders ("all" or names from `herberta_jax.model.kernels.NAMES`).
     """
     self.devices = list(devices or jax.local_devices())
     if lengths_per_doubling < 1:
@@ -160,9 +161,10 @@ class Predictor:
       raise ArgumentError(f"--batch_size={batch_size}: must be a positive multiple of the {len(self.devices)} local "
                           f"devices (it is split evenly over them)")
     (relation_module, relation_params), (tagger_module, tagger_params) = relation, tagger
-    if dtype:
-      relation_module = relation_module.clone(config=dataclasses.replace(relation_module.config, dtype=dtype))
-      tagger_module = tagger_module.clone(config=dataclasses.replace(tagger_module.config, dtype=dtype))
+    changes = {**({"dtype": dtype} if dtype else {}), **({"kernels": kernels} if kernels else {})}
+    if changes:
+      relation_module = relation_module.clone(config=dataclasses.replace(relation_module.config, **changes))
+      tagger_module = tagger_module.clone(config=dataclasses.replace(tagger_module.config, **changes))
     self.relation_module, self.tagger_module = relation_module, tagger_module
     mesh = Mesh(np.array(self.devices), ("batch",))
     self.batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))

@@ -18,7 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from herberta_jax.model import kernels
 from herberta_jax.model.dropout import Dropout
+from herberta_jax.model.kernels import attention as fused_attention
+from herberta_jax.model.kernels import bias_gelu, hashed_dropout, residual_norm
 
 ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
 SUPPORTED_TYPES = ("bert",) + ROBERTA_TYPES
@@ -58,8 +61,17 @@ class BertConfig:
   pad_token_id: int = 0
   model_type: str = "bert"
   dtype: str = "float32"  # compute dtype; parameters stay float32
+  # Fused kernels (model/kernels) in place of XLA's code for these ops; not part of the checkpoint. kernel_impl
+  # "auto" runs them on a GPU and their pure-JAX references elsewhere (the same math, dropout masks included).
+  kernels: tuple[str, ...] = ()
+  kernel_impl: str = "auto"
 
   def __post_init__(self):
+    object.__setattr__(self, "kernels", kernels.parse(self.kernels))  # a JSON list or "a,b" becomes a tuple
+    kernels.resolve(self.kernel_impl)  # refuses an unknown impl
+    if "bias_gelu" in self.kernels and self.hidden_act != "gelu":
+      raise ValueError(f"the bias_gelu kernel computes the exact GELU; this encoder's hidden_act is "
+                       f"{self.hidden_act!r}: leave bias_gelu out of kernels")
     if self.model_type not in SUPPORTED_TYPES:
       raise ValueError(f"model_type {self.model_type!r} is not supported: use one of {', '.join(SUPPORTED_TYPES)}")
     if self.hidden_act not in _ACTIVATIONS:
@@ -181,6 +193,11 @@ class SelfAttention(nn.Module):
     # plain batched matmuls and the whole inference function runs about a fifth faster
     # (bench/model_rewrites.py: `git show 78d3b3b:bench/model_rewrites.py`).
     q, k, v = heads("query", queries), heads("key", x), heads("value", x)
+    if "attention" in cfg.kernels:
+      rate = 0.0 if deterministic else cfg.attention_dropout
+      attended = fused_attention.attention(q, k, v, bias[:, 0, 0, :], _kernel_seed(self, rate), rate=rate,
+                                           impl=kernels.resolve(cfg.kernel_impl)).transpose(0, 2, 1, 3)
+      return attended.reshape(batch, queries.shape[1], cfg.hidden_size)
     scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     # Softmax in float32 whatever the compute dtype: bfloat16 logits lose too much near the max.
     probs = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(v.dtype)
@@ -207,8 +224,41 @@ class _Output(nn.Module):
   @nn.compact
   def __call__(self, x, residual, deterministic: bool):
     cfg = self.config
+    if "layer_norm" in cfg.kernels:
+      rate = 0.0 if deterministic else cfg.hidden_dropout
+      gamma, beta = _NormParams(cfg.hidden_size, name="LayerNorm")()
+      return residual_norm.dropout_add_layer_norm(
+          _dense(cfg.hidden_size, cfg, "dense")(x), residual.astype(jnp.dtype(cfg.dtype)), gamma, beta,
+          _kernel_seed(self, rate), rate=rate, eps=cfg.layer_norm_eps, impl=kernels.resolve(cfg.kernel_impl))
     out = Dropout(cfg.hidden_dropout)(_dense(cfg.hidden_size, cfg, "dense")(x), deterministic=deterministic)
     return _layer_norm(cfg)(out + residual)
+
+
+class _NormParams(nn.Module):
+  """nn.LayerNorm's parameters under its names and initialisers, returned for a fused kernel to apply."""
+  features: int
+
+  @nn.compact
+  def __call__(self):
+    return (self.param("scale", nn.initializers.ones_init(), (self.features,)),
+            self.param("bias", nn.initializers.zeros_init(), (self.features,)))
+
+
+class _DenseParams(nn.Module):
+  """nn.Dense's parameters under its names and initialisers, returned for a fused kernel to apply."""
+  features: int
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    return (self.param("kernel", _init, (in_features, self.features)),
+            self.param("bias", nn.initializers.zeros_init(), (self.features,)))
+
+
+def _kernel_seed(module: nn.Module, rate: float) -> jax.Array:
+  """A fused kernel's dropout seed from the module's "dropout" rng; a constant when nothing is dropped."""
+  if rate == 0.0:
+    return jnp.zeros((1,), jnp.uint32)
+  return hashed_dropout.seed_from(module.make_rng("dropout"))
 
 
 class _Intermediate(nn.Module):
@@ -216,7 +266,13 @@ class _Intermediate(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return _ACTIVATIONS[self.config.hidden_act](_dense(self.config.intermediate_size, self.config, "dense")(x))
+    cfg = self.config
+    if "bias_gelu" in cfg.kernels:
+      kernel, bias = _DenseParams(cfg.intermediate_size, name="dense")(x.shape[-1])
+      dtype = jnp.dtype(cfg.dtype)
+      return bias_gelu.bias_gelu(jnp.dot(x.astype(dtype), kernel.astype(dtype)), bias,
+                                 impl=kernels.resolve(cfg.kernel_impl))
+    return _ACTIVATIONS[cfg.hidden_act](_dense(cfg.intermediate_size, cfg, "dense")(x))
 
 
 class Layer(nn.Module):

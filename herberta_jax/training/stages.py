@@ -182,7 +182,14 @@ def build(name: str, config, manifest: dict, mesh, *, load_pretrained: bool = Tr
                                       dtype=config.model.dtype)
   else:
     bert_config = scratch_bert_config(config, manifest)
-  return _CLASSES[name](config, manifest, mesh, with_stage_dropout(bert_config, config[name]), pretrained)
+  bert_config = with_kernels(with_stage_dropout(bert_config, config[name]), config)
+  return _CLASSES[name](config, manifest, mesh, bert_config, pretrained)
+
+
+def with_kernels(bert_config: BertConfig, config) -> BertConfig:
+  """The encoder config with the run's `model.kernels` (a runtime choice: any checkpoint trains or runs with or
+  without them)."""
+  return bert_config.replace(kernels=config.model.get("kernels", ""))
 
 
 def with_stage_dropout(bert_config: BertConfig, stage_config) -> BertConfig:
@@ -197,4 +204,4 @@ def from_workdir(stage_dir, name: str, config, manifest: dict, mesh) -> Stage:
   path = storage.path(stage_dir) / MODEL_CONFIG
   if not path.exists():
     return build(name, config, manifest, mesh, load_pretrained=False)
-  return _CLASSES[name](config, manifest, mesh, BertConfig(**json.loads(path.read_text())), None)
+  return _CLASSES[name](config, manifest, mesh, with_kernels(BertConfig(**json.loads(path.read_text())), config), None)
