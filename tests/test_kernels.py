@@ -176,3 +176,53 @@ def test_every_kernel_lowers_to_triton_at_bert_base_shapes():
   qkv = jnp.zeros((8, heads, 130, 64), jnp.bfloat16)
   attend = functools.partial(attention.attention, key_bias=jnp.zeros((8, 130)), seed=SEED, rate=0.1, impl="pallas")
   assert _triton_calls(attend, qkv, qkv, qkv) == 3  # forward; dK and dV; dQ
+
+
+# ------------------------------------------------------------------------------------------------ in the model
+
+
+def _encoder_loss(config, params, ids, mask):
+  module = bert.BertEncoder(config)
+
+  def loss(p):
+    sequence, pooled = module.apply(p, ids, mask, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
+    return jnp.sum(sequence ** 2) / sequence.size + jnp.sum(pooled ** 2)
+  return jax.value_and_grad(loss)(params)
+
+
+def test_an_encoder_with_every_kernel_trains_as_its_reference_and_keeps_its_parameters():
+  """Dropout on: the interpreted kernels and the references draw the same masks, so loss and gradients agree.
+  The parameter tree is the plain encoder's, so checkpoints and exports do not depend on the switch."""
+  config = bert.BertConfig(vocab_size=100, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(5, 100, (2, 24)), jnp.int32)
+  mask = jnp.ones_like(ids).at[1, 17:].set(0)
+  params = bert.BertEncoder(config).init(jax.random.PRNGKey(0), ids, mask)
+  fused = config.replace(kernels="all", kernel_impl="interpret")
+  assert jax.tree.structure(bert.BertEncoder(fused).init(jax.random.PRNGKey(0), ids, mask)) == jax.tree.structure(params)
+  loss, grads = _encoder_loss(fused, params, ids, mask)
+  reference_loss, reference_grads = _encoder_loss(fused.replace(kernel_impl="reference"), params, ids, mask)
+  _close(loss, reference_loss, jnp.float32)
+  jax.tree.map(lambda a, b: _close(a, b, jnp.float32), grads, reference_grads)
+  plain_loss, _ = _encoder_loss(config, params, ids, mask)
+  assert abs(float(plain_loss) - float(loss)) > 1e-4  # other dropout draws: the switch did take effect
+  # Without dropout the fused encoder computes what the plain one does.
+  plain = bert.BertEncoder(config).apply(params, ids, mask)[0]
+  _close(bert.BertEncoder(fused).apply(params, ids, mask)[0], plain, jnp.float32)
+
+
+def test_unknown_kernels_are_refused_where_they_are_set():
+  from herberta_jax import api, config_check
+  from herberta_jax.errors import ConfigError
+  from configs import base
+
+  with pytest.raises(ValueError, match="unknown kernel 'flash'"):
+    bert.BertConfig(kernels="flash")
+  with pytest.raises(ValueError, match="bias_gelu kernel computes the exact GELU.*'relu'"):
+    bert.BertConfig(kernels="bias_gelu", hidden_act="relu")
+  with pytest.raises(api.ArgumentError, match="kernels='attention,flash': unknown kernel 'flash'"):
+    api.load("/nowhere", kernels="attention,flash")
+  config = base.get_base_config()
+  config.model.kernels = "layernorm"
+  with pytest.raises(ConfigError, match="model.kernels"):
+    config_check.check_config(config)
