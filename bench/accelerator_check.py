@@ -135,6 +135,14 @@ def summary_lines(report: Report) -> list[str]:
     lines.append(f"  {row['shape']:6} {row['stage']:8} {row['dtype']:8} jax {j.get('seconds_per_step') or 0:.4f} s "
                  f"MFU {j.get('mfu') or 0:6.1%}  torch {t.get('seconds_per_step') or 0:.4f} s  "
                  f"x{row.get('jax_speedup_over_torch') or 0:.2f}")
+    if row.get("jax_kernels", {}).get("seconds_per_step"):
+      k = row["jax_kernels"]
+      lines.append(f"    with kernels {k['kernels']}: {k['seconds_per_step']:.4f} s MFU {k.get('mfu') or 0:6.1%} "
+                   f"x{row.get('kernels_speedup') or 0:.3f} over without")
+  for row in parts.get("variants", {}).get("rows", []):
+    timings = [f"{stage} {row[stage]['seconds_per_step']:.4f} s" for stage in ("relation", "tagger") if stage in row]
+    lines.append(f"  variant {row['variant']}: {row.get('error') or row.get('skipped') or ', '.join(timings)} "
+                 f"x{row.get('speedup_over_baseline') or 0:.3f}")
   loop = parts.get("loop", {})
   if "loop_over_bare" in loop:
     lines.append(f"  loop {loop['loop_steps_per_second']:.2f} steps/s, bare {loop['bare_steps_per_second']:.2f}, "
@@ -158,6 +166,14 @@ def summary_lines(report: Report) -> list[str]:
   return lines
 
 
+# The variants part's leads (issue 35): cuBLASLt's bias and GELU epilogues, Triton for every GEMM, XLA's
+# block-level fusion rewriter, and each fused kernel alone. The smoke run swaps in a flag the CPU also knows.
+DEFAULT_VARIANTS = ("xla:--xla_gpu_enable_cublaslt=true", "xla:--xla_gpu_triton_gemm_any=true",
+                    "xla:--xla_gpu_experimental_enable_fusion_block_level_rewriter=true", "kernels:layer_norm",
+                    "kernels:bias_gelu", "kernels:attention")
+SMOKE_VARIANTS = ("xla:--xla_backend_optimization_level=1", "kernels:attention")
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--json", default="accelerator_check.json", help="the report, rewritten after every part")
@@ -167,6 +183,14 @@ def main(argv=None) -> int:
   parser.add_argument("--workdir", default="", help="scratch directory (default: a new temporary one)")
   parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
   parser.add_argument("--dtypes", default="bfloat16,float32", help="the train_step part's compute dtypes")
+  parser.add_argument("--shapes", default="base,minilm", help="the train_step part's model shapes")
+  parser.add_argument("--no_torch", action="store_true", help="the train_step part times JAX only")
+  parser.add_argument("--kernels", default="all",
+                      help="the train_step part also times the step with these fused kernels ('' skips it)")
+  parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                      help="the variants part: baseline, xla:FLAGS or kernels:NAMES, comma-separated")
+  parser.add_argument("--combine_margin", type=float, default=0.01,
+                      help="the variants part then runs together the XLA flags at least this much faster")
   parser.add_argument("--train_step_share", type=float, default=0.55,
                       help="part 1 starts no new row past this share of the budget (parts after it need the rest)")
   parser.add_argument("--profile_dir", default="", help="a profiler trace of the first slow train step goes here")
@@ -175,6 +199,8 @@ def main(argv=None) -> int:
   parser.add_argument("--loop_switch_interval", type=float, default=0.0,
                       help="seconds: also run the warm loop with this sys.setswitchinterval")
   args = parser.parse_args(argv)
+  if args.smoke and args.variants == ",".join(DEFAULT_VARIANTS):
+    args.variants = ",".join(SMOKE_VARIANTS)
   args.workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="accelerator_check_"))
   # Before the first compilation (JAX decides once per process): the loop part's second run reads what its first
   # wrote, as a restarted training run would.

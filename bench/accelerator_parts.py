@@ -1,11 +1,15 @@
-"""The four parts of bench/accelerator_check.py: what one accelerator run measures, each part a function that fills
+"""The five parts of bench/accelerator_check.py: what one accelerator run measures, each part a function that fills
 its entry of the report (`entry`) and may rewrite the report file as rows finish (`report.write()`).
 
 1. train_step (`part_train_step`): seconds per train step (20 steps, one sync at the end, after a compiling warm-up
    call) of both stages at the MiniLM and BERT-base shapes, batch 256, length 128, bfloat16 and float32; MFU against
    the device's bf16 dense peak; transformers' PyTorch models (SDPA attention, bf16 autocast, fused AdamW) on the
    same shapes in the same run, and the JAX/PyTorch speed ratio. A JAX row below SLOW_RATIO of PyTorch's speed is
-   timed again without dropout and with threefry dropout bits (`diagnose_step`).
+   timed again without dropout and with threefry dropout bits (`diagnose_step`). With `--kernels` (default "all")
+   each row also times the JAX step through the fused kernels (herberta_jax/model/kernels), with its MFU.
+   variants (`part_variants`): BERT-base's bfloat16 step of both stages with one thing changed at a time (an XLA
+   flag, one kernel), each in its own process (XLA reads its flags once), against a baseline process in the same
+   run; then the XLA flags that each made the step at least `--combine_margin` faster, together.
 2. loop (`part_loop`): `train_and_evaluate` on the demo corpus (BERT-base scratch shape, relation stage, bfloat16,
    ~100 steps or `--loop_steps`, a checkpoint every 50 or `--loop_checkpoint_every`, one dev evaluation), cold and
    then warm from the compilation cache, against the bare jitted step over the loop's own batches.
@@ -185,7 +189,7 @@ def part_train_step(entry: dict, args, report) -> None:
   # after the MiniLM rows and the loop had grown the pool in smaller pieces it found no room under
   # XLA_PYTHON_CLIENT_MEM_FRACTION on an 80 GB H100 (run 4, 2026-11-26;
   # git show 78d3b3b:bench/results/accelerator_h100_float32_background_save.json).
-  shapes = {"smoke": SMOKE_SHAPE} if args.smoke else {name: SHAPES[name] for name in ("base", "minilm")}
+  shapes = {"smoke": SMOKE_SHAPE} if args.smoke else {name: SHAPES[name] for name in args.shapes.split(",")}
   dtypes = ("bfloat16",) if args.smoke else args.dtypes.split(",")  # smoke: the float32 path is the same code
   batch, length, n_steps = (8, 32, 3) if args.smoke else (256, 128, 20)
   peak, source = peak_bf16_flops(report.env["device_kind"])
@@ -244,10 +248,26 @@ def part_train_step(entry: dict, args, report) -> None:
                      mfu_vs_measured_matmul=flops / per_step / matmul["flops_per_second"] if matmul.get(
                          "flops_per_second") else None)
 
-    guarded(row["torch"], torch_side)
-    free_memory()
+    def kernels_side(section):
+      runner = jax_runner(stage, config.replace(kernels=args.kernels), batch, length)
+      try:
+        warm, per_step = seconds_per_step(runner, n_steps)
+      finally:
+        runner.close()
+      section.update(kernels=args.kernels, compile_and_first_step_seconds=warm, seconds_per_step=per_step,
+                     model_flops_per_second=flops / per_step, mfu=flops / per_step / peak if peak else None)
+
+    if not args.no_torch:
+      guarded(row["torch"], torch_side)
+      free_memory()
     guarded(row["jax"], jax_side)
     free_memory()
+    if args.kernels:
+      row["jax_kernels"] = {}
+      guarded(row["jax_kernels"], kernels_side)
+      free_memory()
+      if row["jax"].get("seconds_per_step") and row["jax_kernels"].get("seconds_per_step"):
+        row["kernels_speedup"] = row["jax"]["seconds_per_step"] / row["jax_kernels"]["seconds_per_step"]
     if row["jax"].get("seconds_per_step") and row["torch"].get("seconds_per_step"):
       row["jax_speedup_over_torch"] = row["torch"]["seconds_per_step"] / row["jax"]["seconds_per_step"]
       if row["jax_speedup_over_torch"] < SLOW_RATIO and not diagnosed:
@@ -258,7 +278,8 @@ def part_train_step(entry: dict, args, report) -> None:
     j, t = row["jax"], row["torch"]
     log(f"    jax {j.get('seconds_per_step', float('nan')):.4f} s/step (MFU {j.get('mfu') or float('nan'):.1%}), "
         f"torch {t.get('seconds_per_step', float('nan')):.4f} s/step, "
-        f"speedup {row.get('jax_speedup_over_torch', float('nan')):.2f}")
+        f"speedup {row.get('jax_speedup_over_torch', float('nan')):.2f}, "
+        f"with kernels x{row.get('kernels_speedup', float('nan')):.3f}")
     report.write()
 
 
@@ -284,6 +305,89 @@ def diagnose_step(section: dict, stage: str, config, batch: int, length: int, n_
       section["profile_dir"] = args.profile_dir
     finally:
       runner.close()
+
+
+# ------------------------------------------------------------------------------------------ part 1b: variants
+
+
+def _variant_env_and_args(variant: str) -> tuple[dict, list[str]]:
+  """The environment and train_step arguments of a variant: "baseline", "xla:FLAGS" or "kernels:NAMES"."""
+  env = dict(os.environ)
+  if variant.startswith("xla:"):
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {variant[4:]}".strip()
+    return env, ["--kernels", ""]
+  if variant.startswith("kernels:"):
+    return env, ["--kernels", variant[len("kernels:"):]]
+  if variant == "baseline":
+    return env, ["--kernels", ""]
+  raise ValueError(f"variant {variant!r}: use baseline, xla:FLAGS or kernels:NAMES")
+
+
+def _run_variant(variant: str, args, report, scratch: pathlib.Path) -> dict:
+  """One child accelerator_check.py timing the train_step part (JAX only) under the variant; its figures."""
+  env, extra = _variant_env_and_args(variant)
+  child_json = scratch / f"variant_{len(list(scratch.iterdir()))}.json"
+  remaining = max(30.0, args.budget_s - report.elapsed())
+  command = [sys.executable, str(REPO / "bench" / "accelerator_check.py"), "--parts", "train_step", "--no_torch",
+             "--shapes", "base", "--dtypes", "bfloat16", "--json", str(child_json), "--budget_s", str(remaining),
+             "--train_step_share", "1", "--workdir", str(scratch / "work"), *extra,
+             *(["--smoke"] if args.smoke else [])]
+  start = time.perf_counter()
+  import subprocess
+  run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=remaining + 60)
+  result = {"variant": variant, "seconds": round(time.perf_counter() - start, 1)}
+  if not child_json.exists():
+    result["error"] = f"exit {run.returncode}: {(run.stderr or run.stdout)[-600:]}"
+    return result
+  rows = json.loads(child_json.read_text())["parts"]["train_step"].get("rows", [])
+  for row in rows:
+    side = row.get("jax_kernels") if row.get("jax_kernels") else row.get("jax", {})
+    if side.get("seconds_per_step"):
+      result[row["stage"]] = {"seconds_per_step": side["seconds_per_step"], "mfu": side.get("mfu")}
+      if "kernels_speedup" in row:  # the same process also timed the step without them
+        result[row["stage"]]["speedup_in_process"] = row["kernels_speedup"]
+    else:
+      result.setdefault("error", side.get("error") or row.get("skipped") or f"exit {run.returncode}")
+  return result
+
+
+def part_variants(entry: dict, args, report) -> None:
+  scratch = args.workdir / "variants"
+  shutil.rmtree(scratch, ignore_errors=True)
+  scratch.mkdir(parents=True)
+  variants = ["baseline"] + [v for v in args.variants.split(",") if v and v != "baseline"]
+  entry.update(shape="smoke" if args.smoke else "base", dtype="bfloat16", combine_margin=args.combine_margin,
+               timing="each variant in its own process: a compiling warm-up call, then the part's steps and a sync")
+  rows = entry["rows"] = []
+
+  def faster(result) -> float | None:
+    """The variant's speed over the baseline's, the geometric mean of the two stages."""
+    base = rows[0]
+    stages = [s for s in ("relation", "tagger") if s in result and s in base]
+    if len(stages) < 2:
+      return None
+    ratio = np.prod([base[s]["seconds_per_step"] / result[s]["seconds_per_step"] for s in stages])
+    return float(ratio ** (1 / len(stages)))
+
+  def run(variant):
+    if report.elapsed() > args.budget_s:
+      rows.append({"variant": variant, "skipped": f"budget of {args.budget_s} s spent"})
+    else:
+      log(f"  variant {variant}")
+      result = _run_variant(variant, args, report, scratch)
+      rows.append(result)
+      if rows[0].get("relation") and "error" not in result:
+        result["speedup_over_baseline"] = faster(result)
+      log(f"    {result.get('error') or result.get('speedup_over_baseline')}")
+    report.write()
+
+  for variant in variants:
+    run(variant)
+  winners = [r["variant"][4:] for r in rows[1:]
+             if r["variant"].startswith("xla:") and (r.get("speedup_over_baseline") or 0) >= 1 + args.combine_margin]
+  entry["combined_flags"] = winners
+  if len(winners) >= 2:
+    run("xla:" + " ".join(winners))
 
 
 # ---------------------------------------------------------------------------------------------- part 2: loop
@@ -652,6 +756,7 @@ def part_numerics(entry: dict, args, report) -> None:
 
 # The loop runs last: it is the longest part and, until the data pipeline is TensorFlow-free, fails on the GPU box;
 # the budget check then leaves it, not the cheap parts, to be skipped.
-PARTS = {"train_step": part_train_step, "inference": part_inference, "numerics": part_numerics, "loop": part_loop}
+PARTS = {"train_step": part_train_step, "variants": part_variants, "inference": part_inference,
+         "numerics": part_numerics, "loop": part_loop}
 
 

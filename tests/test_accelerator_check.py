@@ -51,7 +51,7 @@ def test_smoke_run_reports_every_part(tmp_path):
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
   report = json.loads(report_path.read_text())
   parts = report["parts"]
-  assert set(parts) == {"train_step", "loop", "inference", "numerics"}
+  assert set(parts) == {"train_step", "variants", "loop", "inference", "numerics"}
   assert not list(_errors(report)), list(_errors(report))
   for name, entry in parts.items():
     assert entry["status"] == "ok", (name, entry)
@@ -62,7 +62,17 @@ def test_smoke_run_reports_every_part(tmp_path):
   key_figures = []
   for row in parts["train_step"]["rows"]:
     key_figures += [row["jax"]["seconds_per_step"], row["torch"]["seconds_per_step"], row["jax_speedup_over_torch"],
-                    row["jax"]["mfu_vs_measured_matmul"]]
+                    row["jax"]["mfu_vs_measured_matmul"], row["jax_kernels"]["seconds_per_step"],
+                    row["kernels_speedup"]]
+    assert row["jax_kernels"]["kernels"] == "all"
+  variants = parts["variants"]["rows"]
+  # Each variant ran in its own process and timed both stages: the baseline, an XLA flag, one kernel.
+  assert [row["variant"] for row in variants] == ["baseline", "xla:--xla_backend_optimization_level=1",
+                                                  "kernels:attention"]
+  for row in variants:
+    key_figures += [row["relation"]["seconds_per_step"], row["tagger"]["seconds_per_step"]]
+  key_figures += [row["speedup_over_baseline"] for row in variants[1:]]
+  assert variants[2]["relation"]["speedup_in_process"] > 0
   loop = parts["loop"]
   key_figures += [loop["loop_steps_per_second"], loop["bare_steps_per_second"], loop["loop_over_bare"],
                   loop["warm"]["summary"]["seconds_after_first_step"]]

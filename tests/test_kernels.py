@@ -212,9 +212,9 @@ def test_an_encoder_with_every_kernel_trains_as_its_reference_and_keeps_its_para
 
 
 def test_unknown_kernels_are_refused_where_they_are_set():
+  from configs import base
   from herberta_jax import api, config_check
   from herberta_jax.errors import ConfigError
-  from configs import base
 
   with pytest.raises(ValueError, match="unknown kernel 'flash'"):
     bert.BertConfig(kernels="flash")
