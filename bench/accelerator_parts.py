@@ -14,7 +14,8 @@ its entry of the report (`entry`) and may rewrite the report file as rows finish
    ~100 steps or `--loop_steps`, a checkpoint every 50 or `--loop_checkpoint_every`, one dev evaluation), cold and
    then warm from the compilation cache, against the bare jitted step over the loop's own batches.
 3. inference (`part_inference`): two-stage sentences/s on SemEval-test-length sentences, a random MiniLM-shape
-   export read by `Predictor` (JAX) and by transformers' PyTorch classes, float32 and bfloat16.
+   export read by `Predictor` (JAX, also through the `--kernels`) and by transformers' PyTorch classes, float32
+   and bfloat16.
 4. numerics (`part_numerics`): bfloat16 vs float32 loss curves of a tiny BERT over 300 steps from the same init and
    data, and parity of our Flax models with transformers' PyTorch BERT at the highest matmul precision.
 
@@ -580,16 +581,17 @@ def part_inference(entry: dict, args, report) -> None:
     log(f"  {shape_name} two-stage inference, {dtype}, {len(sentences)} sentences")
     outputs = {}
 
-    def jax_side(section):
+    def jax_side(section, kernels=""):
       predictor = Predictor.from_export(export, batch_size=batch_size, top_k=1, top_m=1, **bench_infer.PAPER_PAIRS,
                                         lengths_per_doubling=lengths_per_doubling,
-                                        dtype=None if dtype == "float32" else dtype)
+                                        dtype=None if dtype == "float32" else dtype, kernels=kernels)
       warm_start = time.perf_counter()
       bench_infer.jax_pass(predictor, sentences)
       warm = time.perf_counter() - warm_start
       predictor.real_tokens = predictor.padded_tokens = 0
       predictor.batch_shapes.clear()
-      outputs["jax"], seconds = bench_infer.timed(lambda: bench_infer.jax_pass(predictor, sentences))
+      name = "jax_kernels" if kernels else "jax"
+      outputs[name], seconds = bench_infer.timed(lambda: bench_infer.jax_pass(predictor, sentences))
       section.update(warmup_seconds=warm, seconds=seconds, sentences_per_second=len(sentences) / seconds,
                      model_flops_per_second=bench_infer.pipeline_flops(predictor) / seconds,
                      real_token_share=predictor.real_token_share, batch_shapes=len(predictor.batch_shapes))
@@ -611,13 +613,17 @@ def part_inference(entry: dict, args, report) -> None:
       del pipeline
 
     guarded(row["jax"], jax_side)
+    if args.kernels:
+      row["jax_kernels"] = {"kernels": args.kernels}
+      guarded(row["jax_kernels"], lambda section: jax_side(section, args.kernels))
     guarded(row["torch"], torch_side)
-    if "jax" in outputs and "torch" in outputs:
-      same = sum(j["relation"] == t["relation"] and (j["e1"]["start"], j["e1"]["end"]) == t["e1"]
-                 and (j["e2"]["start"], j["e2"]["end"]) == t["e2"] for j, t in zip(outputs["jax"], outputs["torch"]))
-      row["same_triples"] = f"{same}/{len(sentences)}"
-    if row["jax"].get("seconds") and row["torch"].get("seconds"):
-      row["jax_speedup_over_torch"] = row["torch"]["seconds"] / row["jax"]["seconds"]
+    for name, suffix in (("jax", ""), ("jax_kernels", "_kernels")):
+      if name in outputs and "torch" in outputs:
+        same = sum(j["relation"] == t["relation"] and (j["e1"]["start"], j["e1"]["end"]) == t["e1"]
+                   and (j["e2"]["start"], j["e2"]["end"]) == t["e2"] for j, t in zip(outputs[name], outputs["torch"]))
+        row[f"same_triples{suffix}"] = f"{same}/{len(sentences)}"
+      if row.get(name, {}).get("seconds") and row["torch"].get("seconds"):
+        row[f"jax_speedup_over_torch{suffix}"] = row["torch"]["seconds"] / row[name]["seconds"]
     log(f"    jax {row['jax'].get('sentences_per_second', float('nan')):.0f} sent/s "
         f"(real tokens {row['jax'].get('real_token_share', float('nan')):.2f}), torch "
         f"{row['torch'].get('sentences_per_second', float('nan')):.0f} sent/s, same {row.get('same_triples')}")

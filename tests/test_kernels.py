@@ -123,7 +123,7 @@ def _key_bias(batch, length, padded_from):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("rate", [0.0, 0.1])
-@pytest.mark.parametrize("length", [64, 40])  # 40: padded to 48 inside, in blocks of 16
+@pytest.mark.parametrize("length", [64, 40, 70])  # padded inside to 48 in blocks of 16, to 96 in blocks of 32
 def test_attention_matches_its_reference(dtype, rate, length):
   batch, heads, d = 2, 2, 16
   q, k, v = (_normal(i, (batch, heads, length, d), dtype) for i in range(3))

@@ -7,8 +7,9 @@ probabilities from those: one kernel per key block accumulates dK and dV over th
 accumulates dQ over the keys. Dropout decisions come from `hashed_dropout`, so the three kernels and the
 reference agree on every element's mask without storing it.
 
-Sequences are padded to a multiple of 16 (Triton's smallest matrix tile) with keys the bias masks out, and cut
-back after. Shapes the kernel does not take (fewer than 16 queries, as in the last layer of a [CLS]-only
+Sequences are padded with keys the bias masks out (and cut back after) to a multiple of 16, Triton's smallest
+matrix tile, or of 32 past 64 tokens (130 tokens become 160 in blocks of 32 rather than 144 in blocks of 16: a
+tensor core does little with 16 x 16 tiles). Shapes the kernel does not take (fewer than 16 queries, as in the last layer of a [CLS]-only
 encoder, or a head width that is not a power of two) run the reference.
 """
 
@@ -28,6 +29,11 @@ from herberta_jax.model.kernels.launch import pallas_call, row_block
 
 _TILE = 16  # Triton's smallest dot operand side
 _BLOCK = 64
+
+
+def padded_length(n: int) -> int:
+  tile = _TILE if n <= 64 else 2 * _TILE
+  return -(-n // tile) * tile
 _MASKED = float(np.finfo(np.float32).min)
 
 
@@ -56,7 +62,7 @@ def attention(q, k, v, key_bias, seed, *, rate: float, impl: str):
   lk = k.shape[2]
   if impl == "reference" or not fits(lq, d):
     return reference(q, k, v, key_bias, seed, rate=rate)
-  lq_pad, lk_pad = (-(-n // _TILE) * _TILE for n in (lq, lk))
+  lq_pad, lk_pad = padded_length(lq), padded_length(lk)
 
   def rows(x, length, padded):
     x = x.reshape(batch * heads, length, d)
