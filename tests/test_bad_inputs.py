@@ -239,6 +239,8 @@ CASES = [
          ("--config.tagger.learning_rate",)),
     Case("train-dropout-1", "train", train("--config.tagger.attention_dropout=1.0"),
          ("--config.tagger.attention_dropout=1.0", "[0, 1)")),
+    Case("train-unknown-kernel", "train", train("--config.model.kernels=layernorm"),
+         ("--config.model.kernels='layernorm'", "layer_norm")),
     Case("train-num-epochs-0", "train", train("--config.relation.num_epochs=0"), ("--config.relation.num_epochs",)),
     Case("train-accum-steps-0", "train", train("--config.relation.accum_steps=0"), ("--config.relation.accum_steps",)),
     Case("train-patience-negative", "train", train("--config.tagger.patience=-1"), ("--config.tagger.patience",)),
@@ -287,6 +289,8 @@ CASES = [
          check=nothing_at("out.jsonl")),
     Case("predict-cpu-devices-not-dividing-the-batch", "predict", predict("--cpu_devices", "3"),
          ("--cpu_devices=3", "--batch_size=64"), check=nothing_at("out.jsonl")),
+    Case("predict-unknown-kernel", "predict", predict("--kernels", "attention,flash"),
+         ("--kernels=attention,flash", "unknown kernel 'flash'"), check=nothing_at("out.jsonl")),
     Case("predict-bucket-step-retired", "predict", predict("--bucket_step", "4"),
          ("--bucket_step", "--lengths_per_doubling"), check=nothing_at("out.jsonl")),
     Case("predict-model-flag-missing", "predict", lambda w, d: ["--input", str(w.sentences)], ("--model",)),
@@ -682,6 +686,8 @@ LOAD_ARGUMENTS = [
     ("top-k-a-bool", {"top_k": True}, TypeError, ("top_k=True",)),
     ("disjoint-a-string", {"disjoint_entities": "yes"}, TypeError, ("disjoint_entities='yes'", "True, False")),
     ("lengths-per-doubling-0", {"lengths_per_doubling": 0}, ValueError, ("lengths_per_doubling=0",)),
+    ("kernels-unknown", {"kernels": "flash"}, ValueError, ("kernels='flash'", "unknown kernel 'flash'")),
+    ("kernels-a-list", {"kernels": ["attention"]}, TypeError, ("kernels=['attention']",)),
 ]
 
 
