@@ -1,11 +1,12 @@
 """Train-step speed per stage and model shape, JAX next to HuggingFace PyTorch, with model FLOP utilisation.
 
-  python bench/bench_train.py [--shapes tiny,minilm,base] [--steps 5] [--rounds 3]
+  python bench/bench_train.py [--shapes tiny,minilm,base] [--steps 5] [--rounds 3] [--kernels all]
 
 For each shape: the jitted JAX train step (AdamW, batch 32, length 64) of the relation classifier and of the
 entity tagger, and the same model trained by transformers' PyTorch classes with torch.optim.AdamW, the two
 taking turns (`--rounds`, medians reported). FLOP utilisation compares the model's training FLOPs per second with
-a large float32 matmul timed in the same run.
+a large float32 matmul timed in the same run. `--kernels` adds a third side, our step through those fused kernels
+(herberta_jax/model/kernels; off a GPU, their pure-JAX references).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def main():
   parser.add_argument("--steps", type=int, default=5, help="steps per side per round")
   parser.add_argument("--rounds", type=int, default=3, help="rounds of turns; medians are reported")
   parser.add_argument("--json", default="", help="also write the figures to this JSON file")
+  parser.add_argument("--kernels", default="", help="also time our step through these fused kernels ('all', ...)")
   args = parser.parse_args()
   peak = matmul_flops_per_second()
   with_torch = torch_available()
@@ -99,6 +101,8 @@ def main():
     config = bert_config(shape)
     for stage in ("relation", "tagger"):
       runners = {"jax": jax_runner(stage, config, BATCH, LENGTH)}
+      if args.kernels:
+        runners["jax_kernels"] = jax_runner(stage, config.replace(kernels=args.kernels), BATCH, LENGTH)
       if with_torch:
         runners["torch"] = torch_runner(stage, shape, BATCH, LENGTH)
       seconds = interleaved_seconds(runners, args.steps, args.rounds)
@@ -111,6 +115,11 @@ def main():
             f"{BATCH / torch_s if torch_s else float('nan'):12.1f} {ratio:9.2f} {mfu:6.1%}", flush=True)
       rows.append(dict(shape=name, stage=stage, jax_seconds_per_step=jax_s, torch_seconds_per_step=torch_s,
                        speedup=ratio, mfu=mfu))
+      if "jax_kernels" in seconds:
+        kernels_s = seconds["jax_kernels"]
+        print(f"{'':8} {'':9} {kernels_s:10.4f} {BATCH / kernels_s:10.1f}  with kernels {args.kernels}: "
+              f"x{jax_s / kernels_s:.3f} the step without", flush=True)
+        rows[-1].update(kernels=args.kernels, jax_kernels_seconds_per_step=kernels_s)
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"matmul_flops_per_second": peak, "rows": rows}, f, indent=2)
