@@ -157,7 +157,8 @@ def summary_lines(report: Report) -> list[str]:
                  f"{row['torch'].get('sentences_per_second') or 0:.0f} sent/s, same {row.get('same_triples')}")
     if "jax_kernels" in row:
       lines.append(f"    with kernels: jax {row['jax_kernels'].get('sentences_per_second') or 0:.0f} sent/s, "
-                   f"x{row.get('jax_speedup_over_torch_kernels') or 0:.2f} torch, same {row.get('same_triples_kernels')}")
+                   f"x{row.get('jax_speedup_over_torch_kernels') or 0:.2f} torch, "
+                   f"same {row.get('same_triples_kernels')}")
   numerics = parts.get("numerics", {})
   if "max_abs_diff" in numerics.get("loss_curves", {}):
     curves = numerics["loss_curves"]

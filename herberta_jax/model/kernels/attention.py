@@ -9,8 +9,8 @@ reference agree on every element's mask without storing it.
 
 Sequences are padded with keys the bias masks out (and cut back after) to a multiple of 16, Triton's smallest
 matrix tile, or of 32 past 64 tokens (130 tokens become 160 in blocks of 32 rather than 144 in blocks of 16: a
-tensor core does little with 16 x 16 tiles). Shapes the kernel does not take (fewer than 16 queries, as in the last layer of a [CLS]-only
-encoder, or a head width that is not a power of two) run the reference.
+tensor core does little with 16 x 16 tiles). Shapes the kernel does not take (fewer than 16 queries, as in the
+last layer of a [CLS]-only encoder, or a head width that is not a power of two) run the reference.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from herberta_jax.model.kernels.launch import pallas_call, row_block
 
 _TILE = 16  # Triton's smallest dot operand side
 _BLOCK = 64
+_STAGES = 2  # blocks of k and v (or q and dout) loaded ahead in the kernels' loops
 
 
 def padded_length(n: int) -> int:
@@ -163,7 +164,8 @@ def _forward(rate, impl, shape, q, k, v, bias, seed):
   bh, lq_pad, d = q.shape
   queries, keys, per_query, bias_spec, seed_spec = _specs(shape, lq_pad, k.shape[1], d, by_keys=False)
   out, lse = pallas_call(
-      functools.partial(_forward_kernel, rate=rate, shape=shape), impl=impl, grid=(bh, lq_pad // shape.block_q),
+      functools.partial(_forward_kernel, rate=rate, shape=shape), impl=impl, num_stages=_STAGES,
+      grid=(bh, lq_pad // shape.block_q),
       in_specs=[seed_spec, queries, keys, keys, bias_spec], out_specs=[queries, per_query],
       out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((bh, lq_pad), jnp.float32)],
       name="attention")(seed, q, k, v, bias)
@@ -231,13 +233,15 @@ def _backward(rate, impl, shape, saved, dout):
   inputs = (seed, q, k, v, bias, dout, lse, delta)
   queries, keys, per_query, bias_spec, seed_spec = _specs(shape, lq_pad, lk_pad, d, by_keys=True)
   dk, dv = pallas_call(
-      functools.partial(_key_grads_kernel, rate=rate, shape=shape), impl=impl, grid=(bh, lk_pad // shape.block_k),
+      functools.partial(_key_grads_kernel, rate=rate, shape=shape), impl=impl, num_stages=_STAGES,
+      grid=(bh, lk_pad // shape.block_k),
       in_specs=[seed_spec, queries, keys, keys, bias_spec, queries, per_query, per_query], out_specs=[keys, keys],
       out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
       name="attention_key_grads")(*inputs)
   queries, keys, per_query, bias_spec, seed_spec = _specs(shape, lq_pad, lk_pad, d, by_keys=False)
   dq = pallas_call(
-      functools.partial(_query_grads_kernel, rate=rate, shape=shape), impl=impl, grid=(bh, lq_pad // shape.block_q),
+      functools.partial(_query_grads_kernel, rate=rate, shape=shape), impl=impl, num_stages=_STAGES,
+      grid=(bh, lq_pad // shape.block_q),
       in_specs=[seed_spec, queries, keys, keys, bias_spec, queries, per_query, per_query], out_specs=queries,
       out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype), name="attention_query_grads")(*inputs)
   return dq, dk, dv, jnp.zeros_like(bias), np.zeros(seed.shape, jax.dtypes.float0)
