@@ -138,7 +138,8 @@ def summary_lines(report: Report) -> list[str]:
     if row.get("jax_kernels", {}).get("seconds_per_step"):
       k = row["jax_kernels"]
       lines.append(f"    with kernels {k['kernels']}: {k['seconds_per_step']:.4f} s MFU {k.get('mfu') or 0:6.1%} "
-                   f"x{row.get('kernels_speedup') or 0:.3f} over without")
+                   f"x{row.get('kernels_speedup') or 0:.3f} over without, "
+                   f"x{row.get('jax_kernels_speedup_over_torch') or 0:.2f} torch")
   for row in parts.get("variants", {}).get("rows", []):
     timings = [f"{stage} {row[stage]['seconds_per_step']:.4f} s" for stage in ("relation", "tagger") if stage in row]
     lines.append(f"  variant {row['variant']}: {row.get('error') or row.get('skipped') or ', '.join(timings)} "
@@ -189,6 +190,9 @@ def main(argv=None) -> int:
   parser.add_argument("--dtypes", default="bfloat16,float32", help="the train_step part's compute dtypes")
   parser.add_argument("--shapes", default="base,minilm", help="the train_step part's model shapes")
   parser.add_argument("--no_torch", action="store_true", help="the train_step part times JAX only")
+  parser.add_argument("--kernels_only", action="store_true",
+                      help="the train_step part times JAX through --kernels only (not also without them)")
+  parser.add_argument("--inference_dtypes", default="float32,bfloat16", help="the inference part's compute dtypes")
   parser.add_argument("--kernels", default="all",
                       help="the train_step part also times the step with these fused kernels ('' skips it)")
   parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),

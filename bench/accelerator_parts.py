@@ -261,14 +261,18 @@ def part_train_step(entry: dict, args, report) -> None:
     if not args.no_torch:
       guarded(row["torch"], torch_side)
       free_memory()
-    guarded(row["jax"], jax_side)
-    free_memory()
+    if not args.kernels_only:
+      guarded(row["jax"], jax_side)
+      free_memory()
     if args.kernels:
       row["jax_kernels"] = {}
       guarded(row["jax_kernels"], kernels_side)
       free_memory()
-      if row["jax"].get("seconds_per_step") and row["jax_kernels"].get("seconds_per_step"):
-        row["kernels_speedup"] = row["jax"]["seconds_per_step"] / row["jax_kernels"]["seconds_per_step"]
+      kernels_step = row["jax_kernels"].get("seconds_per_step")
+      if row["jax"].get("seconds_per_step") and kernels_step:
+        row["kernels_speedup"] = row["jax"]["seconds_per_step"] / kernels_step
+      if row["torch"].get("seconds_per_step") and kernels_step:
+        row["jax_kernels_speedup_over_torch"] = row["torch"]["seconds_per_step"] / kernels_step
     if row["jax"].get("seconds_per_step") and row["torch"].get("seconds_per_step"):
       row["jax_speedup_over_torch"] = row["torch"]["seconds_per_step"] / row["jax"]["seconds_per_step"]
       if row["jax_speedup_over_torch"] < SLOW_RATIO and not diagnosed:
@@ -317,8 +321,8 @@ def _variant_env_and_args(variant: str) -> tuple[dict, list[str]]:
   if variant.startswith("xla:"):
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {variant[4:]}".strip()
     return env, ["--kernels", ""]
-  if variant.startswith("kernels:"):
-    return env, ["--kernels", variant[len("kernels:"):]]
+  if variant.startswith("kernels:"):  # the baseline process times the step without them
+    return env, ["--kernels", variant[len("kernels:"):], "--kernels_only"]
   if variant == "baseline":
     return env, ["--kernels", ""]
   raise ValueError(f"variant {variant!r}: use baseline, xla:FLAGS or kernels:NAMES")
@@ -345,8 +349,6 @@ def _run_variant(variant: str, args, report, scratch: pathlib.Path) -> dict:
     side = row.get("jax_kernels") if row.get("jax_kernels") else row.get("jax", {})
     if side.get("seconds_per_step"):
       result[row["stage"]] = {"seconds_per_step": side["seconds_per_step"], "mfu": side.get("mfu")}
-      if "kernels_speedup" in row:  # the same process also timed the step without them
-        result[row["stage"]]["speedup_in_process"] = row["kernels_speedup"]
     else:
       result.setdefault("error", side.get("error") or row.get("skipped") or f"exit {run.returncode}")
   return result
@@ -575,7 +577,7 @@ def part_inference(entry: dict, args, report) -> None:
                       "path (parameters on the device once, sorted windows), PyTorch pads each batch to its "
                       "longest sentence in input order", rows=[])
   report.write()
-  for dtype in ("float32",) if args.smoke else ("float32", "bfloat16"):
+  for dtype in ("float32",) if args.smoke else args.inference_dtypes.split(","):
     row = {"dtype": dtype, "jax": {}, "torch": {}}
     entry["rows"].append(row)
     log(f"  {shape_name} two-stage inference, {dtype}, {len(sentences)} sentences")

@@ -63,7 +63,7 @@ def test_smoke_run_reports_every_part(tmp_path):
   for row in parts["train_step"]["rows"]:
     key_figures += [row["jax"]["seconds_per_step"], row["torch"]["seconds_per_step"], row["jax_speedup_over_torch"],
                     row["jax"]["mfu_vs_measured_matmul"], row["jax_kernels"]["seconds_per_step"],
-                    row["kernels_speedup"]]
+                    row["kernels_speedup"], row["jax_kernels_speedup_over_torch"]]
     assert row["jax_kernels"]["kernels"] == "all"
   variants = parts["variants"]["rows"]
   # Each variant ran in its own process and timed both stages: the baseline, an XLA flag, one kernel.
@@ -72,7 +72,6 @@ def test_smoke_run_reports_every_part(tmp_path):
   for row in variants:
     key_figures += [row["relation"]["seconds_per_step"], row["tagger"]["seconds_per_step"]]
   key_figures += [row["speedup_over_baseline"] for row in variants[1:]]
-  assert variants[2]["relation"]["speedup_in_process"] > 0
   loop = parts["loop"]
   key_figures += [loop["loop_steps_per_second"], loop["bare_steps_per_second"], loop["loop_over_bare"],
                   loop["warm"]["summary"]["seconds_after_first_step"]]
