@@ -55,6 +55,27 @@ def test_one_and_four_devices_give_the_same_losses(tmp_path, prepared):
   assert np.mean(runs[1][-quarter:]) < np.mean(runs[1][:quarter]), "the loss should fall over two epochs"
 
 
+def test_the_fused_kernels_train_alike_on_one_and_four_devices_and_a_workdir_keeps_the_runs_choice(tmp_path,
+                                                                                                   prepared):
+  """Their dropout masks hash each element's position in the global batch, so sharding it does not change them;
+  they are other masks than the plain model's. A stage rebuilt from its workdir takes the run's `model.kernels`."""
+  manifest = prepare.load_manifest(prepared)
+  runs = {}
+  for devices, kernels in ((1, "all"), (4, "all"), (4, "")):
+    config = tiny_config()
+    config.model.kernels = kernels
+    config.mesh.num_devices = devices
+    workdir = workdir_with_data(tmp_path / f"d{devices}{kernels}", prepared)
+    loop.train_stage("relation", config, workdir, prepared, manifest, parallel.make_mesh(devices))
+    runs[devices, kernels] = losses(workdir)
+  assert len(runs[1, "all"]) >= 4
+  np.testing.assert_allclose(runs[4, "all"], runs[1, "all"], rtol=1e-5)
+  assert not np.allclose(runs[4, ""], runs[4, "all"], rtol=1e-5)
+  config.model.kernels = "attention"
+  stage = stages.from_workdir(workdir / "relation", "relation", config, manifest, parallel.make_mesh(4))
+  assert stage.bert_config.kernels == ("attention",)
+
+
 def test_gradient_accumulation_matches_one_large_batch(tmp_path, prepared):
   manifest = prepare.load_manifest(prepared)
   runs = {}
