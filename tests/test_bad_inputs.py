@@ -702,6 +702,20 @@ def test_load_checks_its_arguments_at_the_call(case_id, kwargs, kind, says, worl
   assert tree_hashes(world.export) == before
 
 
+def test_load_with_kernels_runs_both_encoders_through_them(world):
+  """The switch reaches the encoders; off a GPU the kernels are their references, so the extractions are the
+  plain model's."""
+  sentences = world.sentences.read_text(encoding="utf-8").splitlines()[:8]
+  fused = herberta_jax.load(world.export, kernels="attention,layer_norm")
+  predictor = fused.predictor()
+  assert predictor.relation_module.config.kernels == predictor.tagger_module.config.kernels == ("layer_norm",
+                                                                                                  "attention")
+  plain = herberta_jax.load(world.export)
+  assert plain.predictor().relation_module.config.kernels == ()
+  for a, b in zip(fused.extract(sentences), plain.extract(sentences)):
+    assert (a.relation, a.e1, a.e2) == (b.relation, b.e1, b.e2)
+
+
 def test_load_refuses_a_path_that_is_not_one(world):
   with pytest.raises(TypeError, match=r"path=42: expected a str or os.PathLike"):
     herberta_jax.load(42)

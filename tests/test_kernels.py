@@ -135,6 +135,19 @@ def test_attention_matches_its_reference(dtype, rate, length):
   _compare(fn, (q, k, v), q.shape, dtype)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_attention_with_fewer_queries_than_keys_and_bert_base_heads_matches_its_reference(dtype):
+  """32 queries over 70 keys (blocks of 32 each way, keys padded to 96), head width 64 as in BERT-base."""
+  q = _normal(0, (2, 2, 32, 64), dtype)
+  k, v = _normal(1, (2, 2, 70, 64), dtype), _normal(2, (2, 2, 70, 64), dtype)
+  bias = _key_bias(2, 70, 50)
+
+  def fn(impl):
+    return lambda q, k, v: attention.attention(q, k, v, bias, SEED, rate=0.1, impl=impl)
+
+  _compare(fn, (q, k, v), q.shape, dtype)
+
+
 def test_attention_reference_without_dropout_is_the_models_attention():
   batch, heads, length, d = 2, 3, 20, 8
   q, k, v = (_normal(i, (batch, heads, length, d)) for i in range(3))
@@ -165,8 +178,9 @@ def _triton_calls(fn, *args) -> int:
 
 
 def test_every_kernel_lowers_to_triton_at_bert_base_shapes():
-  """What a GPU would compile, checked here: Pallas' Triton lowering refuses shapes and operations it cannot
-  compile (a block not a power of two, an erf) at this stage. BERT-base, bfloat16, batch 8, tagger length 130."""
+  """The first half of a GPU's compile, checked here: Pallas' Triton lowering refuses shapes and operations it
+  cannot express (a block not a power of two, an erf). Triton's own compile (registers, shared memory) needs the
+  GPU. BERT-base, bfloat16, batch 8, tagger length 130."""
   rows, hidden, ffn, heads = 8 * 130, 768, 3072, 12
   x = jnp.zeros((rows, hidden), jnp.bfloat16)
   norm = functools.partial(residual_norm.dropout_add_layer_norm, seed=SEED, rate=0.1, eps=1e-12, impl="pallas")
@@ -227,3 +241,30 @@ def test_unknown_kernels_are_refused_where_they_are_set():
   config.model.kernels = "layernorm"
   with pytest.raises(ConfigError, match="model.kernels"):
     config_check.check_config(config)
+
+
+def test_over_a_mesh_each_device_runs_the_kernels_on_its_rows_and_draws_the_masks_of_one_device():
+  """A pallas_call is one custom call XLA cannot split: with a batch-sharded input every device would run it on
+  the whole batch. Over a mesh the kernels run under shard_map on each device's rows, their dropout positions
+  offset to the global batch's, so loss and gradients equal one device's."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+  mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+  config = bert.BertConfig(vocab_size=100, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                           kernels="all", kernel_impl="interpret")
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(5, 100, (4, 16)), jnp.int32)
+  mask = jnp.ones_like(ids).at[3, 11:].set(0)
+  params = bert.BertEncoder(config).init(jax.random.PRNGKey(0), ids, mask)
+  loss, grads = _encoder_loss(config, params, ids, mask)
+  sharded = config.replace(kernel_mesh=mesh)
+  rows = NamedSharding(mesh, PartitionSpec("data"))
+  sharded_ids, sharded_mask = jax.device_put(ids, rows), jax.device_put(mask, rows)
+  split_loss, split_grads = jax.jit(lambda p, i, m: _encoder_loss(sharded, p, i, m))(params, sharded_ids,
+                                                                                      sharded_mask)
+  _close(split_loss, loss, jnp.float32)
+  jax.tree.map(lambda a, b: _close(a, b, jnp.float32), split_grads, grads)
+  program = str(jax.make_jaxpr(lambda p: _encoder_loss(sharded, p, sharded_ids, sharded_mask))(params))
+  assert program.count("shard_map") >= 3  # each kernel, forward and backward, per device
+  assert sharded.checkpoint_fields() == bert.BertConfig(**sharded.checkpoint_fields()).checkpoint_fields()
+  assert "kernel_mesh" not in sharded.checkpoint_fields() and "kernels" not in sharded.checkpoint_fields()

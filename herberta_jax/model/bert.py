@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -61,17 +62,23 @@ class BertConfig:
   pad_token_id: int = 0
   model_type: str = "bert"
   dtype: str = "float32"  # compute dtype; parameters stay float32
-  # Fused kernels (model/kernels) in place of XLA's code for these ops; not part of the checkpoint. kernel_impl
-  # "auto" runs them on a GPU and their pure-JAX references elsewhere (the same math, dropout masks included).
+  # How the encoder runs, not what it is (left out of `checkpoint_fields`): fused kernels (model/kernels) in place
+  # of XLA's code for these ops; kernel_impl "auto" runs them on a GPU and their pure-JAX references elsewhere (the
+  # same math, dropout masks included); kernel_mesh, the mesh a training batch is split over, which the kernels
+  # run per device on (kernels/launch.py: over_batch).
   kernels: tuple[str, ...] = ()
   kernel_impl: str = "auto"
+  kernel_mesh: Any = dataclasses.field(default=None, compare=False, repr=False)
 
   def __post_init__(self):
-    object.__setattr__(self, "kernels", kernels.parse(self.kernels))  # a JSON list or "a,b" becomes a tuple
+    names = kernels.parse(self.kernels)  # a JSON list or "a,b" becomes a tuple
+    if "bias_gelu" in names and self.hidden_act != "gelu":
+      if self.kernels != "all":
+        raise ValueError(f"the bias_gelu kernel computes the exact GELU; this encoder's hidden_act is "
+                         f"{self.hidden_act!r}: leave bias_gelu out of kernels")
+      names = tuple(name for name in names if name != "bias_gelu")  # "all" means all that apply
+    object.__setattr__(self, "kernels", names)
     kernels.resolve(self.kernel_impl)  # refuses an unknown impl
-    if "bias_gelu" in self.kernels and self.hidden_act != "gelu":
-      raise ValueError(f"the bias_gelu kernel computes the exact GELU; this encoder's hidden_act is "
-                       f"{self.hidden_act!r}: leave bias_gelu out of kernels")
     if self.model_type not in SUPPORTED_TYPES:
       raise ValueError(f"model_type {self.model_type!r} is not supported: use one of {', '.join(SUPPORTED_TYPES)}")
     if self.hidden_act not in _ACTIVATIONS:
@@ -85,6 +92,11 @@ class BertConfig:
 
   def replace(self, **changes) -> BertConfig:
     return dataclasses.replace(self, **changes)
+
+  def checkpoint_fields(self) -> dict:
+    """The fields that describe the trained encoder (what a workdir's model_config.json keeps)."""
+    return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+            if field.name not in ("kernels", "kernel_impl", "kernel_mesh")}
 
   @classmethod
   def from_hf_dict(cls, hf: dict, *, source: str = "config.json") -> BertConfig:
@@ -196,7 +208,8 @@ class SelfAttention(nn.Module):
     if "attention" in cfg.kernels:
       rate = 0.0 if deterministic else cfg.attention_dropout
       attended = fused_attention.attention(q, k, v, bias[:, 0, 0, :], _kernel_seed(self, rate), rate=rate,
-                                           impl=kernels.resolve(cfg.kernel_impl)).transpose(0, 2, 1, 3)
+                                           impl=kernels.resolve(cfg.kernel_impl), mesh=cfg.kernel_mesh)
+      attended = attended.transpose(0, 2, 1, 3)
       return attended.reshape(batch, queries.shape[1], cfg.hidden_size)
     scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     # Softmax in float32 whatever the compute dtype: bfloat16 logits lose too much near the max.
@@ -229,7 +242,8 @@ class _Output(nn.Module):
       gamma, beta = _NormParams(cfg.hidden_size, name="LayerNorm")()
       return residual_norm.dropout_add_layer_norm(
           _dense(cfg.hidden_size, cfg, "dense")(x), residual.astype(jnp.dtype(cfg.dtype)), gamma, beta,
-          _kernel_seed(self, rate), rate=rate, eps=cfg.layer_norm_eps, impl=kernels.resolve(cfg.kernel_impl))
+          _kernel_seed(self, rate), rate=rate, eps=cfg.layer_norm_eps, impl=kernels.resolve(cfg.kernel_impl),
+          mesh=cfg.kernel_mesh)
     out = Dropout(cfg.hidden_dropout)(_dense(cfg.hidden_size, cfg, "dense")(x), deterministic=deterministic)
     return _layer_norm(cfg)(out + residual)
 
@@ -271,7 +285,7 @@ class _Intermediate(nn.Module):
       kernel, bias = _DenseParams(cfg.intermediate_size, name="dense")(x.shape[-1])
       dtype = jnp.dtype(cfg.dtype)
       return bias_gelu.bias_gelu(jnp.dot(x.astype(dtype), kernel.astype(dtype)), bias,
-                                 impl=kernels.resolve(cfg.kernel_impl))
+                                 impl=kernels.resolve(cfg.kernel_impl), mesh=cfg.kernel_mesh)
     return _ACTIVATIONS[cfg.hidden_act](_dense(cfg.intermediate_size, cfg, "dense")(x))
 
 

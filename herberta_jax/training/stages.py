@@ -7,7 +7,6 @@ writes its encoder config to `WORKDIR/<stage>/model_config.json` when training s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import jax
@@ -63,6 +62,8 @@ class Stage:
 
   def __init__(self, config, manifest: dict, mesh, bert_config: BertConfig, pretrained: dict | None):
     self.config, self.manifest, self.mesh = config, manifest, mesh
+    if bert_config.kernels:  # the kernels run per device on the batch the mesh splits
+      bert_config = bert_config.replace(kernel_mesh=mesh)
     self.bert_config, self.pretrained = bert_config, pretrained
     self.module = self.make_module()
 
@@ -101,7 +102,7 @@ class Stage:
   def save_model_config(self, stage_dir) -> None:
     stage_dir = storage.path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    storage.write_atomically(stage_dir / MODEL_CONFIG, json.dumps(dataclasses.asdict(self.bert_config), indent=2)
+    storage.write_atomically(stage_dir / MODEL_CONFIG, json.dumps(self.bert_config.checkpoint_fields(), indent=2)
                              + "\n")
 
 

@@ -25,7 +25,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from herberta_jax.model.kernels import hashed_dropout
-from herberta_jax.model.kernels.launch import pallas_call, row_block
+from herberta_jax.model.kernels.launch import over_batch, pallas_call, row_block
 
 _TILE = 16  # Triton's smallest dot operand side
 _BLOCK = 64
@@ -35,7 +35,10 @@ _STAGES = 2  # blocks of k and v (or q and dout) loaded ahead in the kernels' lo
 def padded_length(n: int) -> int:
   tile = _TILE if n <= 64 else 2 * _TILE
   return -(-n // tile) * tile
-_MASKED = float(np.finfo(np.float32).min)
+# Padding keys: -inf, not the attention mask's finfo.min, so that a row whose every real key is masked (a padding
+# row of the batch) still averages over its real keys as the reference does. Its log-sum-exp rounds to finfo.min,
+# so its recomputed gradient is only right where its output's gradient is zero, as for the rows a loss ignores.
+_PADDING = -float("inf")
 
 
 def reference(q, k, v, key_bias, seed, *, rate: float):
@@ -57,12 +60,20 @@ def fits(query_length: int, head_dim: int) -> bool:
   return query_length >= _TILE and head_dim >= _TILE and head_dim & (head_dim - 1) == 0
 
 
-def attention(q, k, v, key_bias, seed, *, rate: float, impl: str):
-  """`reference`'s result; `impl` "pallas" or "interpret" runs the kernels where `fits`."""
+def attention(q, k, v, key_bias, seed, *, rate: float, impl: str, mesh=None):
+  """`reference`'s result; `impl` "pallas" or "interpret" runs the kernels where `fits`. `mesh`: the mesh the
+  batch axis is split over, if any (`launch.over_batch`)."""
+  if impl == "reference" or not fits(q.shape[2], q.shape[3]):
+    return reference(q, k, v, key_bias, seed, rate=rate)
+  return over_batch(functools.partial(_padded, rate=rate, impl=impl), mesh, (q, k, v, key_bias), (seed,),
+                    rows_per_item=q.shape[1])
+
+
+def _padded(q, k, v, key_bias, seed, offset, *, rate, impl):
+  """The kernels on one device's batch, its sequences padded to their tiles; `offset`: its first (batch x head)
+  row in the global batch."""
   batch, heads, lq, d = q.shape
   lk = k.shape[2]
-  if impl == "reference" or not fits(lq, d):
-    return reference(q, k, v, key_bias, seed, rate=rate)
   lq_pad, lk_pad = padded_length(lq), padded_length(lk)
 
   def rows(x, length, padded):
@@ -71,11 +82,11 @@ def attention(q, k, v, key_bias, seed, *, rate: float, impl: str):
 
   bias = key_bias.astype(jnp.float32)
   if lk_pad > lk:
-    bias = jnp.pad(bias, ((0, 0), (0, lk_pad - lk)), constant_values=_MASKED)
+    bias = jnp.pad(bias, ((0, 0), (0, lk_pad - lk)), constant_values=_PADDING)
   shape = _Shape(heads=heads, lq=lq, lk=lk, block_q=row_block(lq_pad, _BLOCK), block_k=row_block(lk_pad, _BLOCK),
                  scale=1.0 / math.sqrt(d))
   out = _fused(rate, impl, shape, rows(q, lq, lq_pad), rows(k, lk, lk_pad), rows(v, lk, lk_pad),
-               lax.stop_gradient(bias), seed)
+               lax.stop_gradient(bias), jnp.concatenate([seed, offset]))
   return out[:, :lq].reshape(batch, heads, lq, d)
 
 
@@ -101,10 +112,12 @@ def _probabilities(q, k, bias, lse, rows, cols, bh, seed_ref, *, rate, shape):
 
 
 def _keep(rows, cols, bh, seed_ref, *, rate, shape):
+  """The dropout mask of a block: `seed_ref` holds the seed and the global number of this call's first
+  (batch x head) row, which `bh`, the grid's, counts from."""
   if rate == 0.0:
     return None
-  index = ((bh.astype(jnp.uint32) * jnp.uint32(shape.lq) + rows.astype(jnp.uint32)) * jnp.uint32(shape.lk)
-           + cols.astype(jnp.uint32))
+  bh = seed_ref[1] + bh.astype(jnp.uint32)
+  index = (bh * jnp.uint32(shape.lq) + rows.astype(jnp.uint32)) * jnp.uint32(shape.lk) + cols.astype(jnp.uint32)
   return hashed_dropout.keep(seed_ref[0], index, rate)
 
 
@@ -157,7 +170,7 @@ def _specs(shape, lq_pad, lk_pad, d, *, by_keys: bool):
     keys = pl.BlockSpec((None, lk_pad, d), lambda bh, i: (bh, 0, 0))
     per_query = pl.BlockSpec((None, bq), lambda bh, i: (bh, i))
     bias = pl.BlockSpec((None, lk_pad), lambda bh, i: (bh // heads, 0))
-  return queries, keys, per_query, bias, pl.BlockSpec((1,), lambda bh, i: (0,))
+  return queries, keys, per_query, bias, pl.BlockSpec((2,), lambda bh, i: (0,))
 
 
 def _forward(rate, impl, shape, q, k, v, bias, seed):

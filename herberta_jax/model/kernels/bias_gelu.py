@@ -16,7 +16,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-from herberta_jax.model.kernels.launch import pallas_call, row_block
+from herberta_jax.model.kernels.launch import over_batch, pallas_call, row_block
 
 _BLOCK_ELEMENTS = 1 << 14  # rows x padded width per program
 _SQRT_HALF = float(np.sqrt(0.5))
@@ -53,11 +53,15 @@ def reference(y, bias):
   return (0.5 * x * (1.0 + lax.erf(x * _SQRT_HALF))).astype(y.dtype)
 
 
-def bias_gelu(y, bias, *, impl: str):
-  """gelu(y + bias) over the last axis of `y`."""
+def bias_gelu(y, bias, *, impl: str, mesh=None):
+  """gelu(y + bias) over the last axis of `y`. `mesh`: the mesh `y`'s first axis is split over, if any."""
   if impl == "reference":
     return reference(y, bias)
-  return _fused(impl, y.reshape(-1, y.shape[-1]), bias).reshape(y.shape)
+
+  def local(y, bias, offset):  # no dropout: the offset is not needed
+    return _fused(impl, y.reshape(-1, y.shape[-1]), bias).reshape(y.shape)
+
+  return over_batch(local, mesh, (y,), (bias,), rows_per_item=1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -1,9 +1,13 @@
-"""`pallas_call` as every kernel here calls it: Triton's lowering on a GPU, or Pallas' interpreter."""
+"""`pallas_call` as every kernel here calls it (Triton's lowering on a GPU, or Pallas' interpreter), and over a mesh."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
+from jax.sharding import PartitionSpec
 
 
 def pallas_call(kernel, *, impl: str, num_warps: int = 4, num_stages: int = 1, **kwargs):
@@ -19,3 +23,30 @@ def pallas_call(kernel, *, impl: str, num_warps: int = 4, num_stages: int = 1, *
 def row_block(rows: int, most: int) -> int:
   """The largest power of two up to `most` that divides `rows`: blocks then tile the rows exactly."""
   return min(rows & -rows, most)
+
+
+def over_batch(fn, mesh, batched: tuple, shared: tuple, *, rows_per_item: int):
+  """fn(*batched, *shared, offset) run on each device's rows of a batch split over `mesh`'s axes.
+
+  A `pallas_call` is one custom call that XLA's partitioner cannot split, so under a plain `jit` with a
+  batch-sharded input every device would gather the whole batch and run the kernel on all of it. With a mesh of
+  several devices this runs `fn` under `shard_map` instead, each device on its own rows. `offset` (uint32, shape
+  (1,)) is the first of this device's rows counted in the global batch, times `rows_per_item` (a kernel's unit
+  per batch item): the kernels add it to the positions their dropout masks hash, so the masks do not depend on how
+  the batch is split. Inside a `shard_map` over the same axes (a stage's dev evaluation) `fn` runs on the local
+  rows directly.
+  """
+  if mesh is None or mesh.size == 1:
+    return fn(*batched, *shared, jnp.zeros((1,), jnp.uint32))
+  axes = tuple(mesh.axis_names)
+
+  def local(*args):
+    items = args[0].shape[0]
+    offset = lax.axis_index(axes).astype(jnp.uint32) * jnp.uint32(items * rows_per_item)
+    return fn(*args, offset.reshape(1))
+
+  if set(axes) <= set(jax.sharding.get_abstract_mesh().manual_axes):
+    return local(*batched, *shared)
+  rows, whole = PartitionSpec(axes), PartitionSpec()
+  return jax.shard_map(local, mesh=mesh, in_specs=(rows,) * len(batched) + (whole,) * len(shared), out_specs=rows,
+                       check_vma=False)(*batched, *shared)

@@ -18,7 +18,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
 from herberta_jax.model.kernels import hashed_dropout
-from herberta_jax.model.kernels.launch import pallas_call, row_block
+from herberta_jax.model.kernels.launch import over_batch, pallas_call, row_block
 
 _BLOCK_ROWS = 16
 
@@ -38,13 +38,17 @@ def reference(h, residual, gamma, beta, seed, *, rate: float, eps: float):
   return y.astype(h.dtype).reshape(h.shape)
 
 
-def dropout_add_layer_norm(h, residual, gamma, beta, seed, *, rate: float, eps: float, impl: str):
-  """LayerNorm(dropout(h) + residual) over the last axis. `seed`: uint32 of shape (1,) (unused when rate is 0)."""
+def dropout_add_layer_norm(h, residual, gamma, beta, seed, *, rate: float, eps: float, impl: str, mesh=None):
+  """LayerNorm(dropout(h) + residual) over the last axis. `seed`: uint32 of shape (1,) (unused when rate is 0).
+  `mesh`: the mesh `h`'s first axis is split over, if any (`launch.over_batch`)."""
   if impl == "reference":
     return reference(h, residual, gamma, beta, seed, rate=rate, eps=eps)
-  shape = h.shape
-  flat = (h.reshape(-1, shape[-1]), residual.reshape(-1, shape[-1]))
-  return _fused(rate, eps, impl, *flat, gamma, beta, seed).reshape(shape)
+
+  def local(h, residual, gamma, beta, seed, offset):
+    flat = (h.reshape(-1, h.shape[-1]), residual.reshape(-1, h.shape[-1]))
+    return _fused(rate, eps, impl, *flat, gamma, beta, jnp.concatenate([seed, offset])).reshape(h.shape)
+
+  return over_batch(local, mesh, (h, residual), (gamma, beta, seed), rows_per_item=int(np.prod(h.shape[1:-1])))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
@@ -54,7 +58,8 @@ def _fused(rate, eps, impl, h, residual, gamma, beta, seed):
 
 def _recomputed(seed_ref, h_ref, res_ref, *, rate, width, block_rows):
   """The block's dropout(h) + residual in float32 (zero past `width`), the keep mask (None without dropout) and
-  the mask of real columns. Blocks are a power of two wide, as Triton needs, so loads past `width` are masked."""
+  the mask of real columns. Blocks are a power of two wide, as Triton needs, so loads past `width` are masked.
+  `seed_ref` holds the seed and the global number of this call's first row (`launch.over_batch`)."""
   shape = (block_rows, pl.next_power_of_2(width))
   cols = lax.broadcasted_iota(jnp.int32, shape, 1)
   real = cols < width
@@ -62,8 +67,8 @@ def _recomputed(seed_ref, h_ref, res_ref, *, rate, width, block_rows):
   keep = None
   if rate > 0.0:
     rows = pl.program_id(0) * block_rows + lax.broadcasted_iota(jnp.int32, shape, 0)
-    keep = hashed_dropout.keep(seed_ref[0], rows.astype(jnp.uint32) * jnp.uint32(width) + cols.astype(jnp.uint32),
-                               rate)
+    rows = seed_ref[1] + rows.astype(jnp.uint32)
+    keep = hashed_dropout.keep(seed_ref[0], rows * jnp.uint32(width) + cols.astype(jnp.uint32), rate)
     h = jnp.where(keep, h * hashed_dropout.scale(rate), 0.0)
   return h + pl_triton.load(res_ref, mask=real, other=0.0).astype(jnp.float32), keep, real
 
@@ -90,7 +95,7 @@ def _row_specs(block_rows, width):
   rows = pl.BlockSpec((block_rows, padded), lambda i: (i, 0))
   vector = pl.BlockSpec((padded,), lambda i: (0,))
   per_row = pl.BlockSpec((block_rows,), lambda i: (i,))
-  seed = pl.BlockSpec((1,), lambda i: (0,))
+  seed = pl.BlockSpec((2,), lambda i: (0,))
   return rows, vector, per_row, seed
 
 
@@ -142,7 +147,7 @@ def _backward(rate, eps, impl, saved, dy):
                  jax.ShapeDtypeStruct((blocks, width), jnp.float32)],
       name="dropout_add_layer_norm_backward")(seed, dy, h, residual, gamma, mean, rstd)
   return (dh, dres, dgamma.sum(0).astype(gamma.dtype), dbeta.sum(0).astype(beta.dtype),
-          np.zeros(seed.shape, jax.dtypes.float0))
+          np.zeros(seed.shape, jax.dtypes.float0))  # the seed and row offset are integers: no gradient
 
 
 _fused.defvjp(_forward, _backward)
