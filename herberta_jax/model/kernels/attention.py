@@ -15,6 +15,7 @@ last layer of a [CLS]-only encoder, or a head width that is not a power of two) 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -30,15 +31,16 @@ from herberta_jax.model.kernels.launch import over_batch, pallas_call, row_block
 _TILE = 16  # Triton's smallest dot operand side
 _BLOCK = 64
 _STAGES = 2  # blocks of k and v (or q and dout) loaded ahead in the kernels' loops
-
-
-def padded_length(n: int) -> int:
-  tile = _TILE if n <= 64 else 2 * _TILE
-  return -(-n // tile) * tile
 # Padding keys: -inf, not the attention mask's finfo.min, so that a row whose every real key is masked (a padding
 # row of the batch) still averages over its real keys as the reference does. Its log-sum-exp rounds to finfo.min,
 # so its recomputed gradient is only right where its output's gradient is zero, as for the rows a loss ignores.
 _PADDING = -float("inf")
+
+
+def padded_length(n: int) -> int:
+  """The length a sequence of `n` is padded to: a multiple of 16, or of 32 past 64."""
+  tile = _TILE if n <= 64 else 2 * _TILE
+  return -(-n // tile) * tile
 
 
 def reference(q, k, v, key_bias, seed, *, rate: float):
@@ -90,13 +92,15 @@ def _padded(q, k, v, key_bias, seed, offset, *, rate, impl):
   return out[:, :lq].reshape(batch, heads, lq, d)
 
 
-class _Shape(tuple):
+@dataclasses.dataclass(frozen=True)
+class _Shape:
   """The static facts every kernel needs (hashable, for custom_vjp's static arguments)."""
-
-  def __new__(cls, **fields):
-    obj = super().__new__(cls, tuple(sorted(fields.items())))
-    obj.__dict__.update(fields)
-    return obj
+  heads: int
+  lq: int  # the real lengths, which the dropout positions count in
+  lk: int
+  block_q: int
+  block_k: int
+  scale: float
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
