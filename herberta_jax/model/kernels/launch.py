@@ -31,9 +31,9 @@ def over_batch(fn, mesh, batched: tuple, shared: tuple, *, rows_per_item: int):
   A `pallas_call` is one custom call that XLA's partitioner cannot split, so under a plain `jit` with a
   batch-sharded input every device would gather the whole batch and run the kernel on all of it. With a mesh of
   several devices this runs `fn` under `shard_map` instead, each device on its own rows. `offset` (uint32, shape
-  (1,)) is the first of this device's rows counted in the global batch, times `rows_per_item` (a kernel's unit
-  per batch item): the kernels add it to the positions their dropout masks hash, so the masks do not depend on how
-  the batch is split. Inside a `shard_map` over the same axes (a stage's dev evaluation) `fn` runs on the local
+  (1,)) numbers this device's first row in the global batch, in the kernel's rows (`rows_per_item` per batch
+  item): the kernels add it to the positions their dropout masks hash, so the masks do not depend on how the batch
+  is split. Inside a `shard_map` over the same axes (a stage's dev evaluation) `fn` runs on the local
   rows directly.
   """
   if mesh is None or mesh.size == 1:
