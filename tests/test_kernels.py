@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from herberta_jax.model import bert
+from herberta_jax.model import bert, dropout
 from herberta_jax.model.kernels import attention, bias_gelu, hashed_dropout, parse, residual_norm, resolve
 
 TOLERANCE = {jnp.float32: dict(rtol=1e-5, atol=1e-5), jnp.bfloat16: dict(rtol=2e-2, atol=2e-2)}
@@ -50,7 +50,7 @@ def _compare(fn_of_impl, args, out_shape, dtype):
 def test_hashed_dropout_keeps_the_rate_and_a_seed_decides_the_mask():
   index = jnp.arange(1 << 20, dtype=jnp.uint32)
   keep = hashed_dropout.keep(SEED[0], index, 0.1)
-  assert abs(float(keep.mean()) - hashed_dropout.threshold(0.1) / hashed_dropout.LEVELS) < 2e-3
+  assert abs(float(keep.mean()) - dropout.threshold(0.1) / dropout.LEVELS) < 2e-3
   assert bool(jnp.all(keep == hashed_dropout.keep(SEED[0], index, 0.1)))  # a pure function of (seed, index)
   other = hashed_dropout.keep(SEED[0] + 1, index, 0.1)
   # Independent masks agree on 0.9^2 + 0.1^2 = 82% of elements; a shifted or equal mask would not.

@@ -18,8 +18,20 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-_LEVELS = 1 << 16
+LEVELS = 1 << 16  # a keep decision compares 16 random bits with `threshold(rate)`
 _RBG_IMPLS = ("rbg", "unsafe_rbg")
+
+
+def threshold(rate: float) -> int:
+  """The 16-bit keep threshold of a dropout rate: round((1 - rate) * LEVELS), at least 1; LEVELS keeps all."""
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+  return max(1, round((1.0 - rate) * LEVELS))
+
+
+def scale(rate: float) -> float:
+  """What a kept element is multiplied by: the inverse of the kept fraction."""
+  return LEVELS / threshold(rate)
 
 
 def random_words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -42,13 +54,11 @@ class Dropout(nn.Module):
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     if deterministic or self.rate == 0.0:
       return x
-    if not 0.0 <= self.rate < 1.0:
-      raise ValueError(f"dropout rate must be in [0, 1), got {self.rate}")
-    threshold = max(1, round((1.0 - self.rate) * _LEVELS))
+    keep_below = threshold(self.rate)
     *leading, last = x.shape or (1,)
     words = random_words(self.make_rng("dropout"), (*leading, (last + 1) // 2))
     halves = lax.bitcast_convert_type(words, jnp.uint16).reshape(*leading, 2 * words.shape[-1])
     halves = halves[..., :last].reshape(x.shape)  # an odd last axis leaves its last half unused
-    keep = halves < jnp.asarray(threshold, jnp.uint16) if threshold < _LEVELS else jnp.ones(x.shape, bool)
-    scaled = (x.astype(jnp.float32) * (_LEVELS / threshold)).astype(x.dtype)
+    keep = halves < jnp.asarray(keep_below, jnp.uint16) if keep_below < LEVELS else jnp.ones(x.shape, bool)
+    scaled = (x.astype(jnp.float32) * scale(self.rate)).astype(x.dtype)
     return jnp.where(keep, scaled, jnp.zeros((), x.dtype))

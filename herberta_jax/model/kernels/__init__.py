@@ -1,8 +1,8 @@
 """Fused GPU kernels for the encoder's memory-bound parts, each beside a pure-JAX reference of the same math.
 
 On a GPU, a BERT train step spends about half its time outside the matmuls, in elementwise and reduction kernels
-that read and write the activations several times (docs/performance.md, "Fused kernels"). Each kernel here does one such stretch in
-a single pass over memory:
+that read and write the activations several times (docs/performance.md, "Fused kernels"). Each kernel here does
+one such stretch in a single pass over memory:
 
 - `residual_norm.dropout_add_layer_norm`: LayerNorm(dropout(h) + residual), the tail of every block;
 - `bias_gelu.bias_gelu`: the exact GELU of the intermediate matmul's output plus its bias;

@@ -53,7 +53,7 @@ def reference(q, k, v, key_bias, seed, *, rate: float):
   probs = jax.nn.softmax(scores + key_bias[:, None, None, :].astype(jnp.float32), axis=-1)
   if rate > 0.0:
     index = jnp.arange(batch * heads * lq * lk, dtype=jnp.uint32).reshape(probs.shape)
-    probs = jnp.where(hashed_dropout.keep(seed[0], index, rate), probs * hashed_dropout.scale(rate), 0.0)
+    probs = hashed_dropout.dropped(probs, hashed_dropout.keep(seed[0], index, rate), rate)
   return jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32).astype(q.dtype)
 
 
@@ -108,11 +108,20 @@ def _fused(rate, impl, shape, q, k, v, bias, seed):
   return _forward(rate, impl, shape, q, k, v, bias, seed)[0]
 
 
-def _probabilities(q, k, bias, lse, rows, cols, bh, seed_ref, *, rate, shape):
-  """The block's softmax probabilities (from the saved log-sum-exp) and its dropout mask (None at rate 0)."""
+def _scores(q, k, bias, shape):
+  """A block's q k^T / sqrt(d) + key bias (one per key), float32."""
   scores = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-  probs = jnp.exp(scores * shape.scale + bias[None, :] - lse[:, None])
-  return probs, _keep(rows, cols, bh, seed_ref, rate=rate, shape=shape)
+  return scores * shape.scale + bias[None, :]
+
+
+def _recomputed(q, k, v, bias, do, lse, delta, rows, cols, bh, seed_ref, *, rate, shape):
+  """What both backward kernels recompute of a block: its probabilities (from the saved log-sum-exp), its dropout
+  mask (None at rate 0) and the gradient of its scores."""
+  probs = jnp.exp(_scores(q, k, bias, shape) - lse[:, None])
+  keep = _keep(rows, cols, bh, seed_ref, rate=rate, shape=shape)
+  dprobs = hashed_dropout.dropped(lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32),
+                                  keep, rate)
+  return probs, keep, probs * (dprobs - delta[:, None])
 
 
 def _keep(rows, cols, bh, seed_ref, *, rate, shape):
@@ -123,10 +132,6 @@ def _keep(rows, cols, bh, seed_ref, *, rate, shape):
   bh = seed_ref[1] + bh.astype(jnp.uint32)
   index = (bh * jnp.uint32(shape.lq) + rows.astype(jnp.uint32)) * jnp.uint32(shape.lk) + cols.astype(jnp.uint32)
   return hashed_dropout.keep(seed_ref[0], index, rate)
-
-
-def _dropped(x, keep, rate):
-  return x if keep is None else jnp.where(keep, x * hashed_dropout.scale(rate), 0.0)
 
 
 def _forward_kernel(seed_ref, q_ref, k_ref, v_ref, bias_ref, o_ref, lse_ref, *, rate, shape):
@@ -140,13 +145,12 @@ def _forward_kernel(seed_ref, q_ref, k_ref, v_ref, bias_ref, o_ref, lse_ref, *, 
     acc, running_max, normaliser = carry
     start = pl.multiple_of(j * bk, bk)
     k, v = k_ref[pl.ds(start, bk), :], v_ref[pl.ds(start, bk), :]
-    scores = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-    scores = scores * shape.scale + bias_ref[pl.ds(start, bk)][None, :]
+    scores = _scores(q, k, bias_ref[pl.ds(start, bk)], shape)
     new_max = jnp.maximum(running_max, jnp.max(scores, axis=1))
     correction = jnp.exp(running_max - new_max)
     probs = jnp.exp(scores - new_max[:, None])
     normaliser = normaliser * correction + jnp.sum(probs, axis=1)
-    probs = _dropped(probs, _keep(rows, start + base_cols, bh, seed_ref, rate=rate, shape=shape), rate)
+    probs = hashed_dropout.dropped(probs, _keep(rows, start + base_cols, bh, seed_ref, rate=rate, shape=shape), rate)
     acc = acc * correction[:, None] + lax.dot_general(probs.astype(v.dtype), v, (((1,), (0,)), ((), ())),
                                                       preferred_element_type=jnp.float32)
     return acc, new_max, normaliser
@@ -201,13 +205,10 @@ def _key_grads_kernel(seed_ref, q_ref, k_ref, v_ref, bias_ref, do_ref, lse_ref, 
     dk, dv = carry
     start = pl.multiple_of(i * bq, bq)
     q, do = q_ref[pl.ds(start, bq), :], do_ref[pl.ds(start, bq), :]
-    probs, keep = _probabilities(q, k, bias, lse_ref[pl.ds(start, bq)], start + base_rows, cols, bh, seed_ref,
-                                 rate=rate, shape=shape)
-    dv = dv + lax.dot_general(_dropped(probs, keep, rate).astype(do.dtype), do, (((0,), (0,)), ((), ())),
-                              preferred_element_type=jnp.float32)
-    dprobs = _dropped(lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32), keep,
-                      rate)
-    dscores = probs * (dprobs - delta_ref[pl.ds(start, bq)][:, None])
+    probs, keep, dscores = _recomputed(q, k, v, bias, do, lse_ref[pl.ds(start, bq)], delta_ref[pl.ds(start, bq)],
+                                       start + base_rows, cols, bh, seed_ref, rate=rate, shape=shape)
+    dv = dv + lax.dot_general(hashed_dropout.dropped(probs, keep, rate).astype(do.dtype), do,
+                              (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
     dk = dk + lax.dot_general(dscores.astype(q.dtype), q, (((0,), (0,)), ((), ())),
                               preferred_element_type=jnp.float32)
     return dk, dv
@@ -229,11 +230,8 @@ def _query_grads_kernel(seed_ref, q_ref, k_ref, v_ref, bias_ref, do_ref, lse_ref
   def step(j, dq):
     start = pl.multiple_of(j * bk, bk)
     k, v = k_ref[pl.ds(start, bk), :], v_ref[pl.ds(start, bk), :]
-    probs, keep = _probabilities(q, k, bias_ref[pl.ds(start, bk)], lse, rows, start + base_cols, bh, seed_ref,
-                                 rate=rate, shape=shape)
-    dprobs = _dropped(lax.dot_general(do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32), keep,
-                      rate)
-    dscores = probs * (dprobs - delta[:, None])
+    _, _, dscores = _recomputed(q, k, v, bias_ref[pl.ds(start, bk)], do, lse, delta, rows, start + base_cols, bh,
+                                seed_ref, rate=rate, shape=shape)
     return dq + lax.dot_general(dscores.astype(k.dtype), k, (((1,), (0,)), ((), ())),
                                 preferred_element_type=jnp.float32)
 

@@ -16,7 +16,14 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-from herberta_jax.model.kernels.launch import over_batch, pallas_call, row_block
+from herberta_jax.model.kernels.launch import (
+  column_sums_spec,
+  load_vector,
+  over_batch,
+  pallas_call,
+  row_block,
+  store_column_sums,
+)
 
 _BLOCK_ELEMENTS = 1 << 14  # rows x padded width per program
 _SQRT_HALF = float(np.sqrt(0.5))
@@ -72,7 +79,7 @@ def _fused(impl, y, bias):
 def _biased(y_ref, bias_ref, width, block_rows):
   padded = pl.next_power_of_2(width)
   real = lax.broadcasted_iota(jnp.int32, (block_rows, padded), 1) < width
-  bias = pl_triton.load(bias_ref, mask=jnp.arange(padded) < width, other=0.0).astype(jnp.float32)
+  bias = load_vector(bias_ref, width)
   return pl_triton.load(y_ref, mask=real, other=0.0).astype(jnp.float32) + bias[None, :], real
 
 
@@ -101,8 +108,7 @@ def _backward_kernel(dout_ref, y_ref, bias_ref, dy_ref, dbias_ref, *, width, blo
   x, real = _biased(y_ref, bias_ref, width, block_rows)
   dy = pl_triton.load(dout_ref, mask=real, other=0.0).astype(jnp.float32) * _gelu_derivative(x)
   pl_triton.store(dy_ref, dy.astype(dy_ref.dtype), mask=real)
-  real_row = lax.broadcasted_iota(jnp.int32, (1, real.shape[1]), 1) < width
-  pl_triton.store(dbias_ref, jnp.sum(jnp.where(real, dy, 0.0), axis=0)[None, :], mask=real_row)
+  store_column_sums(dbias_ref, dy, width)
 
 
 def _backward(impl, saved, dout):
@@ -110,7 +116,7 @@ def _backward(impl, saved, dout):
   n, width = y.shape
   block_rows, rows, vector = _specs(n, width)
   blocks = n // block_rows
-  partial = pl.BlockSpec((1, pl.next_power_of_2(width)), lambda i: (i, 0))
+  partial = column_sums_spec(width)
   dy, dbias = pallas_call(functools.partial(_backward_kernel, width=width, block_rows=block_rows), impl=impl,
                           grid=(blocks,), in_specs=[rows, rows, vector], out_specs=[rows, partial],
                           out_shape=[jax.ShapeDtypeStruct(y.shape, y.dtype),

@@ -5,8 +5,8 @@ traffic the kernels exist to save. So the mask is a pure function of (seed, flat
 backward kernel and the pure-JAX reference all compute it, and agree bit for bit. The hash is two rounds of a
 32-bit xorshift-multiply mixer (a bijection of uint32; its constants are from Chris Wellons' hash-prospector
 search), first of the index and then of that xor the seed, so two seeds give unrelated masks rather than shifted
-copies of one. As `model.dropout.Dropout` does, each decision compares 16 bits with round((1 - rate) * 65536) and
-kept elements are scaled by 65536 / that threshold.
+copies of one. Each decision compares 16 bits with `model.dropout`'s threshold and kept elements get its scale,
+as `model.dropout.Dropout`'s do.
 """
 
 from __future__ import annotations
@@ -14,19 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-LEVELS = 1 << 16
-
-
-def threshold(rate: float) -> int:
-  """The 16-bit keep threshold of a dropout rate; `LEVELS` (keep everything) for rate 0."""
-  if not 0.0 <= rate < 1.0:
-    raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-  return max(1, round((1.0 - rate) * LEVELS))
-
-
-def scale(rate: float) -> float:
-  """What a kept element is multiplied by."""
-  return LEVELS / threshold(rate)
+from herberta_jax.model import dropout
 
 
 def _mix(x: jax.Array) -> jax.Array:
@@ -40,7 +28,12 @@ def _mix(x: jax.Array) -> jax.Array:
 def keep(seed: jax.Array, index: jax.Array, rate: float) -> jax.Array:
   """Boolean keep-mask for uint32 flat indices `index` under a uint32 `seed` (a scalar or broadcastable)."""
   bits = _mix(_mix(index.astype(jnp.uint32)) ^ seed.astype(jnp.uint32))
-  return (bits >> 16) < jnp.uint32(threshold(rate))
+  return (bits >> 16) < jnp.uint32(dropout.threshold(rate))
+
+
+def dropped(x: jax.Array, keep_mask: jax.Array | None, rate: float) -> jax.Array:
+  """`x` with the elements `keep_mask` drops zeroed and the others scaled up; `x` itself for a None mask."""
+  return x if keep_mask is None else jnp.where(keep_mask, x * dropout.scale(rate), 0.0)
 
 
 def seed_from(key: jax.Array) -> jax.Array:

@@ -25,6 +25,24 @@ def row_block(rows: int, most: int) -> int:
   return min(rows & -rows, most)
 
 
+def load_vector(ref, width: int) -> jax.Array:
+  """A vector block a power of two long (as Triton needs) of a `width`-long vector, as float32, zero past `width`."""
+  padded = pl.next_power_of_2(width)
+  return pl_triton.load(ref, mask=jnp.arange(padded) < width, other=0.0).astype(jnp.float32)
+
+
+def column_sums_spec(width: int) -> pl.BlockSpec:
+  """The block of a [grid, width] output into which program i writes its rows' column sums (`store_column_sums`);
+  the caller sums the grid's rows: a reduction over blocks without atomics."""
+  return pl.BlockSpec((1, pl.next_power_of_2(width)), lambda i: (i, 0))
+
+
+def store_column_sums(ref, values: jax.Array, width: int) -> None:
+  """Stores the column sums of a [rows, padded width] block into `ref` (`column_sums_spec`), the real columns only."""
+  real = lax.broadcasted_iota(jnp.int32, (1, values.shape[1]), 1) < width
+  pl_triton.store(ref, jnp.sum(values, axis=0)[None, :], mask=real)
+
+
 def over_batch(fn, mesh, batched: tuple, shared: tuple, *, rows_per_item: int):
   """fn(*batched, *shared, offset) run on each device's rows of a batch split over `mesh`'s axes.
 

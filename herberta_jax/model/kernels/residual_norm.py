@@ -18,7 +18,14 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
 from herberta_jax.model.kernels import hashed_dropout
-from herberta_jax.model.kernels.launch import over_batch, pallas_call, row_block
+from herberta_jax.model.kernels.launch import (
+  column_sums_spec,
+  load_vector,
+  over_batch,
+  pallas_call,
+  row_block,
+  store_column_sums,
+)
 
 _BLOCK_ROWS = 16
 
@@ -30,7 +37,7 @@ def reference(h, residual, gamma, beta, seed, *, rate: float, eps: float):
   if rate > 0.0:
     index = (lax.broadcasted_iota(jnp.uint32, x.shape, 0) * jnp.uint32(width)
              + lax.broadcasted_iota(jnp.uint32, x.shape, 1))
-    x = jnp.where(hashed_dropout.keep(seed[0], index, rate), x * hashed_dropout.scale(rate), 0.0)
+    x = hashed_dropout.dropped(x, hashed_dropout.keep(seed[0], index, rate), rate)
   z = x + residual.reshape(x.shape).astype(jnp.float32)
   centred = z - z.mean(-1, keepdims=True)
   normed = centred * lax.rsqrt((centred * centred).mean(-1, keepdims=True) + eps)
@@ -69,13 +76,8 @@ def _recomputed(seed_ref, h_ref, res_ref, *, rate, width, block_rows):
     rows = pl.program_id(0) * block_rows + lax.broadcasted_iota(jnp.int32, shape, 0)
     rows = seed_ref[1] + rows.astype(jnp.uint32)
     keep = hashed_dropout.keep(seed_ref[0], rows * jnp.uint32(width) + cols.astype(jnp.uint32), rate)
-    h = jnp.where(keep, h * hashed_dropout.scale(rate), 0.0)
+    h = hashed_dropout.dropped(h, keep, rate)
   return h + pl_triton.load(res_ref, mask=real, other=0.0).astype(jnp.float32), keep, real
-
-
-def _vector(ref, width):
-  """A parameter vector as float32, zero past `width`."""
-  return pl_triton.load(ref, mask=jnp.arange(pl.next_power_of_2(width)) < width, other=0.0).astype(jnp.float32)
 
 
 def _forward_kernel(seed_ref, h_ref, res_ref, gamma_ref, beta_ref, y_ref, mean_ref, rstd_ref, *, rate, eps, width,
@@ -84,7 +86,7 @@ def _forward_kernel(seed_ref, h_ref, res_ref, gamma_ref, beta_ref, y_ref, mean_r
   mean = jnp.sum(z, axis=1) / width
   centred = jnp.where(real, z - mean[:, None], 0.0)
   rstd = lax.rsqrt(jnp.sum(centred * centred, axis=1) / width + eps)
-  y = centred * rstd[:, None] * _vector(gamma_ref, width) + _vector(beta_ref, width)
+  y = centred * rstd[:, None] * load_vector(gamma_ref, width) + load_vector(beta_ref, width)
   pl_triton.store(y_ref, y.astype(y_ref.dtype), mask=real)
   mean_ref[...] = mean
   rstd_ref[...] = rstd
@@ -119,16 +121,13 @@ def _backward_kernel(seed_ref, dy_ref, h_ref, res_ref, gamma_ref, mean_ref, rstd
   rstd = rstd_ref[...]
   normed = jnp.where(real, (z - mean_ref[...][:, None]) * rstd[:, None], 0.0)
   dy = pl_triton.load(dy_ref, mask=real, other=0.0).astype(jnp.float32)
-  g = dy * _vector(gamma_ref, width)
+  g = dy * load_vector(gamma_ref, width)
   dz = rstd[:, None] * (g - (jnp.sum(g, axis=1) / width)[:, None]
                         - normed * (jnp.sum(g * normed, axis=1) / width)[:, None])
   pl_triton.store(dres_ref, dz.astype(dres_ref.dtype), mask=real)
-  dh = dz if keep is None else jnp.where(keep, dz * hashed_dropout.scale(rate), 0.0)
-  pl_triton.store(dh_ref, dh.astype(dh_ref.dtype), mask=real)
-  # This block's share of the parameter gradients, summed over the blocks outside.
-  real_row = lax.broadcasted_iota(jnp.int32, (1, real.shape[1]), 1) < width
-  pl_triton.store(dgamma_ref, jnp.sum(dy * normed, axis=0)[None, :], mask=real_row)
-  pl_triton.store(dbeta_ref, jnp.sum(dy, axis=0)[None, :], mask=real_row)
+  pl_triton.store(dh_ref, hashed_dropout.dropped(dz, keep, rate).astype(dh_ref.dtype), mask=real)
+  store_column_sums(dgamma_ref, dy * normed, width)  # this block's share of the parameter gradients
+  store_column_sums(dbeta_ref, dy, width)
 
 
 def _backward(rate, eps, impl, saved, dy):
@@ -137,7 +136,7 @@ def _backward(rate, eps, impl, saved, dy):
   block_rows = row_block(n, _BLOCK_ROWS)
   blocks = n // block_rows
   rows, vector, per_row, seed_spec = _row_specs(block_rows, width)
-  partial = pl.BlockSpec((1, pl.next_power_of_2(width)), lambda i: (i, 0))
+  partial = column_sums_spec(width)
   dh, dres, dgamma, dbeta = pallas_call(
       functools.partial(_backward_kernel, rate=rate, width=width, block_rows=block_rows), impl=impl,
       grid=(blocks,), in_specs=[seed_spec, rows, rows, rows, vector, per_row, per_row],
