@@ -238,8 +238,8 @@ def part_train_step(entry: dict, args, report) -> None:
                      model_flops_per_second=flops / per_step, mfu=flops / per_step / peak if peak else None,
                      autocast=dtype == "bfloat16" and cuda)
 
-    def jax_side(section):
-      runner = jax_runner(stage, config, batch, length)
+    def jax_side(section, kernels=""):
+      runner = jax_runner(stage, config.replace(kernels=kernels), batch, length)
       try:
         warm, per_step = seconds_per_step(runner, n_steps)
       finally:
@@ -250,15 +250,6 @@ def part_train_step(entry: dict, args, report) -> None:
                      mfu_vs_measured_matmul=flops / per_step / matmul["flops_per_second"] if matmul.get(
                          "flops_per_second") else None)
 
-    def kernels_side(section):
-      runner = jax_runner(stage, config.replace(kernels=args.kernels), batch, length)
-      try:
-        warm, per_step = seconds_per_step(runner, n_steps)
-      finally:
-        runner.close()
-      section.update(kernels=args.kernels, compile_and_first_step_seconds=warm, seconds_per_step=per_step,
-                     model_flops_per_second=flops / per_step, mfu=flops / per_step / peak if peak else None)
-
     if not args.no_torch:
       guarded(row["torch"], torch_side)
       free_memory()
@@ -266,8 +257,8 @@ def part_train_step(entry: dict, args, report) -> None:
       guarded(row["jax"], jax_side)
       free_memory()
     if args.kernels:
-      row["jax_kernels"] = {}
-      guarded(row["jax_kernels"], kernels_side)
+      row["jax_kernels"] = {"kernels": args.kernels}
+      guarded(row["jax_kernels"], lambda section: jax_side(section, args.kernels))
       free_memory()
       kernels_step = row["jax_kernels"].get("seconds_per_step")
       if row["jax"].get("seconds_per_step") and kernels_step:

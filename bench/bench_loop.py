@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 import jax
 import numpy as np
-from bench_prepare_memory import cpu_model  # what lscpu names
+from bench_prepare_memory import provenance  # when, on what CPU, from which commit
 
 from configs import demo
 from herberta_jax import storage
@@ -259,8 +259,8 @@ def against(revision: str, pairs: int, steps: int, write_json: bool) -> None:
   """This tree's loop against revision `revision`'s, one round of this script per run, the two taking turns."""
   commit = subprocess.run(["git", "rev-parse", "--short", f"{revision}^{{commit}}"], cwd=REPO, check=True,
                           capture_output=True, text=True).stdout.strip()
-  head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                        text=True).stdout.strip()
+  ran = provenance()
+  head = ran.pop("commit")
   sides: dict[str, list[dict]] = {"this_tree": [], commit: []}
   with tempfile.TemporaryDirectory() as tmp:
     other = pathlib.Path(tmp) / commit
@@ -278,8 +278,7 @@ def against(revision: str, pairs: int, steps: int, write_json: bool) -> None:
              for side, runs in sides.items()}
   this, base = medians["this_tree"], medians[commit]
   result = {"revision": commit, "this_tree": head, "pairs": pairs, "runs": sides, "medians": medians,
-            "loop_rate_this_over_revision": this["loop"] / base["loop"],
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu": f"{cpu_model()}, {os.cpu_count()} cores"}
+            "loop_rate_this_over_revision": this["loop"] / base["loop"], **ran}
   print(f"medians over {pairs} runs each: this tree ({head}) loop {this['loop']:.1f} sentences/s, loop / bare "
         f"{this['ratio']:.3f}; {commit} loop {base['loop']:.1f}, loop / bare {base['ratio']:.3f}; this tree's loop "
         f"rate / {commit}'s: {result['loop_rate_this_over_revision']:.3f}")

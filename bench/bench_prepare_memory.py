@@ -61,6 +61,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def provenance() -> dict:
+  """When, on what and from which code a benchmark ran: the date (UTC), the CPU and the checkout's commit."""
+  commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+  return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+          "cpu": f"{cpu_model()}, {os.cpu_count()} cores", "commit": commit}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--rows", default="110000,1100000", help="comma-separated corpus sizes, smallest first")

@@ -12,13 +12,11 @@ a large float32 matmul timed in the same run. `--kernels` adds a third side, our
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -28,7 +26,7 @@ sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Pa
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from bench_prepare_memory import cpu_model  # noqa: E402  (what lscpu names)
+from bench_prepare_memory import provenance  # noqa: E402
 from step_builders import (
   NUM_LABELS,
   SHAPES,
@@ -124,12 +122,9 @@ def main():
               f"x{jax_s / kernels_s:.3f} the step without", flush=True)
         rows[-1].update(kernels=args.kernels, jax_kernels_seconds_per_step=kernels_s)
   if args.json:
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=pathlib.Path(__file__).parent,
-                            capture_output=True, text=True).stdout.strip()
     with open(args.json, "w") as f:
-      json.dump({"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit,
-                 "cpu": f"{cpu_model()}, {os.cpu_count()} cores", "command": " ".join(sys.argv),
-                 "matmul_flops_per_second": peak, "rows": rows}, f, indent=2)
+      json.dump({**provenance(), "command": " ".join(sys.argv), "matmul_flops_per_second": peak, "rows": rows}, f,
+                indent=2)
 
 
 if __name__ == "__main__":

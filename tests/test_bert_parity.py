@@ -46,13 +46,18 @@ def _compare(directory, torch_model, pad_id: int, use_types: bool, length: int =
   np.testing.assert_allclose(np.asarray(first_pooled), np.asarray(pooled), atol=tol / 10)
 
 
-def test_random_bert_matches_pytorch(tmp_path):
+def _random_bert(directory):
+  """A random 3-layer PyTorch BERT, saved to `directory` as a HuggingFace checkpoint."""
   torch.manual_seed(0)
   cfg = transformers.BertConfig(vocab_size=300, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                                 intermediate_size=128, max_position_embeddings=64)
   model = transformers.BertModel(cfg).eval()
-  model.save_pretrained(tmp_path)
-  _compare(tmp_path, model, pad_id=0, use_types=True)
+  model.save_pretrained(directory)
+  return model
+
+
+def test_random_bert_matches_pytorch(tmp_path):
+  _compare(tmp_path, _random_bert(tmp_path), pad_id=0, use_types=True)
 
 
 @pytest.mark.parametrize("dtype, tol", [("float32", TOL), ("bfloat16", 0.1)])
@@ -60,12 +65,7 @@ def test_random_bert_with_the_fused_kernels_matches_pytorch(tmp_path, dtype, tol
   """The inference path through the three kernels (Pallas' interpreter: the code a GPU compiles), at a length the
   attention kernel takes (20: padded to 32 inside). bfloat16 against PyTorch's float32: 0.1, as the bfloat16
   rounding of three layers' activations allows."""
-  torch.manual_seed(0)
-  cfg = transformers.BertConfig(vocab_size=300, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                intermediate_size=128, max_position_embeddings=64)
-  model = transformers.BertModel(cfg).eval()
-  model.save_pretrained(tmp_path)
-  _compare(tmp_path, model, pad_id=0, use_types=True, length=20, tol=tol, kernels="all", kernel_impl="interpret",
+  _compare(tmp_path, _random_bert(tmp_path), pad_id=0, use_types=True, length=20, tol=tol, kernels="all", kernel_impl="interpret",
            dtype=dtype)
 
 
