@@ -33,6 +33,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -352,9 +353,9 @@ def _run_variant(index: int, variant: str, args, report, scratch: pathlib.Path) 
 
 
 def part_variants(entry: dict, args, report) -> None:
-  scratch = args.workdir / "variants"
-  shutil.rmtree(scratch, ignore_errors=True)
-  scratch.mkdir(parents=True)
+  args.workdir.mkdir(parents=True, exist_ok=True)
+  # A new folder each run: --workdir may be the user's, and nothing in it is removed.
+  scratch = pathlib.Path(tempfile.mkdtemp(prefix="variants_", dir=args.workdir))
   variants = ["baseline"] + [v for v in args.variants.split(",") if v and v != "baseline"]
   entry.update(shape="smoke" if args.smoke else "base", dtype="bfloat16", combine_margin=args.combine_margin,
                timing="each variant in its own process: a compiling warm-up call, then the part's steps and a sync")
